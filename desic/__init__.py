@@ -1,0 +1,115 @@
+"""desic: program LLM pipelines instead of hand-tuning prompts.
+
+Declare tasks as typed functions (``@desic.signature``), compose them in plain Python
+(``@desic.pipeline``), then ``desic.compile(pipeline, trainset, metric=...)`` and ship the
+artifact with ``compiled.save(...)`` / ``desic.load(...)``.
+
+Importing desic is cheap: the LM SDKs (openai, instructor, xllamacpp) load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .errors import (
+    ArtifactError,
+    BudgetExceeded,
+    ConfigError,
+    DataError,
+    DesicError,
+    LMError,
+    OutputValidationError,
+    RateLimited,
+    SignatureError,
+    StorageError,
+    Timeout,
+)
+
+if TYPE_CHECKING:
+    from . import metrics as metrics
+    from . import testing as testing
+    from .compile import CompiledPipeline as CompiledPipeline
+    from .compile import compile as compile
+    from .compile import load as load
+    from .data import Example as Example
+    from .data import load_dataset as load_dataset
+    from .evaluate import EvaluationReport as EvaluationReport
+    from .evaluate import evaluate as evaluate
+    from .ir import Program as Program
+    from .lm import LM as LM
+    from .lm import lm as lm
+    from .pipeline import Pipeline as Pipeline
+    from .pipeline import pipeline as pipeline
+    from .runtime import context as context
+    from .signature import Signature as Signature
+    from .signature import signature as signature
+
+__all__ = [
+    "ArtifactError",
+    "BudgetExceeded",
+    "CompiledPipeline",
+    "ConfigError",
+    "DataError",
+    "DesicError",
+    "EvaluationReport",
+    "Example",
+    "LM",
+    "LMError",
+    "OutputValidationError",
+    "Pipeline",
+    "Program",
+    "RateLimited",
+    "Signature",
+    "SignatureError",
+    "StorageError",
+    "Timeout",
+    "__version__",
+    "compile",
+    "context",
+    "evaluate",
+    "lm",
+    "load",
+    "load_dataset",
+    "metrics",
+    "pipeline",
+    "signature",
+    "testing",
+]
+
+_LAZY = {
+    "CompiledPipeline": ("compile", "CompiledPipeline"),
+    "compile": ("compile", "compile"),
+    "load": ("compile", "load"),
+    "Example": ("data", "Example"),
+    "load_dataset": ("data", "load_dataset"),
+    "EvaluationReport": ("evaluate", "EvaluationReport"),
+    "evaluate": ("evaluate", "evaluate"),
+    "Program": ("ir", "Program"),
+    "LM": ("lm", "LM"),
+    "lm": ("lm", "lm"),
+    "Pipeline": ("pipeline", "Pipeline"),
+    "pipeline": ("pipeline", "pipeline"),
+    "context": ("runtime", "context"),
+    "Signature": ("signature", "Signature"),
+    "signature": ("signature", "signature"),
+    "metrics": ("metrics", None),
+    "testing": ("testing", None),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'desic' has no attribute {name!r}") from None
+    import importlib
+
+    module = importlib.import_module(f".{module_name}", __name__)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

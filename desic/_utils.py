@@ -1,0 +1,88 @@
+"""Small shared helpers: the UNSET sentinel, JSON-able conversion, running async code from sync."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import threading
+from collections.abc import Coroutine
+from enum import Enum
+from typing import Any, Final, TypeVar
+
+T = TypeVar("T")
+
+
+class _Unset(Enum):
+    """"Not given", distinct from ``None``."""
+
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNSET: Final = _Unset.UNSET
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON data for a value (pydantic models dumped in JSON mode)."""
+    from pydantic import BaseModel
+    from pydantic_core import to_jsonable_python
+
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return to_jsonable_python(value)
+
+
+# --- running coroutines from synchronous code --------------------------------------------
+
+_local = threading.local()
+# The loop that owns shared async resources (throttles, clients) while an evaluation runs;
+# synchronous user code in worker threads hands its LM calls back to it.
+home_loop: contextvars.ContextVar[asyncio.AbstractEventLoop | None] = contextvars.ContextVar(
+    "desic_home_loop", default=None
+)
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _thread_loop() -> asyncio.AbstractEventLoop:
+    loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = asyncio.new_event_loop()
+        _local.loop = loop
+    return loop
+
+
+def _run_on_thread_loop(coro: Coroutine[Any, Any, T]) -> T:
+    return _thread_loop().run_until_complete(coro)
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion from synchronous code, wherever that code runs.
+
+    - in a worker thread of an evaluation: on the evaluation's loop (shared limits);
+    - in a thread with no running loop: on that thread's own persistent loop (cheap);
+    - inside a running loop (a notebook): on a helper thread, so the call still completes.
+    """
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is None:
+        home = home_loop.get()
+        if home is not None and home.is_running():
+            return asyncio.run_coroutine_threadsafe(coro, home).result()
+        return _run_on_thread_loop(coro)
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=8, thread_name_prefix="desic-sync"
+            )
+    ctx = contextvars.copy_context()
+    return _pool.submit(ctx.run, _run_on_thread_loop, coro).result()

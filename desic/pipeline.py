@@ -1,0 +1,210 @@
+"""``@pipeline``: an ordinary Python function (sync or async) that calls signatures.
+
+Running it records every signature call of the run as a node (ids: the signature's name,
+``name#2`` for its second call in the same run, or ``sig.named("x")``) and the data
+edges observed between them; ``trace`` turns those records into a ``Program``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from pydantic import TypeAdapter, ValidationError
+
+from . import ir
+from .errors import DataError, SignatureError
+from .runtime import RunState, current_run, run_scope
+from .signature import Signature
+
+__all__ = ["Pipeline", "pipeline", "as_pipeline", "program_from_runs"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Pipeline(Generic[P, R]):
+    """A traced pipeline. Call it like the function it wraps."""
+
+    def __init__(self, fn: Callable[P, R], *, name: str | None = None):
+        self.fn = fn
+        self.name = name or fn.__name__
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.ref = f"{fn.__module__}:{fn.__qualname__}"
+        self.__doc__ = fn.__doc__
+        self.__name__ = fn.__name__
+        self.__qualname__ = fn.__qualname__
+        self.__module__ = fn.__module__
+        self.__wrapped__ = fn
+        params = inspect.signature(fn).parameters
+        try:
+            hints = typing.get_type_hints(fn, include_extras=True)
+        except Exception as exc:
+            raise SignatureError(f"@pipeline {fn.__qualname__}: cannot resolve annotations: {exc}") from exc
+        self.inputs: dict[str, tuple[TypeAdapter[Any] | None, bool]] = {}
+        for pname, param in params.items():
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+                raise SignatureError(
+                    f"@pipeline {fn.__qualname__}: parameter {pname!r} must be a named parameter, "
+                    "not *args/**kwargs (trainset rows are matched by name)"
+                )
+            adapter = TypeAdapter(hints[pname]) if pname in hints else None
+            self.inputs[pname] = (adapter, param.default is param.empty)
+        self._signature = inspect.signature(fn)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(self.inputs)
+
+    def validate_inputs(self, row: dict[str, Any], index: int | None = None) -> dict[str, Any]:
+        """The pipeline's inputs from ``row``, validated; ``DataError`` names row and field."""
+        where = f"row {index}" if index is not None else "input"
+        out: dict[str, Any] = {}
+        for name, (adapter, required) in self.inputs.items():
+            if name not in row:
+                if required:
+                    raise DataError(
+                        f"{where}: missing field {name!r} (pipeline {self.name} takes "
+                        f"{', '.join(self.inputs)}; the row has {', '.join(row) or 'no fields'})",
+                        row=index,
+                        field=name,
+                    )
+                continue
+            value = row[name]
+            if adapter is not None:
+                try:
+                    value = adapter.validate_python(value)
+                except ValidationError as exc:
+                    first = exc.errors()[0]["msg"] if exc.errors() else str(exc)
+                    raise DataError(
+                        f"{where}: field {name!r} = {value!r:.60} is invalid: {first}",
+                        row=index,
+                        field=name,
+                    ) from exc
+            out[name] = value
+        return out
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        bound = self._signature.bind(*args, **kwargs)
+        return dict(bound.arguments)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        if current_run() is not None:  # nested inside another pipeline: same run
+            return self.fn(*args, **kwargs)
+        if self.is_async:
+            return self._acall(RunState(), args, kwargs)  # type: ignore[return-value]
+        with run_scope(RunState()):
+            return self.fn(*args, **kwargs)
+
+    async def _acall(self, state: RunState, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        with run_scope(state):
+            return await self.fn(*args, **kwargs)  # type: ignore[misc]
+
+    def run(self, inputs: dict[str, Any], state: RunState) -> Any:
+        """Run once on ``inputs`` within ``state`` (sync; an async pipeline runs to completion)."""
+        if self.is_async:
+            from ._utils import run_sync
+
+            return run_sync(self._acall(state, (), inputs))
+        with run_scope(state):
+            return self.fn(**inputs)
+
+    async def arun(self, inputs: dict[str, Any], state: RunState) -> Any:
+        """Run once on ``inputs`` within ``state`` from async code."""
+        if self.is_async:
+            return await self._acall(state, (), inputs)
+        import asyncio
+        import contextvars
+
+        ctx = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(
+            _executor(), ctx.run, self.run, inputs, state
+        )
+
+    def __repr__(self) -> str:
+        return f"<desic.Pipeline {self.name}({', '.join(self.inputs)})>"
+
+
+_pool: Any = None
+
+
+def _executor() -> Any:
+    global _pool
+    if _pool is None:
+        import concurrent.futures
+
+        _pool = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="desic-run")
+    return _pool
+
+
+@overload
+def pipeline(fn: Callable[P, R], /) -> Pipeline[P, R]: ...
+@overload
+def pipeline(*, name: str | None = None) -> Callable[[Callable[P, R]], Pipeline[P, R]]: ...
+def pipeline(
+    fn: Callable[P, R] | None = None, /, *, name: str | None = None
+) -> Pipeline[P, R] | Callable[[Callable[P, R]], Pipeline[P, R]]:
+    """Declare a pipeline (bare ``@pipeline`` or ``@pipeline(name=...)``)."""
+    if fn is not None:
+        return Pipeline(fn)
+
+    def decorate(f: Callable[P, R]) -> Pipeline[P, R]:
+        return Pipeline(f, name=name)
+
+    return decorate
+
+
+def as_pipeline(obj: Any) -> Pipeline[..., Any]:
+    """A pipeline from a pipeline, a compiled pipeline, or a bare signature."""
+    if isinstance(obj, Pipeline):
+        return obj
+    inner = getattr(obj, "pipeline", None)
+    if isinstance(inner, Pipeline):
+        return inner
+    if isinstance(obj, Signature):
+        sig = obj
+
+        def single(**inputs: Any) -> Any:
+            return sig(**inputs)
+
+        single.__name__ = single.__qualname__ = sig.spec.name
+        single.__module__ = sig.__module__
+        single.__annotations__ = {}
+        single.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [
+                inspect.Parameter(
+                    f.name,
+                    inspect.Parameter.KEYWORD_ONLY,
+                    default=inspect.Parameter.empty if f.required else f.default,
+                )
+                for f in sig.spec.inputs
+            ]
+        )
+        wrapped: Pipeline[..., Any] = Pipeline(single, name=sig.spec.name)
+        wrapped.ref = sig.spec.ref
+        return wrapped
+    raise TypeError(
+        f"expected a @desic.pipeline, a @desic.signature or a compiled pipeline, got {obj!r}"
+    )
+
+
+def program_from_runs(pipe: Pipeline[..., Any], runs: Iterable[RunState], base: ir.Program | None = None) -> ir.Program:
+    """The program observed over ``runs``: nodes in order of first appearance, all edges."""
+    nodes: dict[str, ir.Node] = {}
+    if base is not None:
+        nodes.update((n.id, n) for n in base.nodes)
+    edges: set[tuple[str, str, str]] = set(
+        (e.src, e.dst, e.field) for e in (base.edges if base is not None else ())
+    )
+    for state in runs:
+        for node_id, node in state.nodes_seen.items():
+            nodes.setdefault(node_id, node)
+        edges |= state.edges
+    return ir.Program(
+        pipeline=pipe.ref,
+        nodes=tuple(nodes.values()),
+        edges=tuple(ir.Edge(s, d, f) for s, d, f in sorted(edges)),
+        meta=base.meta if base is not None else ir.ProgramMeta(),
+    )

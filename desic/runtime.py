@@ -1,0 +1,236 @@
+"""Executing signatures and pipelines: scoped settings and per-run state over contextvars.
+
+Nothing here is a global mutable singleton: ``context(...)`` sets values for the current
+thread or task only, and every pipeline run gets its own ``RunState`` (node counters,
+the bound program, the trace being recorded, usage).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from . import ir
+from ._utils import UNSET, run_sync, to_jsonable
+from .errors import ArtifactError
+from .lm import LM, LMParams, LMRequest, Usage, default_lm
+from .render import default_template, render_messages
+
+if TYPE_CHECKING:
+    from .signature import Signature
+
+__all__ = ["Settings", "context", "current_lm", "settings", "RunState", "TraceEntry"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    lm: LM | None = None
+    storage: Any = None
+    max_concurrency: int | None = None
+
+
+_settings: contextvars.ContextVar[Settings] = contextvars.ContextVar(
+    "desic_settings", default=Settings()
+)
+
+
+def settings() -> Settings:
+    return _settings.get()
+
+
+@contextmanager
+def context(*, lm: Any = UNSET, storage: Any = UNSET, max_concurrency: Any = UNSET) -> Iterator[Settings]:
+    """Scope settings to this block (this thread/task only); nested blocks override.
+
+    ``lm`` takes an LM object or a spec string such as ``"local"`` or ``"openai:gpt-4o-mini"``.
+    """
+    from .lm import lm as make_lm
+
+    changes: dict[str, Any] = {}
+    if lm is not UNSET:
+        changes["lm"] = make_lm(lm) if isinstance(lm, str) else lm
+    if storage is not UNSET:
+        changes["storage"] = storage
+    if max_concurrency is not UNSET:
+        changes["max_concurrency"] = max_concurrency
+    new = replace(_settings.get(), **changes)
+    token = _settings.set(new)
+    try:
+        yield new
+    finally:
+        _settings.reset(token)
+
+
+def current_lm() -> LM:
+    return _settings.get().lm or default_lm()
+
+
+@dataclass
+class TraceEntry:
+    node_id: str
+    inputs: dict[str, Any]
+    output: dict[str, Any] | None  # the full LM response as JSON data (reasoning included)
+    messages: list[dict[str, str]]
+    error: str | None = None
+
+
+class _Capture(Exception):
+    """Raised to stop a run after the prompt of a node was captured and no LM is available."""
+
+
+@dataclass
+class RunState:
+    """The state of one pipeline run."""
+
+    program: ir.Program | None = None
+    trace: list[TraceEntry] | None = None
+    lm: LM | None = None
+    capture_only: bool = False
+    check_drift: bool = True
+    usage: Usage = Usage()
+    nodes_seen: dict[str, ir.Node] = field(default_factory=dict)
+    edges: set[tuple[str, str, str]] = field(default_factory=set)
+    _counters: dict[str, int] = field(default_factory=dict)
+    _origins: dict[int, tuple[str, Any]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _checked: set[str] = field(default_factory=set)
+
+    def next_id(self, sig: Signature[..., Any]) -> str:
+        if sig.node_name is not None:
+            return sig.node_name
+        with self._lock:
+            n = self._counters.get(sig.spec.name, 0) + 1
+            self._counters[sig.spec.name] = n
+        return sig.spec.name if n == 1 else f"{sig.spec.name}#{n}"
+
+    def note_output(self, node_id: str, value: Any) -> None:
+        """Remember where output objects came from, to observe data edges."""
+        items = [value]
+        if hasattr(value, "model_fields"):
+            items.extend(getattr(value, name) for name in type(value).model_fields)
+        with self._lock:
+            for item in items:
+                if isinstance(item, (bool, int, float, type(None))):
+                    continue  # small immutables are shared objects; identity means nothing
+                self._origins[id(item)] = (node_id, item)  # keep ``item`` alive: ids stay unique
+
+    def note_inputs(self, node_id: str, inputs: dict[str, Any]) -> None:
+        with self._lock:
+            for name, value in inputs.items():
+                origin = self._origins.get(id(value))
+                if origin is not None and origin[1] is value and origin[0] != node_id:
+                    self.edges.add((origin[0], node_id, name))
+
+    def add_usage(self, usage: Usage) -> None:
+        with self._lock:
+            self.usage = self.usage + usage
+
+
+_run: contextvars.ContextVar[RunState | None] = contextvars.ContextVar("desic_run", default=None)
+
+
+def current_run() -> RunState | None:
+    return _run.get()
+
+
+@contextmanager
+def run_scope(state: RunState) -> Iterator[RunState]:
+    token = _run.set(state)
+    try:
+        yield state
+    finally:
+        _run.reset(token)
+
+
+def default_node(sig: Signature[..., Any], node_id: str) -> ir.Node:
+    spec = sig.spec
+    return ir.Node(
+        id=node_id,
+        signature=spec,
+        strategy=sig.strategy,
+        instructions=spec.instructions,
+        template=default_template(sig.strategy),
+        fingerprint=spec.fingerprint,
+    )
+
+
+def _node_for(sig: Signature[..., Any], node_id: str, state: RunState | None) -> ir.Node:
+    node = state.program.node(node_id) if state is not None and state.program is not None else None
+    if node is None:
+        return default_node(sig, node_id)
+    if state is not None and state.check_drift and node_id not in state._checked:
+        if node.signature.fingerprint != sig.spec.fingerprint:
+            raise drift_error(node_id, node.signature, sig.spec)
+        state._checked.add(node_id)
+    return node
+
+
+def drift_error(node_id: str, old: ir.SignatureSpec, new: ir.SignatureSpec) -> ArtifactError:
+    diff = "\n".join(f"  - {line}" for line in ir.spec_diff(old, new)) or "  - (fingerprint differs)"
+    return ArtifactError(
+        f"node {node_id!r}: the signature {new.name!r} changed since the artifact was compiled:\n"
+        f"{diff}\nrecompile the pipeline (desic.compile) or restore the old signature"
+    )
+
+
+def prepare(sig: Signature[..., Any], inputs: dict[str, Any]) -> tuple[ir.Node, list[dict[str, str]], RunState | None]:
+    state = _run.get()
+    node_id = state.next_id(sig) if state is not None else (sig.node_name or sig.spec.name)
+    node = _node_for(sig, node_id, state)
+    return node, render_messages(node, inputs), state
+
+
+async def execute(
+    sig: Signature[..., Any],
+    inputs: dict[str, Any],
+    node: ir.Node,
+    messages: list[dict[str, str]],
+    state: RunState | None,
+) -> Any:
+    entry: TraceEntry | None = None
+    if state is not None:
+        state.note_inputs(node.id, inputs)
+        if node.id not in state.nodes_seen:
+            state.nodes_seen[node.id] = node
+        if state.trace is not None:
+            entry = TraceEntry(node.id, {k: to_jsonable(v) for k, v in inputs.items()}, None, messages)
+            state.trace.append(entry)
+        if state.capture_only:
+            raise _Capture(node.id)
+    lm = (state.lm if state is not None and state.lm is not None else None) or current_lm()
+    o = node.lm
+    request = LMRequest(
+        messages=tuple(messages),
+        response_model=sig.response_model(node.strategy),
+        params=LMParams(model=o.model, temperature=o.temperature, max_tokens=o.max_tokens, seed=o.seed),
+        node_id=node.id,
+    )
+    try:
+        response = await lm.request(request)
+    except Exception as exc:
+        if entry is not None:
+            entry.error = f"{type(exc).__name__}: {exc}"
+        raise
+    result = sig.finish(response.value)
+    if state is not None:
+        state.add_usage(response.usage)
+        state.note_output(node.id, result)
+        if entry is not None:
+            entry.output = response.value.model_dump(mode="json")
+    return result
+
+
+def call_signature(sig: Signature[..., Any], inputs: dict[str, Any]) -> Any:
+    node, messages, state = prepare(sig, inputs)
+    return run_sync(execute(sig, inputs, node, messages, state))
+
+
+def acall_signature(sig: Signature[..., Any], inputs: dict[str, Any]) -> Awaitable[Any]:
+    # The node id is taken now, at call time, so ids follow call order even when
+    # coroutines are gathered.
+    node, messages, state = prepare(sig, inputs)
+    return execute(sig, inputs, node, messages, state)

@@ -1,0 +1,309 @@
+"""``@signature``: a typed Python function becomes a declared LM task.
+
+The function's docstring is the instruction, its parameters the inputs and its return
+annotation the output. The body is never run. Calling the result predicts with the LM in
+context; inside a pipeline the call is also recorded as a node of the traced program.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import typing
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Generic, ParamSpec, TypeVar, overload
+
+from pydantic import BaseModel, Field, TypeAdapter, create_model
+from pydantic.fields import FieldInfo
+
+from . import ir
+from .errors import SignatureError
+
+__all__ = ["Signature", "signature", "STRATEGIES"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+STRATEGIES = ("predict", "chain_of_thought")
+OUTPUT_FIELD = "output"
+REASONING_FIELD = "reasoning"
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
+
+# Signatures defined in this process, by "module:qualname" (to check artifacts for drift
+# without importing anything).
+_registry: dict[str, Signature[..., Any]] = {}
+
+
+def _split_annotated(annotation: Any) -> tuple[Any, str, FieldInfo | None]:
+    """(base type, description, FieldInfo) from ``Annotated[T, "text" | Field(...)]``."""
+    description = ""
+    info: FieldInfo | None = None
+    if typing.get_origin(annotation) is Annotated:
+        base, *extras = typing.get_args(annotation)
+        for extra in extras:
+            if isinstance(extra, str):
+                description = extra
+            elif isinstance(extra, FieldInfo):
+                info = extra
+                description = extra.description or description
+        return base, description, info
+    return annotation, description, info
+
+
+def _schema_for(owner: str, what: str, annotation: Any) -> dict[str, Any]:
+    try:
+        return TypeAdapter(annotation).json_schema()
+    except Exception as exc:  # pydantic raises several kinds for unsupported types
+        raise SignatureError(
+            f"{owner}: {what} has type {annotation!r}, which desic cannot describe to an LM "
+            f"({type(exc).__name__}); use str, int, float, bool, Literal, list/dict of those, "
+            "or a pydantic model"
+        ) from exc
+
+
+def _build(fn: Callable[..., Any], name: str) -> tuple[ir.SignatureSpec, type[BaseModel], tuple[str, ...]]:
+    owner = f"@signature {fn.__qualname__}"
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception as exc:
+        raise SignatureError(f"{owner}: cannot resolve type annotations: {exc}") from exc
+    params = inspect.signature(fn).parameters
+    inputs: list[ir.FieldSpec] = []
+    for pname, param in params.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            star = "*" if param.kind is param.VAR_POSITIONAL else "**"
+            raise SignatureError(
+                f"{owner}: parameter {star}{pname} is not allowed; declare each input as a named, "
+                "annotated parameter"
+            )
+        if param.kind is param.POSITIONAL_ONLY:
+            raise SignatureError(f"{owner}: parameter {pname!r} is positional-only; drop the '/'")
+        if pname not in hints:
+            raise SignatureError(
+                f"{owner}: parameter {pname!r} has no type annotation; write e.g. '{pname}: str'"
+            )
+        base, description, info = _split_annotated(hints[pname])
+        default: Any = param.default
+        if isinstance(default, FieldInfo):
+            info = default
+            description = default.description or description
+            default = default.get_default() if not default.is_required() else param.empty
+        required = default is param.empty
+        if not required:
+            try:
+                default = TypeAdapter(Any).dump_python(default, mode="json")
+            except Exception as exc:
+                raise SignatureError(f"{owner}: default of {pname!r} is not JSON data") from exc
+        inputs.append(
+            ir.FieldSpec(
+                name=pname,
+                schema=_schema_for(owner, f"parameter {pname!r}", base),
+                description=description,
+                required=required,
+                default=None if required else default,
+            )
+        )
+    if "return" not in hints or hints["return"] is type(None):
+        raise SignatureError(
+            f"{owner}: no return annotation; declare the output, e.g. '-> str' or '-> MyModel'"
+        )
+    ret, ret_desc, _ = _split_annotated(hints["return"])
+    output_field: str | None = None
+    if isinstance(ret, type) and issubclass(ret, BaseModel):
+        model: type[BaseModel] = ret
+        _schema_for(owner, "the return type", ret)
+    else:
+        _schema_for(owner, "the return type", ret)
+        output_field = OUTPUT_FIELD
+        model = create_model(
+            f"{_camel(name)}Output",
+            **{OUTPUT_FIELD: (ret, Field(..., description=ret_desc or None))},  # type: ignore[call-overload]
+        )
+    if any(f.name in model.model_fields for f in inputs):
+        clash = next(f.name for f in inputs if f.name in model.model_fields)
+        raise SignatureError(f"{owner}: {clash!r} is both an input and an output field; rename one")
+    instructions = inspect.cleandoc(fn.__doc__ or "").strip()
+    if not instructions:
+        instructions = f"Given {', '.join(f.name for f in inputs) or 'nothing'}, produce " + (
+            ", ".join(model.model_fields) + "."
+        )
+    spec = ir.SignatureSpec(
+        name=name,
+        instructions=instructions,
+        inputs=tuple(inputs),
+        output_schema=model.model_json_schema(),
+        output_field=output_field,
+        ref=f"{fn.__module__}:{fn.__qualname__}",
+    )
+    return spec, model, tuple(params)
+
+
+def _camel(name: str) -> str:
+    return "".join(part[:1].upper() + part[1:] for part in re.split(r"[_\-.#]", name) if part)
+
+
+def reasoning_model(model: type[BaseModel]) -> type[BaseModel]:
+    """``model`` with a ``reasoning`` field generated before its own fields."""
+    fields: dict[str, Any] = {
+        REASONING_FIELD: (str, Field(..., description="Think step by step before answering.")),
+    }
+    for fname, finfo in model.model_fields.items():
+        fields[fname] = (finfo.annotation, finfo)
+    return create_model(f"{model.__name__}WithReasoning", **fields)
+
+
+class Signature(Generic[P, R]):
+    """A declared LM task. Create with ``@desic.signature``; call it like the function."""
+
+    def __init__(
+        self,
+        fn: Callable[P, R] | None,
+        *,
+        spec: ir.SignatureSpec,
+        output_model: type[BaseModel],
+        strategy: str = "predict",
+        node_name: str | None = None,
+    ):
+        if strategy not in STRATEGIES:
+            raise SignatureError(
+                f"@signature {spec.name}: unknown strategy {strategy!r}; choose one of {STRATEGIES}"
+            )
+        self.fn = fn
+        self.spec = spec
+        self.output_model = output_model
+        self.strategy = strategy
+        self.node_name = node_name
+        self._param_order = spec.input_names
+        self._cot_model: type[BaseModel] | None = None
+        if fn is not None:
+            self.__doc__ = fn.__doc__
+            self.__name__ = getattr(fn, "__name__", spec.name)
+            self.__qualname__ = getattr(fn, "__qualname__", spec.name)
+            self.__module__ = getattr(fn, "__module__", __name__)
+            self.__wrapped__ = fn
+
+    @classmethod
+    def from_function(
+        cls, fn: Callable[P, R], *, name: str | None = None, strategy: str = "predict"
+    ) -> Signature[P, R]:
+        sig_name = name or fn.__name__
+        if not _NAME_RE.match(sig_name):
+            raise SignatureError(f"@signature {fn.__qualname__}: invalid name {sig_name!r}")
+        spec, model, _ = _build(fn, sig_name)
+        sig = cls(fn, spec=spec, output_model=model, strategy=strategy)
+        _registry[spec.ref] = sig
+        return sig
+
+    @classmethod
+    def from_spec(cls, spec: ir.SignatureSpec, strategy: str = "predict") -> Signature[..., Any]:
+        """Rebuild a signature from an artifact's spec alone (no user code)."""
+        from ._schema import model_from_schema
+
+        return cls(None, spec=spec, output_model=model_from_schema(spec.output_schema), strategy=strategy)
+
+    # --- what the runtime asks of a signature ----------------------------------------
+
+    def response_model(self, strategy: str | None = None) -> type[BaseModel]:
+        """The pydantic model the LM must fill for ``strategy``."""
+        if (strategy or self.strategy) == "chain_of_thought":
+            if self._cot_model is None:
+                self._cot_model = reasoning_model(self.output_model)
+            return self._cot_model
+        return self.output_model
+
+    def finish(self, value: BaseModel) -> Any:
+        """The caller-facing result from the LM's validated response."""
+        if not isinstance(value, self.output_model):
+            data = value.model_dump()
+            data.pop(REASONING_FIELD, None)
+            value = self.output_model.model_validate(data)
+        if self.spec.output_field is not None:
+            return getattr(value, self.spec.output_field)
+        return value
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Inputs by name; positional arguments follow the declared order."""
+        if len(args) > len(self._param_order):
+            raise TypeError(
+                f"{self.spec.name}() takes {len(self._param_order)} inputs but {len(args)} were given"
+            )
+        inputs = dict(zip(self._param_order, args))
+        for key, value in kwargs.items():
+            if key in inputs:
+                raise TypeError(f"{self.spec.name}() got multiple values for input {key!r}")
+            if key not in self._param_order:
+                raise TypeError(
+                    f"{self.spec.name}() got an unexpected input {key!r}; "
+                    f"its inputs are {', '.join(self._param_order)}"
+                )
+            inputs[key] = value
+        for field in self.spec.inputs:
+            if field.name not in inputs:
+                if field.required:
+                    raise TypeError(f"{self.spec.name}() missing required input {field.name!r}")
+                inputs[field.name] = field.default
+        return inputs
+
+    # --- calling ---------------------------------------------------------------------
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        from . import runtime
+
+        return runtime.call_signature(self, self.bind(args, kwargs))  # type: ignore[no-any-return]
+
+    def acall(self, *args: P.args, **kwargs: P.kwargs) -> Awaitable[R]:
+        """The async form: ``await sig.acall(...)``; independent calls may be gathered."""
+        from . import runtime
+
+        return runtime.acall_signature(self, self.bind(args, kwargs))
+
+    def named(self, name: str) -> Signature[P, R]:
+        """The same signature recorded under an explicit node id (for repeated uses)."""
+        if not _NAME_RE.match(name):
+            raise SignatureError(f"invalid node name {name!r}")
+        return self._copy(node_name=name)
+
+    def with_strategy(self, strategy: str) -> Signature[P, R]:
+        return self._copy(strategy=strategy)
+
+    def _copy(self, **changes: Any) -> Signature[P, R]:
+        new = Signature(
+            self.fn,
+            spec=self.spec,
+            output_model=self.output_model,
+            strategy=changes.get("strategy", self.strategy),
+            node_name=changes.get("node_name", self.node_name),
+        )
+        return new
+
+    def __repr__(self) -> str:
+        ins = ", ".join(self.spec.input_names)
+        return f"<desic.Signature {self.spec.name}({ins}) strategy={self.strategy}>"
+
+
+@overload
+def signature(fn: Callable[P, R], /) -> Signature[P, R]: ...
+@overload
+def signature(
+    *, name: str | None = None, strategy: str = "predict"
+) -> Callable[[Callable[P, R]], Signature[P, R]]: ...
+def signature(
+    fn: Callable[P, R] | None = None, /, *, name: str | None = None, strategy: str = "predict"
+) -> Signature[P, R] | Callable[[Callable[P, R]], Signature[P, R]]:
+    """Declare an LM task from a typed function (bare ``@signature`` or with arguments).
+
+    >>> @signature
+    ... def route(ticket: str) -> Route:
+    ...     '''Route a support ticket to a team.'''
+    """
+    if fn is not None:
+        return Signature.from_function(fn)
+
+    def decorate(f: Callable[P, R]) -> Signature[P, R]:
+        return Signature.from_function(f, name=name, strategy=strategy)
+
+    return decorate
+
+
+def registered(ref: str) -> Signature[..., Any] | None:
+    return _registry.get(ref)

@@ -1,0 +1,185 @@
+"""Fakes for tests, yours and ours: no network, no model, deterministic answers.
+
+- ``FakeLM``: scripted answers, in sequence or by input text;
+- ``FunctionLM``: a function (sync or async) from ``LMRequest`` to answer;
+- ``FakeOpenAIServer``: a loopback OpenAI-compatible HTTP server (with fault injection)
+  to test through the real openai + instructor stack;
+- ``allow_model_requests()``: let a real provider run inside a test.
+
+An answer may be the output model itself, a dict of its fields, a JSON string, or, for a
+signature with a bare return type, the bare value (``"billing"``).
+
+>>> lm = FakeLM(["billing", {"team": "shipping"}])
+>>> with desic.context(lm=lm):
+...     route(ticket="charged twice").team
+'billing'
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import ConfigError, OutputValidationError
+from ..lm import BaseLM, LMRequest, LMResponse, Usage
+from ..lm._guard import allow_model_requests
+from ._server import FakeOpenAIServer, Faults
+
+__all__ = ["FakeLM", "FunctionLM", "FakeOpenAIServer", "Faults", "allow_model_requests", "coerce_answer"]
+
+
+def coerce_answer(answer: Any, model: type[BaseModel]) -> BaseModel:
+    """Turn a scripted answer into an instance of ``model`` (the LM's response model)."""
+    fields = model.model_fields
+    try:
+        if isinstance(answer, model):
+            return answer
+        if isinstance(answer, BaseModel):
+            return model.model_validate(_with_reasoning(answer.model_dump(), fields))
+        if isinstance(answer, str) and answer.lstrip().startswith("{"):
+            try:
+                data = json.loads(answer)
+            except json.JSONDecodeError:
+                data = None
+            if isinstance(data, dict):
+                return model.model_validate(_with_reasoning(data, fields))
+        if isinstance(answer, Mapping) and set(answer) & set(fields):
+            return model.model_validate(_with_reasoning(dict(answer), fields))
+        value_fields = [f for f in fields if f != "reasoning"]
+        if len(value_fields) == 1:
+            return model.model_validate(_with_reasoning({value_fields[0]: answer}, fields))
+    except ValidationError as exc:
+        raise OutputValidationError(
+            f"fake answer {answer!r:.80} does not fit {model.__name__}: {exc.errors()[0]['msg']}",
+            raw=json.dumps(answer, default=str),
+            errors=exc.errors(),
+        ) from exc
+    raise OutputValidationError(
+        f"fake answer {answer!r:.80} does not fit {model.__name__} (fields {list(fields)})",
+        raw=str(answer),
+    )
+
+
+def _with_reasoning(data: dict[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    if "reasoning" in fields and "reasoning" not in data:
+        return {"reasoning": "", **data}
+    return data
+
+
+def _estimate_tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+class _RecordingLM(BaseLM):
+    def __init__(self, name: str, latency: float):
+        self.name = name
+        self.latency = latency
+        self.calls: list[LMRequest] = []
+        self._lock = threading.Lock()
+
+    def _respond(self, request: LMRequest, answer: Any, started: float) -> LMResponse:
+        value = coerce_answer(answer, request.response_model)
+        raw = value.model_dump_json()
+        prompt = sum(_estimate_tokens(m.get("content", "")) for m in request.messages)
+        return LMResponse(
+            value=value,
+            raw=raw,
+            usage=Usage(calls=1, prompt_tokens=prompt, completion_tokens=_estimate_tokens(raw)),
+            latency=time.perf_counter() - started,
+            model=self.name,
+        )
+
+    async def _wait(self) -> None:
+        if self.latency > 0:
+            import asyncio
+
+            await asyncio.sleep(self.latency)
+
+    def describe(self) -> dict[str, Any]:
+        return {"provider": "fake", "model": self.name}
+
+
+class FakeLM(_RecordingLM):
+    """Scripted answers.
+
+    ``FakeLM([a1, a2, ...])`` answers in sequence (``cycle=True`` repeats the list);
+    ``FakeLM({"substring": answer, ...}, default=...)`` answers the first entry whose key
+    occurs in the last user message. ``latency`` (seconds) simulates a slow model.
+    ``calls`` records every request.
+    """
+
+    def __init__(
+        self,
+        answers: Iterable[Any] | Mapping[str, Any] = (),
+        *,
+        default: Any = None,
+        cycle: bool = False,
+        latency: float = 0.0,
+        name: str = "fake",
+    ):
+        super().__init__(name, latency)
+        self.by_input: dict[str, Any] | None = dict(answers) if isinstance(answers, Mapping) else None
+        self.sequence: list[Any] = [] if isinstance(answers, Mapping) else list(answers)
+        self.default = default
+        self.cycle = cycle
+        self._next = 0
+
+    def _pick(self, request: LMRequest) -> Any:
+        if self.by_input is not None:
+            last = next((m["content"] for m in reversed(request.messages) if m["role"] == "user"), "")
+            for key, answer in self.by_input.items():
+                if key in last:
+                    return answer
+            if self.default is not None:
+                return self.default
+            raise ConfigError(f"FakeLM has no answer for input {last!r:.120}; add a key or default=")
+        with self._lock:
+            if self._next < len(self.sequence):
+                answer = self.sequence[self._next]
+            elif self.cycle and self.sequence:
+                answer = self.sequence[self._next % len(self.sequence)]
+            elif self.default is not None:
+                answer = self.default
+            else:
+                raise ConfigError(
+                    f"FakeLM ran out of answers after {len(self.sequence)} calls; "
+                    "give more, cycle=True or default="
+                )
+            self._next += 1
+        return answer
+
+    async def request(self, request: LMRequest) -> LMResponse:
+        started = time.perf_counter()
+        with self._lock:
+            self.calls.append(request)
+        await self._wait()
+        return self._respond(request, self._pick(request), started)
+
+
+class FunctionLM(_RecordingLM):
+    """Answers computed by ``fn(request)`` (sync or async); see ``coerce_answer``."""
+
+    def __init__(self, fn: Callable[[LMRequest], Any], *, latency: float = 0.0, name: str = "function"):
+        super().__init__(name, latency)
+        self.fn = fn
+
+    async def request(self, request: LMRequest) -> LMResponse:
+        started = time.perf_counter()
+        with self._lock:
+            self.calls.append(request)
+        await self._wait()
+        answer = self.fn(request)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        return self._respond(request, answer, started)
+
+
+def last_input(request: LMRequest) -> str:
+    """The last user message of a request (handy inside ``FunctionLM`` functions)."""
+    return next((m["content"] for m in reversed(request.messages) if m["role"] == "user"), "")
