@@ -9,6 +9,8 @@ Importing desic is cheap: the LM SDKs (openai, instructor, xllamacpp) load on fi
 
 from __future__ import annotations
 
+import sys as _sys
+import types as _types
 from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
@@ -113,3 +115,27 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
+
+
+class _Package(_types.ModuleType):
+    """Keeps ``desic.signature``, ``desic.lm``, ... the public functions.
+
+    Importing a submodule (``desic.signature``, ``desic.lm``, ...) makes the import system
+    bind it on the package under the same name, which would hide the lazily exported
+    function of that name depending on import order. Such a binding is replaced by the
+    function; the submodule itself stays in ``sys.modules``.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        target = _LAZY.get(name)
+        if (
+            target is not None
+            and target[1] is not None
+            and isinstance(value, _types.ModuleType)
+            and value.__name__ == f"{__name__}.{target[0]}"
+        ):
+            value = getattr(value, target[1])
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package

@@ -166,22 +166,22 @@ def as_pipeline(obj: Any) -> Pipeline[..., Any]:
     if isinstance(obj, Signature):
         sig = obj
 
-        def single(**inputs: Any) -> Any:
-            return sig(**inputs)
+        def single(*args: Any, **inputs: Any) -> Any:
+            return sig(*args, **inputs)
 
         single.__name__ = single.__qualname__ = sig.spec.name
         single.__module__ = sig.__module__
         single.__annotations__ = {}
-        single.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-            [
-                inspect.Parameter(
-                    f.name,
-                    inspect.Parameter.KEYWORD_ONLY,
-                    default=inspect.Parameter.empty if f.required else f.default,
-                )
-                for f in sig.spec.inputs
-            ]
-        )
+        # Positional like the signature itself, until a required input follows a
+        # defaulted one (legal only for keyword-only parameters).
+        params: list[inspect.Parameter] = []
+        kind: inspect._ParameterKind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        for f in sig.spec.inputs:
+            if f.required and params and params[-1].default is not inspect.Parameter.empty:
+                kind = inspect.Parameter.KEYWORD_ONLY
+            default = inspect.Parameter.empty if f.required else f.default
+            params.append(inspect.Parameter(f.name, kind, default=default))
+        single.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         wrapped: Pipeline[..., Any] = Pipeline(single, name=sig.spec.name)
         wrapped.ref = sig.spec.ref
         return wrapped

@@ -110,7 +110,7 @@ class RunState:
     def note_output(self, node_id: str, value: Any) -> None:
         """Remember where output objects came from, to observe data edges."""
         items = [value]
-        if hasattr(value, "model_fields"):
+        if hasattr(type(value), "model_fields"):
             items.extend(getattr(value, name) for name in type(value).model_fields)
         with self._lock:
             for item in items:

@@ -90,6 +90,7 @@ class LocalLM(OpenAILM):
         seed: int | None = 0,
         validation_retries: int = 1,
         timeout: float = 300.0,
+        top_k: int = 20,
     ):
         super().__init__(
             model="local",
@@ -102,6 +103,9 @@ class LocalLM(OpenAILM):
             validation_retries=validation_retries,
             timeout=timeout,
             client_retries=0,
+            # llama.cpp checks the JSON grammar only against the top-k candidates instead of
+            # the whole 262k-token vocabulary: several times faster per token.
+            extra_body={"top_k": top_k},
         )
         self._model_path = model_path
         self.model = Path(model_path).name if model_path else DEFAULT_MODEL

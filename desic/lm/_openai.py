@@ -10,7 +10,7 @@ import os
 import time
 import weakref
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from ..errors import ConfigError, LMError, OutputValidationError, RateLimited, Timeout
 from . import BaseLM, LMParams, LMRequest, LMResponse, Usage
@@ -53,6 +53,7 @@ class OpenAILM(BaseLM):
         validation_retries: int = 2,
         timeout: float = 120.0,
         client_retries: int = 2,
+        extra_body: dict[str, Any] | None = None,
     ):
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
@@ -74,6 +75,8 @@ class OpenAILM(BaseLM):
         self.validation_retries = validation_retries
         self.timeout = timeout
         self.client_retries = client_retries
+        # provider-specific sampling options sent as-is (e.g. {"top_k": 20} for llama.cpp)
+        self.extra_body = dict(extra_body or {})
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
         )
@@ -100,9 +103,11 @@ class OpenAILM(BaseLM):
             import instructor
             import openai
 
+            base_url, query = _split_query(self._endpoint())
             raw = openai.AsyncOpenAI(
                 api_key=self._api_key,
-                base_url=self._endpoint(),
+                base_url=base_url,
+                default_query=query or None,
                 timeout=self.timeout,
                 max_retries=self.client_retries,
             )
@@ -132,12 +137,18 @@ class OpenAILM(BaseLM):
             kwargs["max_tokens"] = params.max_tokens
         if params.seed is not None:
             kwargs["seed"] = params.seed
+        if self.extra_body:
+            kwargs["extra_body"] = self.extra_body
         start = time.perf_counter()
         try:
             value, completion = await client.chat.completions.create_with_completion(**kwargs)
         except Exception as exc:  # translated at the boundary
-            raise self._translate(exc) from exc
+            raise self._translate(exc, max_tokens=params.max_tokens) from exc
         latency = time.perf_counter() - start
+        if type(value) is not request.response_model:
+            # instructor returns an instance of its own subclass carrying the raw completion
+            # (which breaks == with the user's model); hand back the requested model only.
+            value = request.response_model.model_validate(value.model_dump())
         return LMResponse(
             value=value,
             raw=_raw_text(completion),
@@ -146,20 +157,46 @@ class OpenAILM(BaseLM):
             model=str(getattr(completion, "model", "") or kwargs["model"]),
         )
 
-    def _translate(self, exc: Exception) -> Exception:
+    def _translate(self, exc: Exception, *, max_tokens: int | None = None) -> Exception:
         import openai
-        from instructor.core.exceptions import InstructorRetryException
+        from instructor.core.exceptions import (
+            IncompleteOutputException,
+            InstructorError,
+            InstructorRetryException,
+        )
 
-        if isinstance(exc, InstructorRetryException):
-            cause = exc.__cause__ or exc.__context__
-            if isinstance(cause, openai.OpenAIError):
-                return self._translate(cause)
+        if isinstance(exc, IncompleteOutputException):
             last = getattr(exc, "last_completion", None)
             return OutputValidationError(
-                f"{self.name}: output did not validate after {getattr(exc, 'n_attempts', '?')} "
-                f"attempts: {exc}",
+                f"{self.name}: the output was cut off by the token limit "
+                f"(max_tokens={max_tokens}); raise max_tokens on the LM, "
+                f"e.g. desic.lm({self.name!r}, max_tokens=4096)",
                 raw=_raw_text(last) if last is not None else None,
-                errors=str(cause) if cause is not None else str(exc),
+                errors=str(exc),
+            )
+        from instructor.core.exceptions import IncompleteOutputException
+
+        if isinstance(exc, IncompleteOutputException):
+            last = getattr(exc, "last_completion", None)
+            return OutputValidationError(
+                f"{self.name}: the output was cut off at max_tokens={self.params.max_tokens} "
+                "before it was complete; raise max_tokens or add demos that show a short answer",
+                raw=_raw_text(last) if last is not None else None,
+                errors="incomplete output (max_tokens reached)",
+            )
+        if isinstance(exc, InstructorRetryException):
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, (openai.OpenAIError, IncompleteOutputException)):
+                return self._translate(cause, max_tokens=max_tokens)
+            last = getattr(exc, "last_completion", None)
+            # str(exc) repeats every attempt's full completion object; the last
+            # validation error is what the reader needs.
+            detail = str(cause) if cause is not None else str(exc)
+            return OutputValidationError(
+                f"{self.name}: output did not validate after {getattr(exc, 'n_attempts', '?')} "
+                f"attempts: {detail}",
+                raw=_raw_text(last) if last is not None else None,
+                errors=detail,
             )
         if isinstance(exc, openai.RateLimitError):
             retry_after = _retry_after(exc)
@@ -175,7 +212,24 @@ class OpenAILM(BaseLM):
             return LMError(f"{self.name}: HTTP {exc.status_code}: {exc.message}")
         if isinstance(exc, openai.OpenAIError):
             return LMError(f"{self.name}: {exc}")
+        if isinstance(exc, InstructorError):
+            return LMError(f"{self.name}: {type(exc).__name__}: {exc}")
         return exc
+
+
+def _split_query(url: str | None) -> tuple[str | None, dict[str, str]]:
+    """``url`` without its query string, and the query as parameters.
+
+    The openai client appends paths to ``base_url`` verbatim, so a query there (an API
+    version or token some gateways want) would end up in the middle of the path; it is
+    sent as default query parameters of every request instead.
+    """
+    if not url:
+        return url, {}
+    parts = urlsplit(url)
+    if not parts.query:
+        return url, {}
+    return urlunsplit(parts._replace(query="", fragment="")), dict(parse_qsl(parts.query))
 
 
 def _retry_after(exc: Any) -> float | None:

@@ -84,6 +84,8 @@ def _block(template: jinja2.Template, name: str, variables: dict[str, Any]) -> s
         text = "".join(template.blocks[name](template.new_context(variables)))
     except jinja2.UndefinedError as exc:
         raise SignatureError(f"template block {name!r}: {exc.message}") from exc
+    except jinja2.TemplateError as exc:  # SecurityError (sandbox) and other runtime errors
+        raise SignatureError(f"template block {name!r}: {type(exc).__name__}: {exc.message}") from exc
     return text.strip()
 
 

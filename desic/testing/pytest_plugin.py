@@ -39,3 +39,36 @@ def desic_live() -> Iterator[None]:
         yield
 
 
+
+
+@pytest.fixture
+def prompt_snapshot(request: pytest.FixtureRequest) -> Any:
+    """Compare the messages each node sends with a stored snapshot.
+
+    ``prompt_snapshot(target, **inputs)`` where ``target`` is a compiled pipeline, a
+    pipeline or a signature; returns the prompts. Refresh with ``pytest --snapshot-update``.
+    Multi-node pipelines need an LM in ``desic.context`` (a ``FakeLM`` will do) for the
+    prompts of nodes after the first.
+    """
+    try:
+        snapshot = request.getfixturevalue("snapshot")
+    except pytest.FixtureLookupError:
+        raise RuntimeError("prompt_snapshot needs syrupy: pip install 'desic[dev]'") from None
+    from ..compile import CompiledPipeline
+    from ..ir import Program
+    from ..pipeline import as_pipeline
+    from .snapshots import PromptSnapshotExtension, format_prompts
+
+    pinned = snapshot.use_extension(PromptSnapshotExtension)
+
+    def check(target: Any, /, **inputs: Any) -> dict[str, list[dict[str, str]]]:
+        compiled = (
+            target
+            if isinstance(target, CompiledPipeline)
+            else CompiledPipeline(as_pipeline(target), Program())
+        )
+        prompts = compiled.prompts(**inputs)
+        assert format_prompts(prompts) == pinned
+        return prompts
+
+    return check
