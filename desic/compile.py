@@ -180,8 +180,13 @@ def compile(pipeline: Any, trainset: Iterable[Any], **options: Any) -> CompiledP
     return run_sync(acompile(pipeline, trainset, **options))
 
 
-def _check_drift(program: ir.Program) -> None:
+def _check_drift(program: ir.Program, source: str) -> None:
     for node in program.nodes:
+        if node.fingerprint and node.fingerprint != node.signature.fingerprint:
+            raise ArtifactError(
+                f"{source} is corrupt or was edited by hand: node {node.id!r} carries fingerprint "
+                f"{node.fingerprint} but its signature hashes to {node.signature.fingerprint}"
+            )
         sig = registered(node.signature.ref) if node.signature.ref else None
         if sig is not None and sig.spec.fingerprint != node.signature.fingerprint:
             raise drift_error(node.id, node.signature, sig.spec)
@@ -202,7 +207,7 @@ def load(path: str | os.PathLike[str], pipeline: Any = None) -> CompiledPipeline
     except OSError as exc:
         raise ArtifactError(f"cannot read artifact {p}: {exc}") from exc
     program = ir.decode_program(data, source=str(p))
-    _check_drift(program)
+    _check_drift(program, str(p))
     if pipeline is not None:
         return CompiledPipeline(as_pipeline(pipeline), program)
     if len(program.nodes) != 1:

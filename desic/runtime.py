@@ -147,15 +147,21 @@ def run_scope(state: RunState) -> Iterator[RunState]:
 
 
 def default_node(sig: Signature[..., Any], node_id: str) -> ir.Node:
+    """The node a signature runs as when no program configures it (cached per signature)."""
+    cached = sig._default_nodes.get(node_id)
+    if cached is not None:
+        return cached
     spec = sig.spec
-    return ir.Node(
+    node = ir.Node(
         id=node_id,
         signature=spec,
         strategy=sig.strategy,
         instructions=spec.instructions,
         template=default_template(sig.strategy),
-        fingerprint=spec.fingerprint,
+        fingerprint=sig.fingerprint,
     )
+    sig._default_nodes[node_id] = node
+    return node
 
 
 def _node_for(sig: Signature[..., Any], node_id: str, state: RunState | None) -> ir.Node:
@@ -163,7 +169,7 @@ def _node_for(sig: Signature[..., Any], node_id: str, state: RunState | None) ->
     if node is None:
         return default_node(sig, node_id)
     if state is not None and state.check_drift and node_id not in state._checked:
-        if node.signature.fingerprint != sig.spec.fingerprint:
+        if node.fingerprint != sig.fingerprint and node.signature.fingerprint != sig.fingerprint:
             raise drift_error(node_id, node.signature, sig.spec)
         state._checked.add(node_id)
     return node

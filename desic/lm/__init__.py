@@ -177,7 +177,9 @@ def default_lm() -> BaseLM:
         if not local_available():
             raise ConfigError(_NO_LM_HELP)
         spec = "local"
+    # The environment that shapes the LM is part of the key, so a changed URL or key is seen.
+    key = "|".join([spec, os.environ.get("OPENAI_BASE_URL", ""), os.environ.get("OPENAI_API_KEY", "")])
     with _default_lock:
-        if spec not in _default_cache:
-            _default_cache[spec] = lm(spec)
-        return _default_cache[spec]
+        if key not in _default_cache:
+            _default_cache[key] = lm(spec)
+        return _default_cache[key]

@@ -92,8 +92,12 @@ class CompileTask:
         return cand
 
 
-def labeled_demo(node: ir.Node, example: Example) -> ir.Demo | None:
-    """A demo for ``node`` from a labelled example, when the example covers its fields."""
+def labeled_demo(node: ir.Node, example: Example, *, only_node: bool = False) -> ir.Demo | None:
+    """A demo for ``node`` from a labelled example, when the example covers its fields.
+
+    A row's single label is taken for a bare output of another name only when ``node`` is
+    the program's only node (otherwise it is most likely the final node's label).
+    """
     from .._utils import to_jsonable
 
     data = {**example.inputs, **example.labels}
@@ -105,7 +109,7 @@ def labeled_demo(node: ir.Node, example: Example) -> ir.Demo | None:
     if spec.output_field is not None:
         if spec.output_field in example.labels:
             value = example.labels[spec.output_field]
-        elif len(example.labels) == 1:
+        elif only_node and len(example.labels) == 1:
             value = next(iter(example.labels.values()))
         else:
             return None

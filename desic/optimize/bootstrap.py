@@ -76,7 +76,7 @@ class Bootstrap:
                     break
                 if i in used:
                     continue
-                demo = labeled_demo(node, task.trainset[i])
+                demo = labeled_demo(node, task.trainset[i], only_node=len(program.nodes) == 1)
                 if demo is not None:
                     chosen.append(demo)
                     extra += 1

@@ -26,7 +26,7 @@ class Labeled:
         for node in program.nodes:
             demos: list[ir.Demo] = []
             for i in order:
-                demo = labeled_demo(node, task.trainset[i])
+                demo = labeled_demo(node, task.trainset[i], only_node=len(program.nodes) == 1)
                 if demo is not None:
                     demos.append(demo)
                 if len(demos) >= self.max_demos:

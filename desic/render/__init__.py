@@ -110,9 +110,25 @@ def _output_fields(spec: ir.SignatureSpec) -> list[dict[str, str]]:
     return fields
 
 
-def render_messages(node: ir.Node, inputs: dict[str, Any]) -> list[dict[str, str]]:
-    """The chat messages ``node`` sends for ``inputs`` (demos become example turns)."""
-    template = _compile(node.template or default_template(node.strategy))
+# The system message and demo turns depend on the node alone: render them once per node
+# object (nodes are immutable) and only the query per call.
+_prefixes: dict[int, tuple[ir.Node, tuple[dict[str, str], ...]]] = {}
+_PREFIX_CACHE_SIZE = 4096
+
+
+def _user(template: jinja2.Template, spec: ir.SignatureSpec, values: dict[str, Any]) -> str:
+    fields = [
+        {"name": f.name, "description": f.description, "value": format_value(values.get(f.name))}
+        for f in spec.inputs
+        if f.name in values
+    ]
+    return _block(template, "user", {"fields": fields, "inputs": values})
+
+
+def _prefix(node: ir.Node, template: jinja2.Template) -> tuple[dict[str, str], ...]:
+    hit = _prefixes.get(id(node))
+    if hit is not None and hit[0] is node:
+        return hit[1]
     spec = node.signature
     input_fields = [
         {"name": f.name, "type": _type_text(f.schema), "description": f.description}
@@ -130,24 +146,22 @@ def render_messages(node: ir.Node, inputs: dict[str, Any]) -> list[dict[str, str
         },
     )
     messages: list[dict[str, str]] = [{"role": "system", "content": system}]
-
-    def user(values: dict[str, Any]) -> str:
-        fields = [
-            {"name": f.name, "description": f.description, "value": format_value(values.get(f.name))}
-            for f in spec.inputs
-            if f.name in values
-        ]
-        return _block(template, "user", {"fields": fields, "inputs": values})
-
     for demo in node.demos:
-        messages.append({"role": "user", "content": user(demo.inputs)})
-        messages.append(
-            {
-                "role": "assistant",
-                "content": _block(
-                    template, "assistant", {"answer": answer_json(demo.output), "output": demo.output}
-                ),
-            }
+        messages.append({"role": "user", "content": _user(template, spec, demo.inputs)})
+        answer = _block(
+            template, "assistant", {"answer": answer_json(demo.output), "output": demo.output}
         )
-    messages.append({"role": "user", "content": user(inputs)})
+        messages.append({"role": "assistant", "content": answer})
+    prefix = tuple(messages)
+    if len(_prefixes) >= _PREFIX_CACHE_SIZE:
+        _prefixes.clear()
+    _prefixes[id(node)] = (node, prefix)
+    return prefix
+
+
+def render_messages(node: ir.Node, inputs: dict[str, Any]) -> list[dict[str, str]]:
+    """The chat messages ``node`` sends for ``inputs`` (demos become example turns)."""
+    template = _compile(node.template or default_template(node.strategy))
+    messages = [dict(m) for m in _prefix(node, template)]
+    messages.append({"role": "user", "content": _user(template, node.signature, inputs)})
     return messages

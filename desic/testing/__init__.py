@@ -22,14 +22,26 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError, OutputValidationError
 from ..lm import BaseLM, LMRequest, LMResponse, Usage
 from ..lm._guard import allow_model_requests
-from ._server import FakeOpenAIServer, Faults
+
+if TYPE_CHECKING:
+    from ._server import FakeOpenAIServer, Faults
+
+
+def __getattr__(name: str) -> Any:
+    # The HTTP server (http.server, socketserver) loads only when a test asks for it.
+    if name in ("FakeOpenAIServer", "Faults"):
+        from . import _server
+
+        return getattr(_server, name)
+    raise AttributeError(f"module 'desic.testing' has no attribute {name!r}")
+
 
 __all__ = ["FakeLM", "FunctionLM", "FakeOpenAIServer", "Faults", "allow_model_requests", "coerce_answer"]
 
