@@ -18,7 +18,7 @@ from .errors import ArtifactError
 from .evaluate import EvaluationReport, aevaluate
 from .lm import LM
 from .metrics import Metric
-from .optimize import CompileTask, Optimizer, resolve
+from .optimize import CompileTask, MemoryRecorder, Optimizer, RunRecorder, resolve
 from .pipeline import Pipeline, as_pipeline
 from .render import render_messages
 from .runtime import RunState, _Capture, context, current_lm, drift_error, settings
@@ -129,6 +129,7 @@ async def acompile(
     teacher_lm: LM | str | None = None,
     seed: int = 0,
     concurrency: int = 8,
+    recorder: RunRecorder | None = None,
     **optimizer_options: Any,
 ) -> CompiledPipeline:
     from .lm import lm as make_lm
@@ -150,6 +151,7 @@ async def acompile(
             valset=val,
             seed=seed,
             concurrency=concurrency,
+            recorder=recorder if recorder is not None else MemoryRecorder(),
         )
         program: ir.Program = await opt.optimize(task)
         score = split = None
@@ -175,7 +177,9 @@ def compile(pipeline: Any, trainset: Iterable[Any], **options: Any) -> CompiledP
     """Optimize ``pipeline`` on ``trainset`` and return it bound to the best program.
 
     Options: ``metric``, ``optimizer`` (a registered name or an instance), ``valset``,
-    ``lm``, ``teacher_lm``, ``seed``, ``concurrency``, and the optimizer's own options.
+    ``lm``, ``teacher_lm``, ``seed``, ``concurrency``, ``recorder`` (where evaluations are
+    recorded; a run given the recorder of an interrupted one resumes it without repeating
+    finished evaluations), and the optimizer's own options.
     """
     return run_sync(acompile(pipeline, trainset, **options))
 

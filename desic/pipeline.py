@@ -53,6 +53,10 @@ class Pipeline(Generic[P, R]):
             adapter = TypeAdapter(hints[pname]) if pname in hints else None
             self.inputs[pname] = (adapter, param.default is param.empty)
         self._signature = inspect.signature(fn)
+        # Rebuilds an output from JSON (recorded evaluations of a resumed run).
+        self.output_adapter: TypeAdapter[Any] | None = (
+            TypeAdapter(hints["return"]) if "return" in hints else None
+        )
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -184,6 +188,8 @@ def as_pipeline(obj: Any) -> Pipeline[..., Any]:
         single.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         wrapped: Pipeline[..., Any] = Pipeline(single, name=sig.spec.name)
         wrapped.ref = sig.spec.ref
+        if sig.spec.output_field is None:
+            wrapped.output_adapter = TypeAdapter(sig.output_model)
         return wrapped
     raise TypeError(
         f"expected a @desic.pipeline, a @desic.signature or a compiled pipeline, got {obj!r}"

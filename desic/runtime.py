@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextvars
 import threading
+import time
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from . import ir
+from . import events, ir
 from ._utils import UNSET, run_sync, to_jsonable
 from .errors import ArtifactError
 from .lm import LM, LMParams, LMRequest, Usage, default_lm
@@ -215,12 +216,28 @@ async def execute(
         params=LMParams(model=o.model, temperature=o.temperature, max_tokens=o.max_tokens, seed=o.seed),
         node_id=node.id,
     )
+    started = time.perf_counter()
     try:
         response = await lm.request(request)
     except Exception as exc:
         if entry is not None:
             entry.error = f"{type(exc).__name__}: {exc}"
+        if events.active():
+            events.emit("node_call", node=node.id, latency=time.perf_counter() - started, error=str(exc))
         raise
+    if events.active():
+        u = response.usage
+        events.emit(
+            "lm_call",
+            lm=getattr(lm, "name", "?"),
+            node=node.id,
+            latency=response.latency,
+            prompt_tokens=u.prompt_tokens,
+            completion_tokens=u.completion_tokens,
+            cost=u.cost,
+            cached=bool(response.meta.get("cached", False)),
+        )
+        events.emit("node_call", node=node.id, latency=time.perf_counter() - started, error=None)
     result = sig.finish(response.value)
     if state is not None:
         state.add_usage(response.usage)

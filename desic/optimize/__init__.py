@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ConfigError
-from ._base import Candidate, CompileTask
+from ._base import Candidate, CompileTask, MemoryRecorder, RunRecorder
 
-__all__ = ["Candidate", "CompileTask", "Optimizer", "register", "resolve", "registry"]
+__all__ = ["Candidate", "CompileTask", "MemoryRecorder", "RunRecorder", "Optimizer", "register", "resolve", "registry"]
 
 
 @runtime_checkable

@@ -5,14 +5,91 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+import msgspec
 
 from .. import ir
 from ..data import Example
+from .._utils import to_jsonable
 from ..evaluate import RunOutcome, run_examples
 from ..lm import LM, Usage
 from ..metrics import Metric, score_of
 from ..pipeline import Pipeline, program_from_runs
+from ..runtime import RunState, TraceEntry
+
+
+class RunRecorder(Protocol):
+    """Where a compile run keeps what it has done: the seam to storage.
+
+    Resuming a run is a deterministic replay: optimizers are seeded, and every evaluation
+    whose key is already recorded is answered from the record instead of the LM. So a
+    crashed run continues where it stopped without repeating finished work.
+    """
+
+    def get_evaluation(self, key: str) -> dict[str, Any] | None: ...
+
+    def put_evaluation(self, key: str, record: dict[str, Any]) -> None: ...
+
+    def add_candidate(self, record: dict[str, Any]) -> None: ...
+
+
+class MemoryRecorder:
+    """A recorder that keeps everything in memory (the default)."""
+
+    def __init__(self) -> None:
+        self.evaluations: dict[str, dict[str, Any]] = {}
+        self.candidates: list[dict[str, Any]] = []
+
+    def get_evaluation(self, key: str) -> dict[str, Any] | None:
+        return self.evaluations.get(key)
+
+    def put_evaluation(self, key: str, record: dict[str, Any]) -> None:
+        self.evaluations[key] = record
+
+    def add_candidate(self, record: dict[str, Any]) -> None:
+        self.candidates.append(record)
+
+
+def program_key(program: ir.Program | None) -> str:
+    """What of a program changes its answers (node configs), hashed."""
+    if program is None:
+        return "zero-shot"
+    return ir.fingerprint(msgspec.to_builtins(program.nodes))
+
+
+def _usage_list(u: Usage) -> list[float]:
+    return [u.calls, u.prompt_tokens, u.completion_tokens, u.cost]
+
+
+def outcome_record(outcome: RunOutcome) -> dict[str, Any]:
+    state = outcome.state
+    return {
+        "output": to_jsonable(outcome.output) if outcome.error is None else None,
+        "error": outcome.error,
+        "latency": outcome.latency,
+        "usage": _usage_list(state.usage),
+        "trace": [[e.node_id, e.inputs, e.output, e.error] for e in state.trace or []],
+        "nodes": [msgspec.to_builtins(n) for n in state.nodes_seen.values()],
+        "edges": sorted(state.edges),
+    }
+
+
+def outcome_from_record(
+    pipe: Pipeline[..., Any], index: int, example: Example, record: dict[str, Any], trace: bool
+) -> RunOutcome:
+    state = RunState(trace=[] if trace else None)
+    for node_data in record.get("nodes", []):
+        node = msgspec.convert(node_data, ir.Node)
+        state.nodes_seen[node.id] = node
+    state.edges = {(a, b, c) for a, b, c in record.get("edges", [])}
+    if state.trace is not None:
+        for node_id, inputs, output, error in record.get("trace", []):
+            state.trace.append(TraceEntry(node_id, inputs, output, [], error))
+    output = record.get("output")
+    if record.get("error") is None and pipe.output_adapter is not None:
+        output = pipe.output_adapter.validate_python(output)
+    return RunOutcome(index=index, example=example, output=output, error=record.get("error"), state=state, latency=record.get("latency", 0.0))
 
 
 @dataclass
@@ -39,6 +116,9 @@ class CompileTask:
     history: list[Candidate] = field(default_factory=list)
     usage: Usage = Usage()
     on_candidate: Callable[[Candidate], None] | None = None
+    recorder: RunRecorder = field(default_factory=MemoryRecorder)
+    memo_hits: int = 0
+    _example_keys: dict[int, tuple[Example, str]] = field(default_factory=dict)
 
     def rng(self, salt: str = "") -> random.Random:
         return random.Random(f"{self.seed}:{salt}")
@@ -58,17 +138,48 @@ class CompileTask:
         lm: LM | None = None,
         trace: bool = False,
     ) -> list[RunOutcome]:
-        outcomes = await run_examples(
-            self.pipeline,
-            examples,
-            program=program,
-            lm=lm or self.lm,
-            concurrency=self.concurrency,
-            trace=trace,
+        """Run the pipeline on ``examples`` under ``program``; recorded results are reused.
+
+        The record key covers the program's node configs, the example, the LM and whether
+        a trace was asked for, so only truly identical work is skipped.
+        """
+        active = lm or self.lm
+        base = ir.fingerprint(
+            [program_key(program), active.describe() if active is not None else None, trace]
         )
-        for o in outcomes:
-            self.usage = self.usage + o.state.usage
-        return outcomes
+        keys = [ir.fingerprint([base, self._example_key(e)]) for e in examples]
+        results: list[RunOutcome | None] = [None] * len(examples)
+        todo: list[int] = []
+        for i, key in enumerate(keys):
+            record = self.recorder.get_evaluation(key)
+            if record is None:
+                todo.append(i)
+            else:
+                self.memo_hits += 1
+                results[i] = outcome_from_record(self.pipeline, i, examples[i], record, trace)
+        if todo:
+            fresh = await run_examples(
+                self.pipeline,
+                [examples[i] for i in todo],
+                program=program,
+                lm=active,
+                concurrency=self.concurrency,
+                trace=trace,
+            )
+            for i, outcome in zip(todo, fresh):
+                outcome.index = i
+                results[i] = outcome
+                self.usage = self.usage + outcome.state.usage
+                self.recorder.put_evaluation(keys[i], outcome_record(outcome))
+        return [r for r in results if r is not None]
+
+    def _example_key(self, example: Example) -> str:
+        hit = self._example_keys.get(id(example))
+        if hit is not None and hit[0] is example:
+            return hit[1]
+        key = ir.fingerprint(to_jsonable(example.to_dict()))
+        self._example_keys[id(example)] = (example, key)
+        return key
 
     def score(self, outcome: RunOutcome) -> float:
         if outcome.error is not None:
@@ -87,6 +198,15 @@ class CompileTask:
     def record(self, program: ir.Program, score: float | None, note: str = "") -> Candidate:
         cand = Candidate(index=len(self.history), program=program, score=score, usage=self.usage, note=note)
         self.history.append(cand)
+        self.recorder.add_candidate(
+            {
+                "index": cand.index,
+                "score": score,
+                "note": note,
+                "usage": _usage_list(self.usage),
+                "program": msgspec.to_builtins(program),
+            }
+        )
         if self.on_candidate is not None:
             self.on_candidate(cand)
         return cand

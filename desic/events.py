@@ -1,0 +1,137 @@
+"""One event bus for everything desic does; sinks subscribe to it.
+
+Events are small frozen records (``kind``, ``time``, ``data``). Emitting costs almost
+nothing when nobody listens. Subscribe for the whole process with ``subscribe(sink)``
+(returns an unsubscribe function) or for a block of code (this thread/task only) with
+``with listening(sink): ...``. A sink that raises is logged and never breaks the run.
+
+Kinds emitted by desic (``data`` keys in brackets):
+
+- ``node_call``   a signature ran [node, latency, error]
+- ``lm_call``     an LM answered [lm, node, latency, prompt_tokens, completion_tokens, cost, cached]
+- ``lm_retry``    a call is retried [lm, attempt, wait, error]
+- ``example``     an evaluation example finished [index, score, error, latency]
+- ``candidate``   an optimizer scored a candidate program [index, score, note, calls, cost]
+- ``iteration``   an optimizer round ended [optimizer, round, best]
+- ``checkpoint``  a run's state was stored [run_id]
+- ``budget_stop`` a budget stopped a compile [budget, detail]
+- ``run_start`` / ``run_end``  a compile or evaluation began / ended [run_id, what, ...]
+
+``DESIC_TRACE=path`` appends every event to a JSONL file.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Event", "Sink", "emit", "listening", "subscribe", "JsonlSink", "LoggingSink"]
+
+log = logging.getLogger("desic")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+    time: float = field(default_factory=time.time)
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": self.kind, "time": self.time, **self.data}, default=str)
+
+
+Sink = Callable[[Event], None]
+
+_global: tuple[Sink, ...] = ()
+_global_lock = threading.Lock()
+_scoped: contextvars.ContextVar[tuple[Sink, ...]] = contextvars.ContextVar("desic_sinks", default=())
+_trace_checked = False
+
+
+def subscribe(sink: Sink) -> Callable[[], None]:
+    """Send every event of this process to ``sink``; returns the function that stops it."""
+    global _global
+    with _global_lock:
+        _global = (*_global, sink)
+
+    def unsubscribe() -> None:
+        global _global
+        with _global_lock:
+            _global = tuple(s for s in _global if s is not sink)
+
+    return unsubscribe
+
+
+@contextmanager
+def listening(sink: Sink) -> Iterator[Sink]:
+    """Send the events of this block (this thread/task and what it starts) to ``sink``."""
+    token = _scoped.set((*_scoped.get(), sink))
+    try:
+        yield sink
+    finally:
+        _scoped.reset(token)
+
+
+def _trace_from_env() -> None:
+    global _trace_checked
+    _trace_checked = True
+    path = os.environ.get("DESIC_TRACE")
+    if path:
+        subscribe(JsonlSink(path))
+
+
+def emit(kind: str, **data: Any) -> None:
+    if not _trace_checked:
+        _trace_from_env()
+    sinks = _global + _scoped.get()
+    if not sinks:
+        return
+    event = Event(kind, data)
+    for sink in sinks:
+        try:
+            sink(event)
+        except Exception:  # a broken sink never breaks the run
+            log.exception("desic event sink %r failed on %s", sink, kind)
+
+
+def active() -> bool:
+    """Whether anyone listens (to skip building expensive event data)."""
+    if not _trace_checked:
+        _trace_from_env()
+    return bool(_global or _scoped.get())
+
+
+class JsonlSink:
+    """Appends each event as one JSON line (thread-safe, flushed per line)."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = os.fspath(path)
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        line = event.to_json() + "\n"
+        with self._lock, open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+
+
+class LoggingSink:
+    """Logs each event on the ``desic`` logger with its fields in ``extra``."""
+
+    def __init__(self, level: int = logging.INFO, logger: logging.Logger | None = None):
+        self.level = level
+        self.logger = logger or log
+
+    def __call__(self, event: Event) -> None:
+        if self.logger.isEnabledFor(self.level):
+            fields = " ".join(f"{k}={v}" for k, v in event.data.items())
+            self.logger.log(
+                self.level, "%s %s", event.kind, fields, extra={"desic_event": event.kind, **{f"desic_{k}": v for k, v in event.data.items()}}
+            )
