@@ -1,8 +1,16 @@
-"""Concurrent evaluation: one event loop, a semaphore for concurrency, per-example results.
+"""Concurrent evaluation: one event loop, a semaphore-like worker pool, a token bucket.
 
-Synchronous pipelines run in worker threads; their LM calls are handed back to the
-evaluation's loop, so every call shares one set of limits. One example's failure is
-recorded on its row and never stops the run.
+``evaluate`` (sync) and ``aevaluate`` (async) run a pipeline over a devset and score each
+output. At most ``concurrency`` examples run at once: a fixed pool of workers pulls the
+next row as soon as one finishes (streaming, not batches, so one slow row never holds up
+the others), and ``rps`` caps how many rows start per second. Synchronous pipelines run
+in worker threads; their LM calls are handed back to the evaluation's loop, so every call
+shares one set of limits.
+
+One row's failure is recorded on its row and never stops the run; ``max_errors`` stops it
+on purpose (the rows not started are marked skipped and the report says why). Per-row
+work is constant: results go to their slot in devset order, totals are kept running, so
+100k rows cost 100x what 1k rows cost.
 """
 
 from __future__ import annotations
@@ -10,25 +18,41 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import ir
+from . import events, ir
+from ._bucket import TokenBucket
 from ._utils import home_loop, run_sync, to_jsonable
+from .budget import Budget, BudgetMeter
 from .data import Example, to_examples
-from .errors import DesicError
+from .errors import ConfigError, DataError
 from .lm import LM, Usage
-from .metrics import Metric, score_of
+from .metrics import Metric, ascore, collect_usage
 from .pipeline import Pipeline, as_pipeline
-from .runtime import RunState
+from .runtime import RunState, run_scope
+from .signature import Signature
 
-__all__ = ["ExampleResult", "EvaluationReport", "evaluate", "aevaluate", "run_examples"]
+__all__ = [
+    "EvaluationReport",
+    "ExampleResult",
+    "RunOutcome",
+    "aevaluate",
+    "drive",
+    "evaluate",
+    "run_examples",
+    "run_one",
+]
 
 
-@dataclass
+@dataclass(slots=True)
 class ExampleResult:
+    """One devset row: what went in, what came out, how it scored and what it cost."""
+
     index: int
     inputs: dict[str, Any]
     expected: dict[str, Any]
@@ -38,24 +62,73 @@ class ExampleResult:
     error: str | None = None
     latency: float = 0.0
     usage: Usage = Usage()
+    skipped: bool = False  # never ran: the evaluation was stopped before this row
+
+    @property
+    def tokens(self) -> int:
+        return self.usage.total_tokens
 
 
 @dataclass
 class EvaluationReport:
+    """Scores of a whole devset; ``results`` are in devset order.
+
+    ``score`` is the mean over the rows that ran (a failed row scores 0; skipped rows do
+    not count). ``stopped_by`` names what stopped the run early (``"max_errors"`` or a
+    budget), ``stop_reason`` says it in words.
+    """
+
     score: float
     results: list[ExampleResult]
     usage: Usage = Usage()
     wall_time: float = 0.0
+    stopped_by: str | None = None
+    stop_reason: str | None = None
 
     @property
     def errors(self) -> int:
         return sum(1 for r in self.results if r.error is not None)
 
+    @property
+    def skipped(self) -> int:
+        return sum(1 for r in self.results if r.skipped)
+
+    @property
+    def completed(self) -> int:
+        return len(self.results) - self.skipped
+
+    def failures(self, below: float = 1.0) -> list[ExampleResult]:
+        """Rows that ran and scored under ``below`` (errors included)."""
+        return [r for r in self.results if not r.skipped and (r.error is not None or r.score < below)]
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """The results as plain dicts (for a DataFrame, JSON or CSV)."""
+        return [
+            {
+                "index": r.index,
+                "inputs": r.inputs,
+                "expected": r.expected,
+                "output": r.output,
+                "score": r.score,
+                "feedback": r.feedback,
+                "error": r.error,
+                "latency": r.latency,
+                "calls": r.usage.calls,
+                "tokens": r.usage.total_tokens,
+                "cost": r.usage.cost,
+                "skipped": r.skipped,
+            }
+            for r in self.results
+        ]
+
     def __str__(self) -> str:
-        return (
-            f"score {self.score:.3f} on {len(self.results)} examples "
+        text = (
+            f"score {self.score:.3f} on {self.completed} examples "
             f"({self.errors} errors, {self.usage.calls} LM calls, {self.wall_time:.1f}s)"
         )
+        if self.stopped_by is not None:
+            text += f"; stopped by {self.stopped_by}: {self.stop_reason}, {self.skipped} skipped"
+        return text
 
 
 @dataclass
@@ -68,6 +141,139 @@ class RunOutcome:
     error: str | None = None
     state: RunState = field(default_factory=RunState)
     latency: float = 0.0
+    score: float | None = None
+    feedback: str | None = None
+
+
+# --- the engine -----------------------------------------------------------------------------
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def thread_pool(size: int) -> concurrent.futures.ThreadPoolExecutor:
+    """A process-wide pool for synchronous pipelines, grown to the largest concurrency asked.
+
+    Threads are reused across evaluations (an optimizer evaluates hundreds of candidates);
+    a pool is replaced only when a larger concurrency is asked for.
+    """
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size < size:
+            old = _pool
+            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=size, thread_name_prefix="desic-eval")
+            _pool_size = size
+            if old is not None:
+                old.shutdown(wait=False)
+        return _pool
+
+
+async def drive(
+    count: int,
+    work: Callable[[int], Awaitable[None]],
+    *,
+    concurrency: int,
+    stop: Callable[[], bool] | None = None,
+) -> None:
+    """Run ``work(0) .. work(count-1)``, at most ``concurrency`` at once, in index order of start.
+
+    Workers pull the next index as soon as they finish one. ``stop()`` is asked before each
+    start; once true, nothing new starts and the call returns when running work is done.
+    An exception from ``work`` (it records per-item failures itself, so this means a
+    misuse) stops new starts and is raised after the running items finish.
+    """
+    if count <= 0:
+        return
+    loop = asyncio.get_running_loop()
+    position = 0
+    halted = False
+
+    async def worker() -> None:
+        nonlocal position, halted
+        while not halted:
+            if stop is not None and stop():
+                halted = True
+                return
+            i = position
+            if i >= count:
+                return
+            position += 1
+            try:
+                await work(i)
+            except BaseException:
+                halted = True
+                raise
+
+    token = home_loop.set(loop)
+    try:
+        workers = [asyncio.ensure_future(worker()) for _ in range(max(1, min(concurrency, count)))]
+    finally:
+        home_loop.reset(token)
+    try:
+        outcomes = await asyncio.gather(*workers, return_exceptions=True)
+    except BaseException:  # cancelled from outside: stop the workers too
+        for w in workers:
+            w.cancel()
+        raise
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+def pipeline_of(target: Any) -> Pipeline[..., Any]:
+    """``as_pipeline(target)``, remembering the signature when ``target`` is a bare one.
+
+    A bare signature then runs straight on the evaluation's event loop instead of in a
+    worker thread (no thread hops: much cheaper at high concurrency).
+    """
+    pipe = as_pipeline(target)
+    if isinstance(target, Signature) and getattr(pipe, "signature", None) is None:
+        pipe.signature = target  # type: ignore[attr-defined]
+    return pipe
+
+
+def _plain(value: Any) -> Any:
+    """JSON data for an output (skipping the conversion for plain values)."""
+    if value is None or type(value) in _PRIMITIVES:
+        return value
+    return to_jsonable(value)
+
+
+_PRIMITIVES = (str, int, float, bool)
+
+
+async def run_one(
+    pipe: Pipeline[..., Any],
+    example: Example,
+    *,
+    program: ir.Program | None = None,
+    lm: LM | None = None,
+    trace: bool = False,
+    index: int = 0,
+    executor: concurrent.futures.Executor | None = None,
+) -> RunOutcome:
+    """Run ``pipe`` once on ``example``; an exception is recorded on the outcome."""
+    state = RunState(program=program, lm=lm, trace=[] if trace else None)
+    outcome = RunOutcome(index=index, example=example, state=state)
+    start = time.perf_counter()
+    sig: Signature[..., Any] | None = getattr(pipe, "signature", None)
+    try:
+        if sig is not None:
+            with run_scope(state):
+                pending = sig.acall(**example.inputs)
+            outcome.output = await pending
+        elif pipe.is_async:
+            outcome.output = await pipe.arun(example.inputs, state)
+        else:
+            ctx = contextvars.copy_context()
+            outcome.output = await asyncio.get_running_loop().run_in_executor(
+                executor or thread_pool(8), ctx.run, pipe.run, example.inputs, state
+            )
+    except Exception as exc:  # recorded on the row, never fatal
+        outcome.error = f"{type(exc).__name__}: {exc}"
+    outcome.latency = time.perf_counter() - start
+    return outcome
 
 
 async def run_examples(
@@ -81,41 +287,41 @@ async def run_examples(
     indices: Iterable[int] | None = None,
 ) -> list[RunOutcome]:
     """Run ``pipe`` on ``examples`` concurrently; outcomes come back in input order."""
-    loop = asyncio.get_running_loop()
-    limit = asyncio.Semaphore(max(1, concurrency))
-    executor = None
-    if not pipe.is_async:
-        executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max(1, concurrency), thread_name_prefix="desic-eval"
-        )
-    token = home_loop.set(loop)
-    try:
+    order = list(indices) if indices is not None else list(range(len(examples)))
+    out: list[RunOutcome | None] = [None] * len(order)
+    executor = None if pipe.is_async or getattr(pipe, "signature", None) else thread_pool(concurrency)
 
-        async def one(i: int) -> RunOutcome:
-            example = examples[i]
-            state = RunState(program=program, lm=lm, trace=[] if trace else None)
-            outcome = RunOutcome(index=i, example=example, state=state)
-            async with limit:
-                start = time.perf_counter()
-                try:
-                    if executor is not None:
-                        ctx = contextvars.copy_context()
-                        outcome.output = await loop.run_in_executor(
-                            executor, ctx.run, pipe.run, example.inputs, state
-                        )
-                    else:
-                        outcome.output = await pipe.arun(example.inputs, state)
-                except Exception as exc:  # recorded on the row, never fatal
-                    outcome.error = f"{type(exc).__name__}: {exc}"
-                outcome.latency = time.perf_counter() - start
-            return outcome
+    async def work(pos: int) -> None:
+        i = order[pos]
+        out[pos] = await run_one(pipe, examples[i], program=program, lm=lm, trace=trace, index=i, executor=executor)
 
-        order = list(indices) if indices is not None else list(range(len(examples)))
-        return list(await asyncio.gather(*(one(i) for i in order)))
-    finally:
-        home_loop.reset(token)
-        if executor is not None:
-            executor.shutdown(wait=False)
+    await drive(len(order), work, concurrency=concurrency)
+    return [o for o in out if o is not None]
+
+
+# --- evaluate ---------------------------------------------------------------------------------
+
+
+def _progress_sink(what: str, total: int | None = None, budget: Budget | None = None) -> Any:
+    """The rich progress line of :mod:`desic.sinks` (imported only when shown)."""
+    from .sinks import ProgressSink
+
+    limits: dict[str, float] = {}
+    if budget:
+        for name, key in (("max_calls", "calls"), ("max_tokens", "tokens"), ("max_dollars", "dollars"), ("max_seconds", "seconds")):
+            value = getattr(budget, name)
+            if value is not None:
+                limits[key] = value
+    return ProgressSink(what=what, total=total, budget=limits)
+
+
+def _want_bar(progress: bool | None) -> bool:
+    if progress is None:
+        try:
+            return sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            return False
+    return progress
 
 
 async def aevaluate(
@@ -124,41 +330,160 @@ async def aevaluate(
     metric: Metric,
     *,
     concurrency: int = 8,
+    rps: float | None = None,
+    burst: int | None = None,
+    max_errors: int | None = None,
+    budget: Budget | None = None,
     lm: LM | None = None,
     program: ir.Program | None = None,
+    progress: bool | None = None,
 ) -> EvaluationReport:
-    """Evaluate a pipeline (or compiled pipeline) on ``devset`` with ``metric``."""
-    pipe = as_pipeline(target)
+    """Evaluate a pipeline (or compiled pipeline, or signature) on ``devset`` with ``metric``.
+
+    ``concurrency``: rows running at once; ``rps``: rows started per second at most (with
+    ``burst`` at once; wrap the LM in a throttle to cap LM calls instead); ``max_errors``:
+    stop after this many failed rows; ``budget``: stop when LM calls/tokens/dollars/time
+    run out; ``lm``: the LM (default: the one in ``desic.context``); ``progress``: a
+    progress line on stderr (default: only when stderr is a terminal).
+    """
+    pipe = pipeline_of(target)
     if program is None:
         program = getattr(target, "program", None)
     examples = to_examples(pipe, devset, what="devset")
-    start = time.perf_counter()
-    outcomes = await run_examples(pipe, examples, program=program, lm=lm, concurrency=concurrency)
-    results: list[ExampleResult] = []
-    usage = Usage()
-    for o in outcomes:
-        r = ExampleResult(
-            index=o.index,
-            inputs={k: to_jsonable(v) for k, v in o.example.inputs.items()},
-            expected=to_jsonable(o.example.labels),
-            latency=o.latency,
-            usage=o.state.usage,
-            error=o.error,
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
+    if max_errors is not None and max_errors < 1:
+        raise ConfigError(f"max_errors must be at least 1 (or None for no limit), got {max_errors}")
+    limits = Budget.of(budget)
+    run = _Evaluation(pipe, examples, metric, program, lm, concurrency, rps, burst, max_errors, limits)
+    if not _want_bar(progress):
+        return await run.execute()
+    sink = _progress_sink("evaluate", len(examples), limits)
+    with events.listening(sink):
+        sink.start()
+        try:
+            return await run.execute()
+        finally:
+            sink.stop()
+
+
+class _Evaluation:
+    """One evaluation's state: results in devset order and running totals (O(1) per row)."""
+
+    def __init__(
+        self,
+        pipe: Pipeline[..., Any],
+        examples: list[Example],
+        metric: Metric,
+        program: ir.Program | None,
+        lm: LM | None,
+        concurrency: int,
+        rps: float | None,
+        burst: int | None,
+        max_errors: int | None,
+        budget: Budget | None,
+    ):
+        self.pipe = pipe
+        self.examples = examples
+        self.metric = metric
+        self.program = program
+        self.lm = lm
+        self.concurrency = concurrency
+        self.max_errors = max_errors
+        self.bucket = TokenBucket(rps, burst or 1) if rps else None
+        self.meter = BudgetMeter(budget) if budget else None
+        direct = pipe.is_async or getattr(pipe, "signature", None) is not None
+        self.executor = None if direct else thread_pool(concurrency)
+        self.scores_usage = getattr(metric, "acall", None) is not None  # an LM-backed metric
+        self.results: list[ExampleResult | None] = [None] * len(examples)
+        self.stopped: tuple[str, str] | None = None
+        self.score_sum = 0.0
+        self.done = 0
+        self.errors = 0
+        self.usage = Usage()
+        self.listening = False
+
+    def halt(self) -> bool:
+        if self.stopped is None and self.meter is not None:
+            self.stopped = self.meter.reason()
+        return self.stopped is not None
+
+    async def work(self, i: int) -> None:
+        example = self.examples[i]
+        if self.bucket is not None:
+            await self.bucket.acquire()
+        if self.meter is not None:
+            self.meter.start()
+        outcome = await run_one(
+            self.pipe, example, program=self.program, lm=self.lm, index=i, executor=self.executor
         )
-        usage = usage + o.state.usage
-        if o.error is None:
-            r.output = to_jsonable(o.output)
-            try:
-                r.score, r.feedback = score_of(metric(o.example, o.output))
-            except DesicError:
-                raise
-            except Exception as exc:
-                r.error = f"metric failed: {type(exc).__name__}: {exc}"
-        results.append(r)
-    score = sum(r.score for r in results) / len(results) if results else 0.0
-    return EvaluationReport(
-        score=score, results=results, usage=usage, wall_time=time.perf_counter() - start
-    )
+        r = ExampleResult(i, example.inputs, example.labels, latency=outcome.latency, error=outcome.error)
+        if outcome.error is None:
+            r.output = _plain(outcome.output)
+            if self.scores_usage:
+                with collect_usage() as spent:
+                    await self._score(r, example, outcome.output)
+                for u in spent:
+                    outcome.state.add_usage(u)
+            else:
+                await self._score(r, example, outcome.output)
+        r.usage = outcome.state.usage
+        self.results[i] = r
+        self.usage = self.usage + r.usage
+        if self.meter is not None:
+            self.meter.finish(r.usage)
+        self.done += 1
+        self.score_sum += r.score
+        if r.error is not None:
+            self.errors += 1
+            if self.max_errors is not None and self.errors >= self.max_errors and self.stopped is None:
+                self.stopped = ("max_errors", f"{self.errors} examples failed (max_errors={self.max_errors})")
+        if self.listening:
+            events.emit("example", index=i, score=r.score, error=r.error, latency=r.latency)
+
+    async def _score(self, r: ExampleResult, example: Example, output: Any) -> None:
+        try:
+            r.score, r.feedback = await ascore(self.metric, example, output)
+        except (DataError, ConfigError):
+            raise  # the metric cannot work on this data at all: say so now
+        except Exception as exc:
+            r.error = f"metric failed: {type(exc).__name__}: {exc}"
+
+    async def execute(self) -> EvaluationReport:
+        total = len(self.examples)
+        self.listening = events.active()
+        if self.listening:
+            events.emit("run_start", what="evaluate", pipeline=self.pipe.name, examples=total)
+        start = time.perf_counter()
+        await drive(total, self.work, concurrency=self.concurrency, stop=self.halt)
+        wall = time.perf_counter() - start
+        rows: list[ExampleResult] = []
+        for i, r in enumerate(self.results):
+            if r is None:
+                e = self.examples[i]
+                r = ExampleResult(index=i, inputs=e.inputs, expected=e.labels, skipped=True)
+            rows.append(r)
+        stopped = self.stopped
+        report = EvaluationReport(
+            score=self.score_sum / self.done if self.done else 0.0,
+            results=rows,
+            usage=self.usage,
+            wall_time=wall,
+            stopped_by=stopped[0] if stopped else None,
+            stop_reason=stopped[1] if stopped else None,
+        )
+        if self.listening:
+            events.emit(
+                "run_end",
+                what="evaluate",
+                pipeline=self.pipe.name,
+                score=report.score,
+                errors=self.errors,
+                calls=self.usage.calls,
+                seconds=wall,
+                stopped_by=report.stopped_by,
+            )
+        return report
 
 
 def evaluate(
@@ -167,10 +492,27 @@ def evaluate(
     metric: Metric,
     *,
     concurrency: int = 8,
+    rps: float | None = None,
+    burst: int | None = None,
+    max_errors: int | None = None,
+    budget: Budget | None = None,
     lm: LM | None = None,
     program: ir.Program | None = None,
+    progress: bool | None = None,
 ) -> EvaluationReport:
     """Sync front of :func:`aevaluate` (works inside a running event loop too)."""
     return run_sync(
-        aevaluate(target, devset, metric, concurrency=concurrency, lm=lm, program=program)
+        aevaluate(
+            target,
+            devset,
+            metric,
+            concurrency=concurrency,
+            rps=rps,
+            burst=burst,
+            max_errors=max_errors,
+            budget=budget,
+            lm=lm,
+            program=program,
+            progress=progress,
+        )
     )

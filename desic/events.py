@@ -15,9 +15,15 @@ Kinds emitted by desic (``data`` keys in brackets):
 - ``iteration``   an optimizer round ended [optimizer, round, best]
 - ``checkpoint``  a run's state was stored [run_id]
 - ``budget_stop`` a budget stopped a compile [budget, detail]
-- ``run_start`` / ``run_end``  a compile or evaluation began / ended [run_id, what, ...]
+- ``proposal``    an optimizer proposed new instructions [optimizer, signature, error]
+- ``run_start`` / ``run_end``  a compile or evaluation began / ended [run_id, what, total or
+  examples, ...; run_end: score/best, errors, stopped_by]
 
-``DESIC_TRACE=path`` appends every event to a JSONL file.
+Sinks that come with desic: ``LoggingSink`` (standard logging with structured fields),
+``JsonlSink`` (a trace file; ``DESIC_TRACE=path`` subscribes one for the whole process, and
+``read_trace(path)`` reads it back), and in :mod:`desic.sinks` a rich progress display for
+terminals and OpenTelemetry spans. When ``opentelemetry-api`` is installed, spans are on
+unless ``DESIC_OTEL=0``; they cost nothing until an OpenTelemetry SDK is configured.
 """
 
 from __future__ import annotations
@@ -33,7 +39,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Event", "Sink", "emit", "listening", "subscribe", "JsonlSink", "LoggingSink"]
+__all__ = [
+    "Event",
+    "JsonlSink",
+    "LoggingSink",
+    "Sink",
+    "active",
+    "emit",
+    "listening",
+    "read_trace",
+    "subscribe",
+]
 
 log = logging.getLogger("desic")
 
@@ -54,6 +70,7 @@ _global: tuple[Sink, ...] = ()
 _global_lock = threading.Lock()
 _scoped: contextvars.ContextVar[tuple[Sink, ...]] = contextvars.ContextVar("desic_sinks", default=())
 _trace_checked = False
+_env_lock = threading.Lock()
 
 
 def subscribe(sink: Sink) -> Callable[[], None]:
@@ -81,11 +98,30 @@ def listening(sink: Sink) -> Iterator[Sink]:
 
 
 def _trace_from_env() -> None:
+    """Subscribe the sinks the environment asks for, once per process (on the first event)."""
     global _trace_checked
-    _trace_checked = True
-    path = os.environ.get("DESIC_TRACE")
-    if path:
-        subscribe(JsonlSink(path))
+    with _env_lock:
+        if _trace_checked:
+            return
+        _trace_checked = True
+        path = os.environ.get("DESIC_TRACE")
+        if path:
+            subscribe(JsonlSink(path))
+        if _otel_wanted():
+            from .sinks import OTelSink
+
+            subscribe(OTelSink())
+
+
+def _otel_wanted() -> bool:
+    if os.environ.get("DESIC_OTEL", "").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    import importlib.util
+
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in ("opentelemetry", "opentelemetry.trace"))
+    except (ImportError, ValueError):  # a broken or blocked install counts as absent
+        return False
 
 
 def emit(kind: str, **data: Any) -> None:
@@ -122,6 +158,20 @@ class JsonlSink:
             fh.write(line)
 
 
+def read_trace(path: str | os.PathLike[str]) -> list[Event]:
+    """The events of a JSONL trace file (as written by ``JsonlSink`` / ``DESIC_TRACE``)."""
+    out: list[Event] = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            data = json.loads(line)
+            kind = data.pop("kind")
+            when = data.pop("time")
+            out.append(Event(kind, data, when))
+    return out
+
+
 class LoggingSink:
     """Logs each event on the ``desic`` logger with its fields in ``extra``."""
 
@@ -132,6 +182,5 @@ class LoggingSink:
     def __call__(self, event: Event) -> None:
         if self.logger.isEnabledFor(self.level):
             fields = " ".join(f"{k}={v}" for k, v in event.data.items())
-            self.logger.log(
-                self.level, "%s %s", event.kind, fields, extra={"desic_event": event.kind, **{f"desic_{k}": v for k, v in event.data.items()}}
-            )
+            extra = {"desic_event": event.kind, **{f"desic_{k}": v for k, v in event.data.items()}}
+            self.logger.log(self.level, "%s %s", event.kind, fields, extra=extra)

@@ -11,12 +11,14 @@ returns a new object (``msgspec.structs.replace``).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
 __all__ = [
     "FORMAT_VERSION",
+    "MIGRATIONS",
     "Demo",
     "Edge",
     "FieldSpec",
@@ -225,16 +227,52 @@ def spec_diff(old: SignatureSpec, new: SignatureSpec) -> list[str]:
     return lines
 
 
-_header_decoder = None
-
-
 class _Header(msgspec.Struct):
     format: str = ""
     format_version: int = 0
 
 
+def _v0_to_v1(raw: dict[str, Any]) -> dict[str, Any]:
+    """Format 0 is the pre-release layout (desic 0.0.x, before ``format_version`` existed):
+    the provenance fields (``optimizer``, ``score``, ``lm``, ``run_id``, ...) sat at the top
+    level of the artifact. Format 1 moved them into ``meta`` (``ProgramMeta``)."""
+    out = dict(raw)
+    meta = dict(out.pop("meta", None) or {})
+    for key in ProgramMeta.__struct_fields__:
+        if key in out:
+            meta.setdefault(key, out.pop(key))
+    out["meta"] = meta
+    return out
+
+
+#: Upgrades for older artifacts: ``MIGRATIONS[n]`` turns the raw dict of format ``n`` into
+#: format ``n + 1``. They run on plain data before the typed decode, so an old artifact is
+#: read by the current types and nothing else. Bump ``FORMAT_VERSION`` together with a new
+#: entry here and a test that loads a hand-made artifact of the old version.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {0: _v0_to_v1}
+
+
+def migrate(raw: dict[str, Any], *, source: str = "<bytes>") -> dict[str, Any]:
+    """Bring the raw dict of an older artifact up to ``FORMAT_VERSION``, one step at a time."""
+    from .errors import ArtifactError
+
+    version = raw.get("format_version", 0)
+    while version < FORMAT_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise ArtifactError(f"{source} has format version {version}, which this desic cannot upgrade")
+        raw = step(raw)
+        version += 1
+        raw["format_version"] = version
+    return raw
+
+
 def decode_program(data: bytes, *, source: str = "<bytes>") -> Program:
-    """Decode an artifact, refusing unknown formats and newer versions with clear errors."""
+    """Decode an artifact, refusing unknown formats and newer versions with clear errors.
+
+    Older formats are upgraded through ``MIGRATIONS`` first; the current format is decoded
+    directly by the typed decoder (the fast path).
+    """
     from .errors import ArtifactError
 
     try:
@@ -250,10 +288,13 @@ def decode_program(data: bytes, *, source: str = "<bytes>") -> Program:
             f"{source} has format version {header.format_version}, newer than this desic "
             f"understands ({FORMAT_VERSION}); upgrade desic (pip install -U desic) to load it"
         )
-    if header.format_version < 1:
+    if header.format_version < 0:
         raise ArtifactError(f"{source} has an invalid format version {header.format_version}")
     try:
-        return msgspec.json.decode(data, type=Program)
+        if header.format_version == FORMAT_VERSION:
+            return msgspec.json.decode(data, type=Program)
+        raw = migrate(msgspec.json.decode(data), source=source)
+        return msgspec.convert(raw, Program)
     except msgspec.ValidationError as exc:
         raise ArtifactError(f"{source} is corrupt: {exc}") from exc
 

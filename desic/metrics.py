@@ -1,24 +1,63 @@
-"""Metrics: ``metric(example, output) -> float | bool | (score, feedback)``."""
+"""Metrics: ``metric(example, output) -> float | bool | (score, feedback)``.
+
+A metric compares a pipeline's output with a row's labels and returns a score in 0..1,
+optionally with feedback text (which reflective optimizers read to fix instructions).
+
+- ``exact_match``: every labelled field equals the output's (normalised);
+- ``token_f1`` (alias ``f1``): SQuAD-style token overlap of label and output text;
+- ``contains``: the label text occurs in the output text;
+- ``field_match``: for structured (pydantic) outputs, the fraction of fields (nested ones
+  flattened to dotted paths) that equal the labels, with feedback naming the wrong ones;
+- ``semantic_similarity(...)``: cosine similarity of label and output embeddings, through
+  the LM's ``embed``;
+- ``judge(criteria)``: an LLM judge declared as a desic signature (score 0..1 + reason).
+
+The last two call a language model, so they are objects with an async ``acall`` as well
+as the plain call; evaluation awaits ``acall`` on its own event loop. Their LM usage is
+reported to whoever evaluates (``collect_usage``), so budgets and reports include it.
+"""
 
 from __future__ import annotations
 
+import contextvars
+import inspect
+import math
 import re
 import string
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from .data import Example
+    from .lm import LM, Usage
 
-__all__ = ["Metric", "exact_match", "normalize", "score_of"]
+__all__ = [
+    "Metric",
+    "ascore",
+    "collect_usage",
+    "contains",
+    "exact_match",
+    "f1",
+    "field_match",
+    "judge",
+    "metric_key",
+    "normalize",
+    "score_of",
+    "semantic_similarity",
+    "token_f1",
+]
 
 Metric = Callable[["Example", Any], Any]
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]+$")
+_ALL_PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
 def normalize(value: Any) -> Any:
@@ -34,37 +73,345 @@ def normalize(value: Any) -> Any:
     return value
 
 
-def _pairs(example: Example, output: Any) -> list[tuple[Any, Any]]:
+def _as_data(output: Any) -> Any:
+    return output.model_dump(mode="json") if isinstance(output, BaseModel) else output
+
+
+def _pairs(example: Example, output: Any, who: str = "exact_match") -> list[tuple[str, Any, Any]]:
+    """(field, label, output value) for each labelled field the output answers.
+
+    The field is ``""`` when one label holds the whole structured output.
+    """
     labels = example.labels
     if not labels:
-        raise DataError("exact_match needs labels: give each row its expected output fields")
-    data = output.model_dump(mode="json") if isinstance(output, BaseModel) else output
+        raise DataError(f"{who} needs labels: give each row its expected output fields")
+    data = _as_data(output)
     if isinstance(data, dict):
         shared = [k for k in labels if k in data]
         if shared:
-            return [(labels[k], data[k]) for k in shared]
-        if len(labels) == 1 and len(data) == 1:
-            return [(next(iter(labels.values())), next(iter(data.values())))]
+            return [(k, labels[k], data[k]) for k in shared]
+        if len(labels) == 1:
+            (key, label), = labels.items()
+            if isinstance(label, dict) and set(label) & set(data):
+                return [("", label, data)]  # the whole structured output under one label
+            if len(data) == 1:
+                return [(key, label, next(iter(data.values())))]
         raise DataError(
-            f"exact_match: no label among {sorted(labels)} matches an output field of {sorted(data)}"
+            f"{who}: no label among {sorted(labels)} matches an output field of {sorted(data)}"
         )
     if len(labels) == 1:
-        return [(next(iter(labels.values())), data)]
+        (key, label), = labels.items()
+        return [(key, label, data)]
     for key in ("output", "answer"):
         if key in labels:
-            return [(labels[key], data)]
-    raise DataError(f"exact_match: the output is a bare value but the row has labels {sorted(labels)}")
+            return [(key, labels[key], data)]
+    raise DataError(f"{who}: the output is a bare value but the row has labels {sorted(labels)}")
 
 
 def exact_match(example: Example, output: Any) -> float:
     """1.0 when every labelled field equals the output's (normalised), else 0.0."""
-    return float(all(normalize(a) == normalize(b) for a, b in _pairs(example, output)))
+    return float(all(normalize(a) == normalize(b) for _, a, b in _pairs(example, output)))
+
+
+# --- text overlap -------------------------------------------------------------------------
+
+
+def _text(value: Any) -> str:
+    value = _as_data(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return " ".join(_text(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return " ".join(_text(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def _tokens(value: Any) -> list[str]:
+    text = _ALL_PUNCT.sub(" ", _text(value).casefold())
+    return _ARTICLES.sub(" ", text).split()
+
+
+def _f1(label: Any, output: Any) -> float:
+    want, got = _tokens(label), _tokens(output)
+    if not want or not got:
+        return float(want == got)
+    common = sum((Counter(want) & Counter(got)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(got), common / len(want)
+    return 2 * precision * recall / (precision + recall)
+
+
+def token_f1(example: Example, output: Any) -> float:
+    """Token-overlap F1 of label and output text (lower-cased, no punctuation or articles),
+    averaged over the labelled fields. Partial credit for free-text answers."""
+    pairs = _pairs(example, output, "token_f1")
+    return sum(_f1(a, b) for _, a, b in pairs) / len(pairs)
+
+
+f1 = token_f1
+
+
+def contains(example: Example, output: Any) -> float:
+    """1.0 when every label's text occurs in the output's text (normalised), else 0.0.
+
+    For answers that must mention something ("Paris") but may say more.
+    """
+    for _, label, value in _pairs(example, output, "contains"):
+        want = " ".join(_tokens(label))
+        if not want or want not in " ".join(_tokens(value)):
+            return 0.0
+    return 1.0
+
+
+# --- structured outputs -------------------------------------------------------------------
+
+
+def _leaves(value: Any, path: str, out: dict[str, Any]) -> None:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _leaves(v, f"{path}.{k}" if path else str(k), out)
+    elif isinstance(value, (list, tuple)) and value and any(isinstance(v, (dict, list)) for v in value):
+        for i, v in enumerate(value):
+            _leaves(v, f"{path}[{i}]", out)
+    else:
+        out[path] = value
+
+
+def field_match(example: Example, output: Any) -> tuple[float, str | None]:
+    """Fraction of labelled fields the output gets right, with feedback naming the wrong ones.
+
+    Nested models are compared leaf by leaf (``customer.name``, ``items[1].qty``); lists of
+    plain values compare as a whole. A field that is missing or extra counts as wrong.
+    """
+    want: dict[str, Any] = {}
+    got: dict[str, Any] = {}
+    for key, label, value in _pairs(example, output, "field_match"):
+        _leaves(_as_data(label), key, want)
+        _leaves(_as_data(value), key, got)
+    paths = list(want) + [p for p in got if p not in want and _is_extra(p, want)]
+    if not paths:
+        return 1.0, None
+    wrong: list[str] = []
+    for p in paths:
+        if p not in want:
+            wrong.append(f"{p}: unexpected {got[p]!r}")
+        elif p not in got:
+            wrong.append(f"{p}: missing (expected {want[p]!r})")
+        elif normalize(want[p]) != normalize(got[p]):
+            wrong.append(f"{p}: expected {want[p]!r}, got {got[p]!r}")
+    score = 1.0 - len(wrong) / len(paths)
+    if not wrong:
+        return score, None
+    return score, f"{len(wrong)} of {len(paths)} fields wrong: " + "; ".join(wrong)
+
+
+def _is_extra(path: str, want: dict[str, Any]) -> bool:
+    """An output leaf counts as extra only inside a list the labels also have (extra items)."""
+    head = path.rsplit("[", 1)[0]
+    return "[" in path and any(p.startswith(head + "[") for p in want)
+
+
+# --- scores and LM-backed metrics ---------------------------------------------------------
 
 
 def score_of(result: Any) -> tuple[float, str | None]:
     """(score, feedback) from whatever a metric returned."""
     if isinstance(result, tuple) and len(result) == 2:
-        return float(result[0]), str(result[1]) if result[1] is not None else None
-    if isinstance(result, bool):
-        return float(result), None
-    return float(result), None
+        score, feedback = result
+        return _number(score), str(feedback) if feedback is not None else None
+    return _number(result), None
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    if value is None:
+        raise DataError("the metric returned None; return a float, a bool or (score, feedback)")
+    return float(value)
+
+
+async def ascore(metric: Metric, example: Example, output: Any) -> tuple[float, str | None]:
+    """Score with ``metric`` from async code: awaits ``metric.acall`` or an async metric."""
+    acall = getattr(metric, "acall", None)
+    result = acall(example, output) if acall is not None else metric(example, output)
+    if inspect.isawaitable(result):
+        result = await result
+    return score_of(result)
+
+
+def metric_key(metric: Metric | None) -> str:
+    """A stable name for a metric (part of the record key of scored evaluations)."""
+    if metric is None:
+        return ""
+    key = getattr(metric, "key", None)
+    if isinstance(key, str):
+        return key
+    fn = getattr(metric, "__func__", metric)
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__qualname__)}"
+
+
+_usage_sink: contextvars.ContextVar[list[Usage] | None] = contextvars.ContextVar(
+    "desic_metric_usage", default=None
+)
+
+
+@contextmanager
+def collect_usage() -> Iterator[list[Usage]]:
+    """Collect the LM usage of LM-backed metrics called in this block (this task/thread)."""
+    box: list[Usage] = []
+    token = _usage_sink.set(box)
+    try:
+        yield box
+    finally:
+        _usage_sink.reset(token)
+
+
+def _report(usage: Usage) -> None:
+    box = _usage_sink.get()
+    if box is not None:
+        box.append(usage)
+
+
+def _pick_lm(lm: LM | str | None) -> LM:
+    from .lm import lm as make_lm
+    from .runtime import current_lm
+
+    if isinstance(lm, str):
+        return make_lm(lm)
+    return lm if lm is not None else current_lm()
+
+
+class _LMMetric:
+    """Shared by LM-backed metrics: a sync call for plain code, ``acall`` for evaluation."""
+
+    key: str
+
+    async def acall(self, example: Example, output: Any) -> tuple[float, str | None]:  # pragma: no cover
+        raise NotImplementedError
+
+    def __call__(self, example: Example, output: Any) -> tuple[float, str | None]:
+        from ._utils import run_sync
+
+        return run_sync(self.acall(example, output))
+
+
+class SemanticSimilarity(_LMMetric):
+    """Cosine similarity of label and output embeddings (``lm.embed``), clipped to 0..1.
+
+    With ``threshold`` the score is 1.0 at or above it and 0.0 below.
+    """
+
+    def __init__(self, lm: LM | str | None = None, *, threshold: float | None = None):
+        self.lm = lm
+        self.threshold = threshold
+        self.key = f"desic.metrics:semantic_similarity:{threshold}"
+
+    async def acall(self, example: Example, output: Any) -> tuple[float, str | None]:
+        lm = _pick_lm(self.lm)
+        embed = getattr(lm, "embed", None)
+        if embed is None:
+            raise ConfigError(
+                f"semantic_similarity needs an LM with embeddings; {getattr(lm, 'name', lm)!r} has no "
+                "embed(texts): pass one, e.g. semantic_similarity(lm=desic.lm('openai:text-embedding-3-small'))"
+            )
+        pairs = _pairs(example, output, "semantic_similarity")
+        texts: list[str] = []
+        for _, label, value in pairs:
+            texts += [_text(label), _text(value)]
+        vectors = await embed(texts)
+        sims = [_cosine(vectors[2 * i], vectors[2 * i + 1]) for i in range(len(pairs))]
+        usage = getattr(vectors, "usage", None)
+        if usage is not None:
+            _report(usage)
+        sim = max(0.0, min(1.0, sum(sims) / len(sims)))
+        if self.threshold is not None:
+            return float(sim >= self.threshold), f"similarity {sim:.3f} (threshold {self.threshold})"
+        return sim, None
+
+
+def _cosine(a: Any, b: Any) -> float:
+    dot = sum(x * y for x, y in zip(a, b))
+    na = math.sqrt(sum(x * x for x in a))
+    nb = math.sqrt(sum(y * y for y in b))
+    return dot / (na * nb) if na and nb else 0.0
+
+
+def semantic_similarity(lm: LM | str | None = None, *, threshold: float | None = None) -> SemanticSimilarity:
+    """A metric scoring meaning rather than wording: cosine of embeddings from ``lm.embed``.
+
+    ``lm`` defaults to the LM in ``desic.context`` at scoring time.
+    """
+    return SemanticSimilarity(lm, threshold=threshold)
+
+
+class Judge(_LMMetric):
+    """An LLM judge: a desic signature grading the output against ``criteria``."""
+
+    def __init__(self, criteria: str, *, lm: LM | str | None = None, threshold: float | None = None):
+        from .ir import fingerprint
+
+        if not criteria or not criteria.strip():
+            raise ConfigError("judge(criteria): say what a good output is, e.g. 'answers the question politely'")
+        self.criteria = criteria.strip()
+        self.lm = lm
+        self.threshold = threshold
+        self.key = f"desic.metrics:judge:{fingerprint([self.criteria, threshold])}"
+
+    async def acall(self, example: Example, output: Any) -> tuple[float, str | None]:
+        from .render import format_value
+        from .runtime import RunState, run_scope
+
+        sig = _judge_signature()
+        inputs = {
+            "criteria": self.criteria,
+            "inputs": "\n".join(f"{k}: {format_value(v)}" for k, v in example.inputs.items()),
+            "expected": "\n".join(f"{k}: {format_value(v)}" for k, v in example.labels.items()) or "(none given)",
+            "output": format_value(_as_data(output)),
+        }
+        state = RunState(lm=_pick_lm(self.lm))
+        with run_scope(state):  # its own run: never a node of the pipeline being scored
+            pending = sig.acall(**inputs)
+        try:
+            verdict = await pending
+        finally:
+            _report(state.usage)
+        score = max(0.0, min(1.0, float(verdict.score)))
+        if self.threshold is not None:
+            score = float(score >= self.threshold)
+        return score, verdict.reason
+
+
+_judge_sig: Any = None
+
+
+def _judge_signature() -> Any:
+    """The judge's signature, declared on first use (keeps ``import desic.metrics`` light)."""
+    global _judge_sig
+    if _judge_sig is None:
+        from pydantic import Field
+
+        from .signature import signature
+
+        class Verdict(BaseModel):
+            reason: str = Field(description="one sentence: why the output does or does not meet the criteria")
+            score: float = Field(ge=0.0, le=1.0, description="0 = fails the criteria, 1 = fully meets them")
+
+        def judge(criteria: str, inputs: str, expected: str, output: str) -> Verdict:  # type: ignore[empty-body]
+            """Grade the output of a task against the criteria. The expected answer, when
+            given, is a reference. Give a short reason, then a score from 0 to 1."""
+
+        judge.__annotations__["return"] = Verdict
+        judge.__annotations__.update(criteria=str, inputs=str, expected=str, output=str)
+        _judge_sig = signature(judge)
+    return _judge_sig
+
+
+def judge(criteria: str, *, lm: LM | str | None = None, threshold: float | None = None) -> Judge:
+    """A metric that asks an LM whether the output meets ``criteria`` (score 0..1 + reason).
+
+    ``lm`` defaults to the LM in ``desic.context`` at scoring time; ``threshold`` turns the
+    score into pass/fail. The reason is returned as feedback.
+    """
+    return Judge(criteria, lm=lm, threshold=threshold)

@@ -93,6 +93,7 @@ class RunState:
     capture_only: bool = False
     check_drift: bool = True
     usage: Usage = Usage()
+    node_usage: dict[str, Usage] = field(default_factory=dict)  # the run's usage by node id
     nodes_seen: dict[str, ir.Node] = field(default_factory=dict)
     edges: set[tuple[str, str, str]] = field(default_factory=set)
     _counters: dict[str, int] = field(default_factory=dict)
@@ -126,9 +127,11 @@ class RunState:
                 if origin is not None and origin[1] is value and origin[0] != node_id:
                     self.edges.add((origin[0], node_id, name))
 
-    def add_usage(self, usage: Usage) -> None:
+    def add_usage(self, usage: Usage, node_id: str | None = None) -> None:
         with self._lock:
             self.usage = self.usage + usage
+            if node_id is not None:
+                self.node_usage[node_id] = self.node_usage.get(node_id, Usage()) + usage
 
 
 _run: contextvars.ContextVar[RunState | None] = contextvars.ContextVar("desic_run", default=None)
@@ -240,7 +243,7 @@ async def execute(
         events.emit("node_call", node=node.id, latency=time.perf_counter() - started, error=None)
     result = sig.finish(response.value)
     if state is not None:
-        state.add_usage(response.usage)
+        state.add_usage(response.usage, node.id)
         state.note_output(node.id, result)
         if entry is not None:
             entry.output = response.value.model_dump(mode="json")

@@ -3,6 +3,22 @@
 An LM is anything with ``name``, ``async request(LMRequest) -> LMResponse`` and
 ``describe()``. Providers (``openai``, ``local``) import their SDKs only when first used;
 fakes for tests live in :mod:`desic.testing`.
+
+Cross-cutting concerns wrap an LM and are LMs themselves, so they compose in any order
+(each module says what its wrapper does and why; ``_middleware`` says how options compose
+them)::
+
+    from desic.lm import cache, retry, throttle, timeout
+    model = cache(retry(throttle(timeout(desic.lm("openai:gpt-4o-mini"), 10), rps=5, burst=10)))
+
+    # the same, from configuration (also: desic.lm(an_lm_object, rps=5, ...)):
+    model = desic.lm("openai:gpt-4o-mini", rps=5, burst=10, retries=3, timeout=10, cache=True)
+
+The wrappers are also reachable as ``desic.lm.retry``, ``desic.lm.throttle``,
+``desic.lm.timeout`` and ``desic.lm.cache``.
+
+Every desic LM (providers, fakes, wrappers) also embeds text: ``await lm.embed(texts)``.
+Every call's ``Usage`` carries tokens and dollars (:mod:`desic.lm.pricing`).
 """
 
 from __future__ import annotations
@@ -11,24 +27,36 @@ import importlib.util
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
 from .._utils import run_sync
-from ..errors import ConfigError
+from ..errors import ConfigError, LMError
+
+if TYPE_CHECKING:
+    from ._middleware import CacheLM, RetryLM, ThrottleLM, TimeoutLM
 
 __all__ = [
     "LM",
     "BaseLM",
+    "CacheLM",
+    "EmbeddingLM",
     "LMParams",
     "LMRequest",
     "LMResponse",
     "Message",
+    "RetryLM",
+    "ThrottleLM",
+    "TimeoutLM",
     "Usage",
+    "cache",
     "default_lm",
     "lm",
     "local_available",
+    "retry",
+    "throttle",
+    "timeout",
 ]
 
 Message = dict[str, str]
@@ -59,12 +87,18 @@ class LMRequest:
     response_model: type[BaseModel]
     params: LMParams = LMParams()
     node_id: str | None = None
-    # False asks for a fresh answer even where a cache holds one (sampling several candidates).
+    # False asks for a fresh answer even where a cache holds one, and stores nothing.
     cache: bool = True
+    # Which sample of this prompt is wanted: each number is its own cache entry, so an
+    # optimizer drawing several candidates (at a temperature above 0) asks for sample=0,
+    # 1, 2, ... and a rerun gets the same candidates back from the cache.
+    sample: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """What calls consumed: ``cost`` is in US dollars (0 where no price is known)."""
+
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -90,6 +124,7 @@ class LMResponse:
     usage: Usage = Usage()
     latency: float = 0.0
     model: str = ""
+    # e.g. {"cached": True} for an answer served from a cache (its usage is then zero)
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -107,16 +142,33 @@ class LM(Protocol):
         ...
 
 
+@runtime_checkable
+class EmbeddingLM(LM, Protocol):
+    """An LM that also turns texts into vectors (every desic LM is one)."""
+
+    async def embed(self, texts: list[str]) -> list[list[float]]: ...
+
+
 class BaseLM:
-    """Convenience base: a sync front over ``request`` and a default ``describe``."""
+    """Convenience base: sync fronts over ``request``/``embed`` and a default ``describe``."""
 
     name: str = "lm"
 
     async def request(self, request: LMRequest) -> LMResponse:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """One vector per text. Providers that cannot embed say so."""
+        raise LMError(
+            f"{self.name} cannot embed text; use an LM that can, e.g. "
+            "desic.lm('openai:gpt-4o-mini') (text-embedding-3-small) or desic.lm('local')"
+        )
+
     def request_sync(self, request: LMRequest) -> LMResponse:
         return run_sync(self.request(request))
+
+    def embed_sync(self, texts: list[str]) -> list[list[float]]:
+        return run_sync(self.embed(texts))
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
@@ -141,13 +193,7 @@ _NO_LM_HELP = (
 )
 
 
-def lm(spec: str, /, **options: Any) -> BaseLM:
-    """Build an LM from a spec string.
-
-    - ``"local"`` or ``"local:/path/model.gguf"``: the embedded llama.cpp model;
-    - ``"openai:MODEL"``: OpenAI, or any OpenAI-compatible server with ``base_url=``
-      (vLLM, Ollama, llama.cpp); key and URL default to OPENAI_API_KEY / OPENAI_BASE_URL.
-    """
+def _provider(spec: str, options: dict[str, Any]) -> BaseLM:
     provider, _, rest = spec.partition(":")
     provider = provider.strip().lower()
     if provider == "local":
@@ -164,6 +210,117 @@ def lm(spec: str, /, **options: Any) -> BaseLM:
         f"unknown LM provider {provider!r} in {spec!r}; use 'local', 'local:/path.gguf' "
         "or 'openai:MODEL' (add base_url=... for any OpenAI-compatible server)"
     )
+
+
+class _LMFactory:
+    """``desic.lm(...)`` builds LMs; ``desic.lm.retry`` and friends wrap them.
+
+    A callable object rather than a function so that the wrappers are reachable from the
+    one public name without another top-level export.
+    """
+
+    def __call__(self, spec: str | LM, /, **options: Any) -> BaseLM:
+        """Build an LM from a spec string, with the middleware the options ask for.
+
+        Specs:
+
+        - ``"local"`` or ``"local:/path/model.gguf"``: the embedded llama.cpp model;
+        - ``"openai:MODEL"``: OpenAI, or any OpenAI-compatible server with ``base_url=``
+          (vLLM, Ollama, llama.cpp); key and URL default to OPENAI_API_KEY / OPENAI_BASE_URL;
+        - an LM object: wrapped with the middleware options below.
+
+        Middleware options (each adds a wrapper, composed as
+        ``cache(retry(throttle(timeout(provider))))``):
+
+        - ``rps=``, ``burst=``: at most ``rps`` requests a second, ``burst`` at once;
+          ``tpm=``: at most ``tpm`` tokens a minute (shared by every thread and task);
+        - ``retries=N``: retry rate limits (honouring Retry-After), server errors, timeouts
+          and dropped connections N times with jittered exponential backoff;
+        - ``timeout=S``: no call (attempt) takes longer than S seconds (``desic.Timeout``);
+        - ``cache=True`` (sqlite on disk under DESIC_CACHE_DIR or ~/.cache/desic),
+          ``"memory"``, or a path to a sqlite file.
+
+        Whenever ``retries``, ``rps`` or ``tpm`` is given, desic does the retrying: the
+        openai client's own retries are turned off (they would double the attempts and
+        bypass the throttle), and ``retries`` defaults to 3 with a throttle. Other options
+        go to the provider (``api_key``, ``base_url``, ``temperature``, ``max_tokens``,
+        ``prices``, ``embedding_model``, ...).
+        """
+        from ._middleware import MIDDLEWARE_OPTIONS, wrap
+
+        mw = {k: options.pop(k) for k in MIDDLEWARE_OPTIONS if k in options}
+        if not isinstance(spec, str):
+            if options:
+                raise ConfigError(
+                    f"desic.lm(<LM object>, ...) takes only middleware options "
+                    f"{', '.join(MIDDLEWARE_OPTIONS)}; got {', '.join(sorted(options))}"
+                )
+            return wrap(spec, **mw)
+        if "timeout" in mw:
+            options.setdefault("timeout", mw["timeout"])
+        if any(k in mw for k in ("retries", "rps", "tpm")):
+            options.setdefault("client_retries", 0)
+        return wrap(_provider(spec, options), **mw)
+
+    @staticmethod
+    def retry(
+        inner: LM,
+        max_retries: int = 3,
+        *,
+        initial: float = 0.5,
+        max_wait: float = 30.0,
+        jitter: float | None = None,
+    ) -> RetryLM:
+        """See :class:`desic.lm.RetryLM`."""
+        from ._middleware import RetryLM
+
+        return RetryLM(inner, max_retries, initial=initial, max_wait=max_wait, jitter=jitter)
+
+    @staticmethod
+    def throttle(
+        inner: LM,
+        rps: float | None = None,
+        burst: float = 1,
+        tpm: float | None = None,
+        tpm_burst: float | None = None,
+    ) -> ThrottleLM:
+        """See :class:`desic.lm.ThrottleLM`."""
+        from ._middleware import ThrottleLM
+
+        return ThrottleLM(inner, rps=rps, burst=burst, tpm=tpm, tpm_burst=tpm_burst)
+
+    @staticmethod
+    def timeout(inner: LM, seconds: float) -> TimeoutLM:
+        """See :class:`desic.lm.TimeoutLM`."""
+        from ._middleware import TimeoutLM
+
+        return TimeoutLM(inner, seconds)
+
+    @staticmethod
+    def cache(inner: LM, store: Any = True) -> CacheLM:
+        """See :class:`desic.lm.CacheLM`."""
+        from ._middleware import CacheLM
+
+        return CacheLM(inner, store)
+
+    def __repr__(self) -> str:
+        return "<desic.lm: build an LM with desic.lm('openai:MODEL' | 'local', **options)>"
+
+
+lm = _LMFactory()
+retry = lm.retry
+throttle = lm.throttle
+timeout = lm.timeout
+cache = lm.cache
+
+
+def __getattr__(name: str) -> Any:
+    # The wrapper classes load with their module, only when asked for.
+    if name in ("RetryLM", "ThrottleLM", "TimeoutLM", "CacheLM"):
+        from . import _middleware
+
+        return getattr(_middleware, name)
+    raise AttributeError(f"module 'desic.lm' has no attribute {name!r}")
 
 
 _default_cache: dict[str, BaseLM] = {}

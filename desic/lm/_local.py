@@ -4,6 +4,10 @@ The server starts lazily on first request (once per process and model file), lis
 a loopback port, is silenced, and is shut down at exit. Requests go through the same
 instructor stack as the ``openai`` provider, in JSON-schema mode (the llama.cpp server
 turns the schema into a grammar and rejects tool_choice objects).
+
+Embeddings come from a second llama.cpp server on the same model file, started on the
+first ``embed`` call: llama.cpp serves either completions or embeddings (mean pooling,
+unit length) from one instance, not both. Local calls cost nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from ._guard import check_allowed
 from ._openai import OpenAILM
 
 DEFAULT_MODEL = "gemma-3-270m (q4_k_m, base)"
+EMBED_CTX = 2048  # tokens per embedded text (per server slot)
 
 _servers: dict[str, Any] = {}
 _lock = threading.Lock()
@@ -44,8 +49,8 @@ def _shutdown() -> None:
 atexit.register(_shutdown)
 
 
-def _start(path: str, n_ctx: int, n_parallel: int, threads: int) -> str:
-    key = f"{path}|{n_ctx}|{n_parallel}|{threads}"
+def _start(path: str, n_ctx: int, n_parallel: int, threads: int, embedding: bool = False) -> str:
+    key = f"{path}|{n_ctx}|{n_parallel}|{threads}|{'embed' if embedding else 'chat'}"
     with _lock:
         server = _servers.get(key)
         if server is None:
@@ -65,6 +70,11 @@ def _start(path: str, n_ctx: int, n_parallel: int, threads: int) -> str:
             params.cpuparams_batch.n_threads = threads
             params.verbosity = -1
             params.endpoint_props = False
+            if embedding:
+                params.embedding = True
+                params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
+                # a whole text must fit in one micro-batch to be pooled
+                params.n_batch = params.n_ubatch = n_ctx // n_parallel
             try:
                 server = xllamacpp.Server(params)
             except Exception as exc:
@@ -91,6 +101,7 @@ class LocalLM(OpenAILM):
         validation_retries: int = 1,
         timeout: float = 300.0,
         top_k: int = 20,
+        client_retries: int = 0,
     ):
         super().__init__(
             model="local",
@@ -102,10 +113,11 @@ class LocalLM(OpenAILM):
             seed=seed,
             validation_retries=validation_retries,
             timeout=timeout,
-            client_retries=0,
+            client_retries=client_retries,
             # llama.cpp checks the JSON grammar only against the top-k candidates instead of
             # the whole 262k-token vocabulary: several times faster per token.
             extra_body={"top_k": top_k},
+            embedding_model="local",
         )
         self._model_path = model_path
         self.model = Path(model_path).name if model_path else DEFAULT_MODEL
@@ -114,6 +126,7 @@ class LocalLM(OpenAILM):
         self.n_parallel = n_parallel
         self.threads = threads or max(1, os.cpu_count() or 1)
         self._url: str | None = None
+        self._embed_url: str | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -124,12 +137,27 @@ class LocalLM(OpenAILM):
             "seed": self.params.seed,
         }
 
+    def _path(self) -> str:
+        return self._model_path or default_model_path()
+
     def _endpoint(self) -> str:
         if self._url is None:
-            path = self._model_path or default_model_path()
-            self._url = _start(path, self.n_ctx, self.n_parallel, self.threads)
+            self._url = _start(self._path(), self.n_ctx, self.n_parallel, self.threads)
         return self._url
+
+    def _embed_endpoint(self) -> str:
+        if self._embed_url is None:
+            slots = 2
+            self._embed_url = _start(self._path(), EMBED_CTX * slots, slots, self.threads, embedding=True)
+        return self._embed_url
+
+    def _cost(self, model: str, prompt: int, completion: int, cached: int) -> float:
+        return 0.0
 
     async def request(self, request: LMRequest) -> LMResponse:
         check_allowed(self.name)
         return await super().request(request)
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        check_allowed(self.name)
+        return await super().embed(texts)

@@ -1,22 +1,38 @@
 """The ``openai`` provider: OpenAI or any OpenAI-compatible server, through instructor.
 
-openai and instructor are imported on first use, never at ``import desic``.
+openai and instructor are imported on first use, never at ``import desic``. Errors are
+translated here, at the boundary, into desic's tree; the ones a later attempt may fix
+(5xx, 408/409, connection failures, a malformed body) are marked transient for
+``desic.lm.retry``, and a 429 carries the server's Retry-After.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import json
+import logging
 import os
 import time
 import weakref
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+from .. import events
 from ..errors import ConfigError, LMError, OutputValidationError, RateLimited, Timeout
 from . import BaseLM, LMParams, LMRequest, LMResponse, Usage
 from ._guard import check_allowed
+from ._retry import transient
+from .pricing import Price, PriceSpec, cost, normalize_prices
+
+log = logging.getLogger("desic.lm")
 
 _MODES = ("auto", "tools", "json_schema", "json", "md_json")
+DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
+EMBED_BATCH = 256  # inputs per embeddings request (the API takes up to 2048)
+_TRANSIENT_STATUS = {408, 409}
+_unpriced_warned: set[str] = set()
 
 
 def safe_url(url: str | None) -> str | None:
@@ -35,7 +51,11 @@ class OpenAILM(BaseLM):
 
     ``mode`` picks how instructor asks for structure: ``tools`` for OpenAI itself,
     ``json_schema`` (the default whenever ``base_url`` points elsewhere) for vLLM, Ollama,
-    llama.cpp and other compatible servers.
+    llama.cpp and other compatible servers. ``validation_retries`` bounds instructor's
+    re-asks when the output does not validate (then ``OutputValidationError``, carrying the
+    raw completion and the errors). ``client_retries`` are the openai client's own retries;
+    ``desic.lm(..., retries=N)`` sets them to 0 and retries with ``desic.lm.retry``.
+    ``prices`` override :data:`desic.lm.pricing.PRICES` (dollars per 1M tokens).
     """
 
     provider = "openai"
@@ -54,6 +74,8 @@ class OpenAILM(BaseLM):
         timeout: float = 120.0,
         client_retries: int = 2,
         extra_body: dict[str, Any] | None = None,
+        prices: Mapping[str, PriceSpec] | PriceSpec | None = None,
+        embedding_model: str = DEFAULT_EMBEDDING_MODEL,
     ):
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
@@ -65,7 +87,7 @@ class OpenAILM(BaseLM):
         if mode not in _MODES:
             raise ConfigError(f"unknown instructor mode {mode!r}; choose one of {_MODES}")
         if mode == "auto":
-            mode = "tools" if base_url is None or "api.openai.com" in base_url else "json_schema"
+            mode = "tools" if _is_openai(base_url) else "json_schema"
         self.model = model
         self.name = f"{self.provider}:{model}"
         self.mode = mode
@@ -77,7 +99,10 @@ class OpenAILM(BaseLM):
         self.client_retries = client_retries
         # provider-specific sampling options sent as-is (e.g. {"top_k": 20} for llama.cpp)
         self.extra_body = dict(extra_body or {})
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+        self.prices: dict[str, Price] = normalize_prices(prices, model)
+        self.embedding_model = embedding_model
+        # clients are bound to the event loop they were made on
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -93,33 +118,48 @@ class OpenAILM(BaseLM):
             out["base_url"] = safe_url(self.base_url)
         return out
 
+    # --- clients ------------------------------------------------------------------------
+
     def _endpoint(self) -> str | None:
         return self.base_url
 
-    def _client(self) -> Any:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            import instructor
-            import openai
+    def _embed_endpoint(self) -> str | None:
+        return self._endpoint()
 
-            base_url, query = _split_query(self._endpoint())
-            raw = openai.AsyncOpenAI(
-                api_key=self._api_key,
-                base_url=base_url,
-                default_query=query or None,
-                timeout=self.timeout,
-                max_retries=self.client_retries,
-            )
-            mode = {
-                "tools": instructor.Mode.TOOLS,
-                "json_schema": instructor.Mode.JSON_SCHEMA,
-                "json": instructor.Mode.JSON,
-                "md_json": instructor.Mode.MD_JSON,
-            }[self.mode]
-            client = instructor.from_openai(raw, mode=mode)
-            self._clients[loop] = client
+    def _raw_client(self, endpoint: str | None) -> Any:
+        import openai
+
+        base_url, query = _split_query(endpoint)
+        return openai.AsyncOpenAI(
+            api_key=self._api_key,
+            base_url=base_url,
+            default_query=query or None,
+            timeout=self.timeout,
+            max_retries=self.client_retries,
+        )
+
+    def _client(self, kind: str = "chat") -> Any:
+        """The instructor client (``chat``) or the bare openai client for ``embed``."""
+        loop = asyncio.get_running_loop()
+        clients = self._clients.setdefault(loop, {})
+        client = clients.get(kind)
+        if client is None:
+            if kind == "embed":
+                client = self._raw_client(self._embed_endpoint())
+            else:
+                import instructor
+
+                mode = {
+                    "tools": instructor.Mode.TOOLS,
+                    "json_schema": instructor.Mode.JSON_SCHEMA,
+                    "json": instructor.Mode.JSON,
+                    "md_json": instructor.Mode.MD_JSON,
+                }[self.mode]
+                client = instructor.from_openai(self._raw_client(self._endpoint()), mode=mode)
+            clients[kind] = client
         return client
+
+    # --- calls --------------------------------------------------------------------------
 
     async def request(self, request: LMRequest) -> LMResponse:
         check_allowed(self.name)
@@ -149,13 +189,82 @@ class OpenAILM(BaseLM):
             # instructor returns an instance of its own subclass carrying the raw completion
             # (which breaks == with the user's model); hand back the requested model only.
             value = request.response_model.model_validate(value.model_dump())
+        # instructor sums the usage of every attempt (re-asks included) on the last completion
+        usage = self._usage(kwargs["model"], getattr(completion, "usage", None))
         return LMResponse(
             value=value,
             raw=_raw_text(completion),
-            usage=_usage(getattr(completion, "usage", None)),
+            usage=usage,
             latency=latency,
             model=str(getattr(completion, "model", "") or kwargs["model"]),
         )
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Vectors from the embeddings endpoint (``embedding_model``), in input order."""
+        check_allowed(self.name)
+        texts = list(texts)
+        if not texts:
+            return []
+        client = self._client("embed")
+        start = time.perf_counter()
+        vectors: list[list[float]] = []
+        tokens = 0
+        for i in range(0, len(texts), EMBED_BATCH):
+            batch = texts[i : i + EMBED_BATCH]
+            try:
+                result = await client.embeddings.create(model=self.embedding_model, input=batch)
+            except Exception as exc:
+                raise self._translate(exc) from exc
+            rows = sorted(result.data, key=lambda d: d.index)
+            if len(rows) != len(batch):
+                raise transient(LMError(
+                    f"{self.name}: asked for {len(batch)} embeddings, got {len(rows)}"
+                ))
+            vectors.extend([float(x) for x in row.embedding] for row in rows)
+            tokens += int(getattr(getattr(result, "usage", None), "prompt_tokens", 0) or 0)
+        if events.active():
+            events.emit(
+                "lm_call",
+                lm=self.name,
+                node=None,
+                op="embed",
+                latency=time.perf_counter() - start,
+                prompt_tokens=tokens,
+                completion_tokens=0,
+                cost=self._cost(self.embedding_model, tokens, 0, 0),
+                cached=False,
+            )
+        return vectors
+
+    # --- usage and cost -----------------------------------------------------------------
+
+    def _usage(self, model: str, usage: Any) -> Usage:
+        if usage is None:
+            return Usage(calls=1)
+        prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion = int(getattr(usage, "completion_tokens", 0) or 0)
+        details = getattr(usage, "prompt_tokens_details", None)
+        cached = int(getattr(details, "cached_tokens", 0) or 0)
+        return Usage(
+            calls=1,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            cost=self._cost(model, prompt, completion, cached),
+        )
+
+    def _cost(self, model: str, prompt: int, completion: int, cached: int) -> float:
+        dollars = cost(model, prompt, completion, cached_tokens=cached, overrides=self.prices)
+        if dollars is None:
+            if _is_openai(self.base_url) and model not in _unpriced_warned:
+                _unpriced_warned.add(model)
+                log.warning(
+                    "no price known for %r: its calls are counted as costing $0; pass "
+                    "prices={%r: (input, output)} (dollars per 1M tokens)", model, model,
+                )
+            return 0.0
+        return dollars
+
+    # --- errors -------------------------------------------------------------------------
 
     def _translate(self, exc: Exception, *, max_tokens: int | None = None) -> Exception:
         import openai
@@ -174,21 +283,15 @@ class OpenAILM(BaseLM):
                 raw=_raw_text(last) if last is not None else None,
                 errors=str(exc),
             )
-        from instructor.core.exceptions import IncompleteOutputException
-
-        if isinstance(exc, IncompleteOutputException):
-            last = getattr(exc, "last_completion", None)
-            return OutputValidationError(
-                f"{self.name}: the output was cut off at max_tokens={self.params.max_tokens} "
-                "before it was complete; raise max_tokens or add demos that show a short answer",
-                raw=_raw_text(last) if last is not None else None,
-                errors="incomplete output (max_tokens reached)",
-            )
         if isinstance(exc, InstructorRetryException):
             cause = exc.__cause__ or exc.__context__
+            last = getattr(exc, "last_completion", None)
             if isinstance(cause, (openai.OpenAIError, IncompleteOutputException)):
                 return self._translate(cause, max_tokens=max_tokens)
-            last = getattr(exc, "last_completion", None)
+            if isinstance(cause, json.JSONDecodeError) and last is None:
+                # No completion was ever parsed: the HTTP body itself was broken (instructor
+                # retried it as if it were a parse error).
+                return self._translate(cause)
             # str(exc) repeats every attempt's full completion object; the last
             # validation error is what the reader needs.
             detail = str(cause) if cause is not None else str(exc)
@@ -198,23 +301,37 @@ class OpenAILM(BaseLM):
                 raw=_raw_text(last) if last is not None else None,
                 errors=detail,
             )
+        if isinstance(exc, json.JSONDecodeError):
+            return transient(LMError(f"{self.name}: the server sent a malformed response: {exc}"))
         if isinstance(exc, openai.RateLimitError):
-            retry_after = _retry_after(exc)
+            retry_after = _retry_after(getattr(exc, "response", None))
             return RateLimited(f"{self.name}: rate limited (429): {exc}", retry_after=retry_after)
         if isinstance(exc, openai.APITimeoutError):
-            return Timeout(f"{self.name}: no answer within {self.timeout}s")
+            return Timeout(f"{self.name}: no answer within {self.timeout:g}s")
         if isinstance(exc, openai.APIConnectionError):
             where = safe_url(self._endpoint()) or "api.openai.com"
-            return LMError(f"{self.name}: cannot reach {where}: {exc}; is the server running?")
+            return transient(
+                LMError(f"{self.name}: cannot reach {where}: {exc}; is the server running?")
+            )
         if isinstance(exc, openai.AuthenticationError):
             return ConfigError(f"{self.name}: the API key was refused; check OPENAI_API_KEY")
         if isinstance(exc, openai.APIStatusError):
-            return LMError(f"{self.name}: HTTP {exc.status_code}: {exc.message}")
+            error = LMError(f"{self.name}: HTTP {exc.status_code}: {exc.message}")
+            error.status_code = exc.status_code  # type: ignore[attr-defined]
+            if exc.status_code >= 500 or exc.status_code in _TRANSIENT_STATUS:
+                return transient(error)
+            return error
+        if isinstance(exc, openai.APIResponseValidationError):
+            return transient(LMError(f"{self.name}: the server sent an unexpected response: {exc}"))
         if isinstance(exc, openai.OpenAIError):
             return LMError(f"{self.name}: {exc}")
         if isinstance(exc, InstructorError):
             return LMError(f"{self.name}: {type(exc).__name__}: {exc}")
         return exc
+
+
+def _is_openai(base_url: str | None) -> bool:
+    return base_url is None or "api.openai.com" in base_url
 
 
 def _split_query(url: str | None) -> tuple[str | None, dict[str, str]]:
@@ -232,14 +349,29 @@ def _split_query(url: str | None) -> tuple[str | None, dict[str, str]]:
     return urlunsplit(parts._replace(query="", fragment="")), dict(parse_qsl(parts.query))
 
 
-def _retry_after(exc: Any) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None) or {}
-    value = headers.get("retry-after") if hasattr(headers, "get") else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+def _retry_after(response: Any) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date)."""
+    headers = getattr(response, "headers", None)
+    if headers is None or not hasattr(headers, "get"):
         return None
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _raw_text(completion: Any) -> str:
@@ -251,13 +383,3 @@ def _raw_text(completion: Any) -> str:
         return str(message.content)
     calls = getattr(message, "tool_calls", None) or []
     return "".join(str(c.function.arguments) for c in calls)
-
-
-def _usage(usage: Any) -> Usage:
-    if usage is None:
-        return Usage(calls=1)
-    return Usage(
-        calls=1,
-        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-    )

@@ -11,9 +11,19 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ConfigError
-from ._base import Candidate, CompileTask, MemoryRecorder, RunRecorder
+from ._base import Candidate, CompileTask, MemoryRecorder, RunRecorder, Scored
 
-__all__ = ["Candidate", "CompileTask", "MemoryRecorder", "RunRecorder", "Optimizer", "register", "resolve", "registry"]
+__all__ = [
+    "Candidate",
+    "CompileTask",
+    "MemoryRecorder",
+    "Optimizer",
+    "RunRecorder",
+    "Scored",
+    "register",
+    "registry",
+    "resolve",
+]
 
 
 @runtime_checkable
@@ -57,12 +67,29 @@ def resolve(optimizer: str | Optimizer, **options: Any) -> Optimizer:
         raise ConfigError(f"optimizer {optimizer!r}: {exc}") from exc
 
 
+def _lazy(module: str, cls: str) -> Callable[..., Optimizer]:
+    """A factory importing its optimizer on first use (keeps ``import desic`` light)."""
+
+    def factory(**options: Any) -> Optimizer:
+        import importlib
+
+        return getattr(importlib.import_module(f".{module}", __name__), cls)(**options)  # type: ignore[no-any-return]
+
+    factory.__qualname__ = factory.__name__ = cls
+    return factory
+
+
 def _register_builtins() -> None:
     from .bootstrap import Bootstrap
     from .labeled import Labeled
 
     register("labeled", Labeled)
     register("bootstrap", Bootstrap)
+    register("random_search", _lazy("random_search", "RandomSearch"))
+    register("beam", _lazy("beam", "Beam"))
+    register("genetic", _lazy("genetic", "Genetic"))
+    register("mipro", _lazy("mipro", "Mipro"))
+    register("reflective", _lazy("reflective", "Reflective"))
 
 
 _register_builtins()

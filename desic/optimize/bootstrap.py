@@ -1,19 +1,183 @@
 """``bootstrap``: run the pipeline on the trainset and keep the traces the metric accepts.
 
-Examples run concurrently, in rounds of ``concurrency``, until every node holds
-``max_demos`` accepted traces or the trainset is used up; remaining slots are filled with
-labelled demos (up to ``max_labeled``) where the rows carry every field a node needs.
+Rows run concurrently through one worker pool (a new row starts as soon as one finishes)
+and the run stops starting rows once every node holds ``max_demos`` accepted traces.
+Results are accepted in the (seeded) trainset order, never in completion order, so the
+same seed gives the same demos however the calls interleave; a row that finished after
+the quota was filled is simply not used. Remaining slots are filled with labelled demos
+(up to ``max_labeled``) where the rows carry every field a node needs.
+
+With ``teacher_lm`` the traces come from the teacher (a stronger model) and the demos
+teach the student. ``rounds > 1`` retries the rejected rows with sampling (temperature
+0.7, a different seed each round) to find more accepted traces.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from .. import ir
+from ..data import Example
+from ..errors import BudgetExceeded
+from ..evaluate import RunOutcome
+from ..lm import LM
 from ..pipeline import program_from_runs
+from ..runtime import RunState
 from ._base import CompileTask, labeled_demo
+
+
+@dataclass
+class Traces:
+    """What a bootstrap pass found: accepted demos per node, in acceptance order."""
+
+    demos: dict[str, list[ir.Demo]] = field(default_factory=dict)
+    used: set[int] = field(default_factory=set)  # positions in the examples given
+    states: list[RunState] = field(default_factory=list)
+    order: list[int] = field(default_factory=list)
+    accepted: int = 0
+    tried: int = 0
+    stopped: BudgetExceeded | None = None
+
+
+class _Acceptor:
+    """Accepts finished runs strictly in order: only the contiguous finished prefix is
+    looked at, so completion order never changes which traces become demos."""
+
+    def __init__(
+        self,
+        task: CompileTask,
+        found: Traces,
+        pending: list[int],
+        want: int,
+        threshold: float,
+        seen_nodes: set[str],
+        *,
+        first: bool,
+        enough: Callable[[], bool],
+    ):
+        self.task = task
+        self.found = found
+        self.pending = pending
+        self.want = want
+        self.threshold = threshold
+        self.seen_nodes = seen_nodes
+        self.first = first
+        self.enough = enough
+        self.done: list[RunOutcome | None] = [None] * len(pending)
+        self.frontier = 0
+        self.filled = False
+
+    def full(self) -> bool:
+        return self.filled
+
+    def __call__(self, pos: int, outcome: RunOutcome) -> None:
+        self.done[pos] = outcome
+        found = self.found
+        while not self.filled and self.frontier < len(self.done):
+            o = self.done[self.frontier]
+            if o is None:
+                break
+            row = self.pending[self.frontier]
+            self.frontier += 1
+            if self.first:
+                found.states.append(o.state)
+                found.tried += 1
+            self.seen_nodes.update(o.state.nodes_seen)
+            if o.error is None and self.task.score(o) >= self.threshold:
+                found.accepted += 1
+                found.used.add(row)
+                for entry in o.state.trace or []:
+                    if entry.output is None:
+                        continue
+                    bucket = found.demos.setdefault(entry.node_id, [])
+                    if len(bucket) < self.want:
+                        bucket.append(ir.Demo(inputs=entry.inputs, output=entry.output, source="bootstrap"))
+            self.filled = self.enough()
+
+
+def _sampling(program: ir.Program, round_: int) -> ir.Program:
+    """``program`` with every node sampling (for retry rounds)."""
+    for node in program.nodes:
+        lm = msgspec.structs.replace(node.lm, temperature=0.7, seed=round_)
+        program = program.with_node(msgspec.structs.replace(node, lm=lm))
+    return program
+
+
+async def collect_traces(
+    task: CompileTask,
+    examples: list[Example],
+    *,
+    want: int,
+    threshold: float = 1.0,
+    lm: LM | None = None,
+    base: ir.Program | None = None,
+    rounds: int = 1,
+    salt: str = "bootstrap",
+) -> Traces:
+    """Accepted traces, up to ``want`` per node, from running ``examples`` (seeded order).
+
+    A budget stop is not raised but kept on ``traces.stopped`` (the caller records what
+    was found, then re-raises).
+    """
+    task.need_metric("bootstrap")
+    found = Traces()
+    order = list(range(len(examples)))
+    task.rng(salt).shuffle(order)
+    found.order = order
+    seen_nodes: set[str] = set()
+
+    def enough() -> bool:
+        return bool(seen_nodes) and all(len(found.demos.get(n, [])) >= want for n in seen_nodes)
+
+    for round_ in range(max(1, rounds)):
+        pending = [i for i in order if i not in found.used]
+        if not pending or (round_ > 0 and enough()):
+            break
+        program = base
+        if round_ > 0:
+            program = _sampling(program_from_runs(task.pipeline, found.states, base=base), round_)
+        acceptor = _Acceptor(task, found, pending, want, threshold, seen_nodes, first=round_ == 0, enough=enough)
+        try:
+            await task.stream(
+                [(examples[i], program) for i in pending], lm=lm, stop=acceptor.full, on_outcome=acceptor
+            )
+        except BudgetExceeded as exc:
+            found.stopped = exc
+            break
+    return found
+
+
+def fill_program(
+    task: CompileTask,
+    examples: list[Example],
+    found: Traces,
+    *,
+    max_demos: int,
+    max_labeled: int,
+    base: ir.Program | None = None,
+) -> ir.Program:
+    """The program with each node's accepted demos, topped up with labelled ones."""
+    program = program_from_runs(task.pipeline, found.states, base=base)
+    if not program.nodes and task.observed_program().nodes:
+        program = task.observed_program()
+    for node in program.nodes:
+        chosen = list(found.demos.get(node.id, []))[:max_demos]
+        extra = 0
+        for i in found.order:
+            if extra >= max_labeled or len(chosen) >= max_demos + max_labeled:
+                break
+            if i in found.used:
+                continue
+            demo = labeled_demo(node, examples[i], only_node=len(program.nodes) == 1)
+            if demo is not None:
+                chosen.append(demo)
+                extra += 1
+        program = program.with_node(msgspec.structs.replace(node, demos=tuple(chosen)))
+    return program
 
 
 class Bootstrap:
@@ -33,53 +197,29 @@ class Bootstrap:
             "rounds": self.rounds,
         }
 
-    async def optimize(self, task: CompileTask, base: ir.Program | None = None) -> ir.Program:
+    takes_examples = True  # initial_program may restrict it to a training split
+
+    async def optimize(
+        self, task: CompileTask, base: ir.Program | None = None, examples: list[Example] | None = None
+    ) -> ir.Program:
         task.need_metric(self.name)
-        order = list(range(len(task.trainset)))
-        task.rng("bootstrap").shuffle(order)
-        teacher = task.teacher_lm
-        demos: dict[str, list[ir.Demo]] = {}
-        used: set[int] = set()
-        states = []
-        accepted = tried = 0
-        for _ in range(self.rounds):
-            pending = [i for i in order if i not in used]
-            step = max(1, task.concurrency)
-            for start in range(0, len(pending), step):
-                batch = pending[start : start + step]
-                outcomes = await task.run([task.trainset[i] for i in batch], base, lm=teacher, trace=True)
-                for i, outcome in zip(batch, outcomes):
-                    states.append(outcome.state)
-                    tried += 1
-                    if outcome.error is not None or task.score(outcome) < self.threshold:
-                        continue
-                    accepted += 1
-                    used.add(i)
-                    for entry in outcome.state.trace or []:
-                        if entry.output is None:
-                            continue
-                        bucket = demos.setdefault(entry.node_id, [])
-                        if len(bucket) < self.max_demos:
-                            bucket.append(ir.Demo(inputs=entry.inputs, output=entry.output, source="bootstrap"))
-                if states and all(
-                    len(demos.get(n, [])) >= self.max_demos
-                    for s in states
-                    for n in s.nodes_seen
-                ):
-                    break
-        program = program_from_runs(task.pipeline, states, base=base)
-        for node in program.nodes:
-            chosen = list(demos.get(node.id, []))
-            extra = 0
-            for i in order:
-                if extra >= self.max_labeled or len(chosen) >= self.max_demos + self.max_labeled:
-                    break
-                if i in used:
-                    continue
-                demo = labeled_demo(node, task.trainset[i], only_node=len(program.nodes) == 1)
-                if demo is not None:
-                    chosen.append(demo)
-                    extra += 1
-            program = program.with_node(msgspec.structs.replace(node, demos=tuple(chosen)))
-        task.record(program, accepted / tried if tried else None, f"bootstrap: {accepted}/{tried} traces accepted")
+        rows = task.trainset if examples is None else examples
+        found = await collect_traces(
+            task,
+            rows,
+            want=self.max_demos,
+            threshold=self.threshold,
+            lm=task.teacher_lm,
+            base=base,
+            rounds=self.rounds,
+        )
+        program = fill_program(
+            task, rows, found, max_demos=self.max_demos, max_labeled=self.max_labeled, base=base
+        )
+        note = f"bootstrap: {found.accepted}/{found.tried} traces accepted"
+        if found.stopped is not None:
+            note += " (stopped by budget)"
+        task.record(program, found.accepted / found.tried if found.tried else None, note, split="bootstrap")
+        if found.stopped is not None:
+            raise found.stopped
         return program

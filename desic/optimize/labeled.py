@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from .. import ir
+from ..data import Example
 from ._base import CompileTask, labeled_demo
 
 
@@ -19,14 +20,17 @@ class Labeled:
     def config(self) -> dict[str, Any]:
         return {"max_demos": self.max_demos}
 
-    async def optimize(self, task: CompileTask) -> ir.Program:
+    takes_examples = True  # initial_program may restrict it to a training split
+
+    async def optimize(self, task: CompileTask, examples: list[Example] | None = None) -> ir.Program:
+        rows = task.trainset if examples is None else examples
         program = await task.discover()
-        order = list(range(len(task.trainset)))
+        order = list(range(len(rows)))
         task.rng("labeled").shuffle(order)
         for node in program.nodes:
             demos: list[ir.Demo] = []
             for i in order:
-                demo = labeled_demo(node, task.trainset[i], only_node=len(program.nodes) == 1)
+                demo = labeled_demo(node, rows[i], only_node=len(program.nodes) == 1)
                 if demo is not None:
                     demos.append(demo)
                 if len(demos) >= self.max_demos:

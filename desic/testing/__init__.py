@@ -2,9 +2,14 @@
 
 - ``FakeLM``: scripted answers, in sequence or by input text;
 - ``FunctionLM``: a function (sync or async) from ``LMRequest`` to answer;
-- ``FakeOpenAIServer``: a loopback OpenAI-compatible HTTP server (with fault injection)
-  to test through the real openai + instructor stack;
+- ``FakeOpenAIServer``: a loopback OpenAI-compatible HTTP server (with fault injection,
+  ``Faults``; a handler may raise ``HTTPFault`` for any status) to test through the real
+  openai + instructor stack;
 - ``allow_model_requests()``: let a real provider run inside a test.
+
+The fakes embed text too (``await lm.embed(texts)``): deterministic unit vectors from
+hashed character trigrams, so similar texts get similar vectors (``fake_embedding``).
+They cost nothing.
 
 An answer may be the output model itself, a dict of its fields, a JSON string, or, for a
 signature with a bare return type, the bare value (``"billing"``).
@@ -31,19 +36,31 @@ from ..lm import BaseLM, LMRequest, LMResponse, Usage
 from ..lm._guard import allow_model_requests
 
 if TYPE_CHECKING:
-    from ._server import FakeOpenAIServer, Faults
+    from ._server import FakeOpenAIServer, Faults, HTTPFault, fake_embedding
+
+_SERVER_NAMES = ("FakeOpenAIServer", "Faults", "HTTPFault", "fake_embedding")
 
 
 def __getattr__(name: str) -> Any:
     # The HTTP server (http.server, socketserver) loads only when a test asks for it.
-    if name in ("FakeOpenAIServer", "Faults"):
+    if name in _SERVER_NAMES:
         from . import _server
 
         return getattr(_server, name)
     raise AttributeError(f"module 'desic.testing' has no attribute {name!r}")
 
 
-__all__ = ["FakeLM", "FunctionLM", "FakeOpenAIServer", "Faults", "allow_model_requests", "coerce_answer"]
+__all__ = [
+    "FakeLM",
+    "FakeOpenAIServer",
+    "Faults",
+    "FunctionLM",
+    "HTTPFault",
+    "allow_model_requests",
+    "coerce_answer",
+    "fake_embedding",
+    "last_input",
+]
 
 
 def coerce_answer(answer: Any, model: type[BaseModel]) -> BaseModel:
@@ -93,6 +110,7 @@ class _RecordingLM(BaseLM):
         self.name = name
         self.latency = latency
         self.calls: list[LMRequest] = []
+        self.embed_calls: list[list[str]] = []
         self._lock = threading.Lock()
 
     def _respond(self, request: LMRequest, answer: Any, started: float) -> LMResponse:
@@ -112,6 +130,15 @@ class _RecordingLM(BaseLM):
             import asyncio
 
             await asyncio.sleep(self.latency)
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Deterministic hashed-trigram unit vectors (``fake_embedding``); no model needed."""
+        from ._server import fake_embedding
+
+        with self._lock:
+            self.embed_calls.append(list(texts))
+        await self._wait()
+        return [fake_embedding(t) for t in texts]
 
     def describe(self) -> dict[str, Any]:
         return {"provider": "fake", "model": self.name}

@@ -4,6 +4,8 @@
 ``GET /v1/models`` on 127.0.0.1 (random port) from a daemon thread.  Replies are built by a
 user ``handler`` (or a default one that satisfies JSON schemas / tool schemas), and
 reproducible faults (429, 500, slow, malformed, rate limiting) can be injected via ``Faults``.
+A handler may also raise ``HTTPFault(status, message)`` to answer with any HTTP error
+(400, 401, 503 with a Retry-After, ...).
 
     with FakeOpenAIServer(faults=Faults(rate_429=0.2), seed=1) as srv:
         client = openai.OpenAI(base_url=srv.url, api_key="test")
@@ -27,7 +29,14 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-__all__ = ["FakeOpenAIServer", "Faults", "default_handler", "fake_embedding", "minimal_instance"]
+__all__ = [
+    "FakeOpenAIServer",
+    "Faults",
+    "HTTPFault",
+    "default_handler",
+    "fake_embedding",
+    "minimal_instance",
+]
 
 HandlerResult = str | dict[str, Any] | list[float]
 Handler = Callable[[dict[str, Any]], HandlerResult]
@@ -39,7 +48,17 @@ _STRING_FORMATS = {"date-time": "1970-01-01T00:00:00Z", "date": "1970-01-01", "t
 
 @dataclass
 class Faults:
-    """Fault injection settings; fractions are of requests to known endpoints."""
+    """Fault injection settings; fractions are of requests to known endpoints.
+
+    ``max_rps`` rejects a request (429) when ``max_rps`` requests were already accepted
+    within the last second, less ``rps_slack`` seconds. The slack absorbs arrival jitter
+    (event-loop wake-ups, the HTTP stack, server threads; all in one process, under one
+    GIL, on a busy test machine), which any real limiter tolerates too: with none, a client
+    pacing itself at exactly ``max_rps`` is rejected whenever one request is a few
+    milliseconds later than the one ``max_rps`` requests after it. Bursts above the rate
+    are rejected all the same. Such a rejection's Retry-After says truly when the window
+    frees a slot; ``retry_after`` is the one sent with the random ``rate_429`` faults.
+    """
 
     rate_429: float = 0.0
     retry_after: float = 0.05
@@ -48,7 +67,20 @@ class Faults:
     slow_seconds: float = 2.0
     rate_malformed: float = 0.0
     max_rps: float | None = None
+    rps_slack: float = 0.1
     latency: float = 0.0
+
+
+class HTTPFault(Exception):
+    """Raised by a handler to answer with an HTTP error, e.g. ``HTTPFault(401, "bad key")``."""
+
+    def __init__(self, status: int, message: str = "fault (fake)", *,
+                 headers: dict[str, str] | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+        self.code = code
 
 
 def minimal_instance(
@@ -266,25 +298,27 @@ class FakeOpenAIServer:
 
     def _count(self, key: str) -> None:
         with self._lock:
-            self.counts[key] += 1
+            self.counts[key] = self.counts.get(key, 0) + 1
 
-    def _draw_fault(self) -> str | None:
+    def _draw_fault(self) -> tuple[str | None, float]:
+        """The fault for this request (None: answer), and the Retry-After of a 429."""
         f = self.faults
         with self._lock:
             r = self._rng.random()
             now = time.monotonic()
-            while self._window and now - self._window[0] >= 1.0:
+            span = 1.0 - f.rps_slack
+            while self._window and now - self._window[0] >= span:
                 self._window.popleft()
             if f.max_rps is not None and len(self._window) >= f.max_rps:
-                return "rejected_rate"
+                return "rejected_rate", max(0.001, self._window[0] + span - now)
             self._window.append(now)
         acc = 0.0
         for name, rate in (("429", f.rate_429), ("500", f.rate_500), ("slow", f.rate_slow),
                            ("malformed", f.rate_malformed)):
             acc += rate
             if r < acc:
-                return name
-        return None
+                return name, f.retry_after
+        return None, f.retry_after
 
     def _dispatch(self, h: _RequestHandler, method: str) -> None:
         self._count("requests")
@@ -307,14 +341,14 @@ class FakeOpenAIServer:
             body["_path"] = h.path
             with self._lock:
                 self.requests.append(body)
-        fault = self._draw_fault()
+        fault, retry_after = self._draw_fault()
         if self.faults.latency > 0:
             self._stopping.wait(self.faults.latency)
         if fault is not None:
             self._count(fault)
         if fault in ("429", "rejected_rate"):
-            ra = self.faults.retry_after
-            headers = {"Retry-After": f"{ra:g}", "retry-after-ms": str(int(ra * 1000))}
+            ra = retry_after
+            headers = {"Retry-After": f"{ra:g}", "retry-after-ms": str(max(1, round(ra * 1000)))}
             err = _error("Rate limit exceeded (fake)", "requests", "rate_limit_exceeded")
             return h.send(429, err, headers=headers)
         if fault == "500":
@@ -325,6 +359,11 @@ class FakeOpenAIServer:
             self._stopping.wait(self.faults.slow_seconds)
         try:
             result = route(body)
+        except HTTPFault as raised:  # counted as "http_<status>"
+            self._count(f"http_{raised.status}")
+            typ = "invalid_request_error" if raised.status < 500 else "server_error"
+            err = _error(raised.message, typ, raised.code)
+            return h.send(raised.status, err, headers=raised.headers)
         except Exception as exc:  # noqa: BLE001  (a failing user handler becomes a 500)
             self._count("handler_error")
             return h.send(500, _error(f"handler failed: {exc!r}", "server_error", "handler_error"))

@@ -1,0 +1,5 @@
+"""``python -m desic ...`` runs the ``desic`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,380 @@
+"""``desic compile``, ``eval``, ``run`` and ``prompts``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ..errors import ConfigError, DataError
+from ._common import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    accepts,
+    echo_err,
+    handle_errors,
+    import_object,
+    lm_context,
+    load_target,
+    parse_budget,
+    parse_json_object,
+    parse_options,
+    resolve_metric,
+)
+
+if TYPE_CHECKING:
+    from ..compile import CompiledPipeline
+
+# --- shared option types -------------------------------------------------------------------------
+
+LmOpt = Annotated[
+    str | None,
+    typer.Option("--lm", help="LM spec, e.g. openai:gpt-4o-mini or local (default: $DESIC_LM, else the local model)"),
+]
+MetricOpt = Annotated[
+    str,
+    typer.Option("--metric", "-m", help="a metric of desic.metrics (exact_match, ...) or MODULE:FUNCTION"),
+]
+PipelineOpt = Annotated[
+    str | None,
+    typer.Option("--pipeline", "-p", help="MODULE:PIPELINE to bind a multi-node artifact to (checks it for drift)"),
+]
+StorageOpt = Annotated[
+    str | None,
+    typer.Option("--storage", "-s", help="store URL, e.g. sqlite://.desic/desic.db (default: $DESIC_STORAGE)"),
+]
+ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", "-c", min=1, help="examples run at once")]
+ArtifactArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="ARTIFACT",
+        help="artifact file, store URL (sqlite://.desic/desic.db#triage@latest), NAME@VERSION in the store, or MODULE:PIPELINE",
+    ),
+]
+
+
+def _jsonable(value: Any) -> Any:
+    from .._utils import to_jsonable
+
+    return to_jsonable(value)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(_jsonable(value), ensure_ascii=False, default=str)
+
+
+# --- compile -----------------------------------------------------------------------------------
+
+
+def _budget_value(limits: dict[str, float]) -> Any:
+    """``desic.budget.Budget`` from ``--budget`` limits (``calls=100,dollars=1.5``)."""
+    from ..budget import Budget
+
+    return Budget(
+        max_calls=int(limits["calls"]) if "calls" in limits else None,
+        max_tokens=int(limits["tokens"]) if "tokens" in limits else None,
+        max_dollars=limits.get("dollars"),
+        max_seconds=limits.get("seconds"),
+    )
+
+
+def _resume_hint(store_url: str | None, pipeline_ref: str) -> None:
+    """After Ctrl-C: name the stopped run so it can be resumed."""
+    import os
+
+    from ..storage import open as open_store
+
+    url = store_url or os.environ.get("DESIC_STORAGE")
+    if not url:
+        return
+    try:
+        store = open_store(url)
+        try:
+            runs = [r for r in store.list_runs() if r.pipeline == pipeline_ref and r.status != "finished"]
+        finally:
+            store.close()
+    except Exception:  # noqa: BLE001 - the hint is a courtesy; never mask the interruption
+        return
+    if runs:
+        echo_err(f"continue it with: desic compile ... --storage {url} --resume {runs[-1].id}")
+
+
+@handle_errors
+def compile_cmd(
+    target: Annotated[str, typer.Argument(metavar="MODULE:PIPELINE", help="the pipeline (or signature) to compile")],
+    trainset: Annotated[Path, typer.Option("--trainset", "-t", help="training rows: .jsonl, .json or .csv")],
+    out: Annotated[str, typer.Option("--out", "-o", help="where to save: a file, or a store URL with a name (sqlite://.desic/desic.db#triage)")],
+    metric: MetricOpt = "exact_match",
+    optimizer: Annotated[str, typer.Option("--optimizer", help="optimizer name (labeled, bootstrap, ...)")] = "bootstrap",
+    valset: Annotated[Path | None, typer.Option("--valset", help="validation rows, scored after optimizing")] = None,
+    lm: LmOpt = None,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the optimizer's random choices")] = 0,
+    resume: Annotated[str | None, typer.Option("--resume", help="id of a stored run to continue (needs its store)")] = None,
+    storage: Annotated[str | None, typer.Option("--storage", "-s", help="record the run in this store (default: $DESIC_STORAGE, else not recorded)")] = None,
+    budget: Annotated[str | None, typer.Option("--budget", help="limits: calls=100,tokens=50000,dollars=1.5,seconds=600 (any subset)")] = None,
+    concurrency: ConcurrencyOpt = 8,
+    option: Annotated[list[str] | None, typer.Option("--option", "-O", help="optimizer option KEY=VALUE (JSON values), repeatable")] = None,
+) -> None:
+    """Optimize a pipeline on a trainset and save the compiled artifact."""
+    from ..compile import acompile
+    from ..compile import compile as compile_fn
+    from ..data import load_dataset
+    from ..pipeline import as_pipeline
+    from ..sinks import progress
+
+    limits = parse_budget(budget) if budget is not None else None
+    options = parse_options(option)
+    obj = import_object(target, what="pipeline")
+    pipe = as_pipeline(obj)
+    kwargs: dict[str, Any] = {
+        "metric": resolve_metric(metric),
+        "optimizer": optimizer,
+        "seed": seed,
+        "concurrency": concurrency,
+        **options,
+    }
+    train_rows = load_dataset(trainset)
+    if valset is not None:
+        kwargs["valset"] = load_dataset(valset)
+    if lm:
+        kwargs["lm"] = lm
+    wanted: dict[str, tuple[Any, str]] = {
+        "storage": (storage, "--storage"),
+        "resume": (resume, "--resume"),
+        "budget": (_budget_value(limits) if limits is not None else None, "--budget"),
+    }
+    for name, (value, flag) in wanted.items():
+        if value is None:
+            continue
+        if not accepts(acompile, name):
+            raise ConfigError(
+                f"{flag} is not supported by this desic's compile() (no {name}= parameter); "
+                f"upgrade desic or drop {flag}"
+            )
+        kwargs[name] = value
+    try:
+        with progress(what="compile", budget=limits):
+            compiled = compile_fn(obj, train_rows, **kwargs)
+    except KeyboardInterrupt:
+        echo_err("interrupted")
+        _resume_hint(storage, pipe.ref)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    saved = compiled.save(out)
+    where = f"{getattr(saved, 'ref', '')}" if not isinstance(saved, Path) else str(saved)
+    if not isinstance(saved, Path):
+        where = f"{out.split('#', 1)[0]}#{where}"
+    meta = compiled.program.meta
+    parts = [f"saved {where}"]
+    if meta.score is not None:
+        parts.append(f"score {meta.score:.3f} on {meta.score_split}")
+    history = compiled.history
+    if history:
+        best = max((c.score for c in history if c.score is not None), default=None)
+        noun = "candidate" if len(history) == 1 else "candidates"
+        parts.append(f"{len(history)} {noun}" + (f", best {best:.3f}" if best is not None else ""))
+        usage = history[-1].usage
+        parts.append(f"{usage.calls} LM calls" + (f", ${usage.cost:.4f}" if usage.cost else ""))
+    stopped_by = getattr(compiled, "stopped_by", None)
+    if stopped_by:
+        name = stopped_by[0] if isinstance(stopped_by, (tuple, list)) else stopped_by
+        parts.append(f"stopped by the {name} budget")
+    if meta.run_id:
+        parts.append(f"run {meta.run_id}")
+    typer.echo(" | ".join(parts))
+    if storage or kwargs.get("resume"):
+        typer.echo(f"report: desic runs report {meta.run_id}" + (f" --storage {storage}" if storage else ""))
+
+
+# --- eval --------------------------------------------------------------------------------------
+
+
+@handle_errors
+def eval_cmd(
+    target: ArtifactArg,
+    devset: Annotated[Path, typer.Option("--devset", "-d", help="rows to score: .jsonl, .json or .csv")],
+    metric: MetricOpt = "exact_match",
+    lm: LmOpt = None,
+    pipeline: PipelineOpt = None,
+    storage: StorageOpt = None,
+    concurrency: ConcurrencyOpt = 8,
+    as_json: Annotated[bool, typer.Option("--json", help="print the full report (every example) as JSON")] = False,
+    show_errors: Annotated[int, typer.Option("--show-errors", help="how many failed examples to list")] = 5,
+) -> None:
+    """Score an artifact (or an uncompiled MODULE:PIPELINE) on a devset."""
+    from ..data import load_dataset
+    from ..sinks import progress
+
+    compiled = load_target(target, pipeline=pipeline, storage=storage)
+    metric_fn = resolve_metric(metric)
+    rows = load_dataset(devset)
+    from ..evaluate import evaluate
+
+    options: dict[str, Any] = {"concurrency": concurrency}
+    if accepts(evaluate, "progress"):
+        options["progress"] = False  # the progress line below draws it from the events
+    with lm_context(lm), progress(what="evaluate", total=len(rows)):
+        report = evaluate(compiled, rows, metric_fn, **options)
+    if as_json:
+        u = report.usage
+        typer.echo(
+            _dumps(
+                {
+                    "score": report.score,
+                    "examples": len(report.results),
+                    "errors": report.errors,
+                    "usage": {"calls": u.calls, "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "cost": u.cost},
+                    "wall_time": report.wall_time,
+                    "results": [
+                        {
+                            "index": r.index,
+                            "inputs": r.inputs,
+                            "expected": r.expected,
+                            "output": r.output,
+                            "score": r.score,
+                            "feedback": r.feedback,
+                            "error": r.error,
+                            "latency": r.latency,
+                        }
+                        for r in report.results
+                    ],
+                }
+            )
+        )
+        return
+    typer.echo(str(report))
+    failed = [r for r in report.results if r.error is not None]
+    for r in failed[:show_errors]:
+        echo_err(f"  row {r.index}: {r.error}")
+    if len(failed) > show_errors:
+        echo_err(f"  ... and {len(failed) - show_errors} more (--json shows every row)")
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+
+def _read_jsonl(source: str) -> list[dict[str, Any]]:
+    if source == "-":
+        text, name = sys.stdin.read(), "<stdin>"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(f"input file not found: {path}")
+        text, name = path.read_text("utf-8"), str(path)
+    rows: list[dict[str, Any]] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{name}:{lineno}: invalid JSON: {exc.msg}", row=len(rows)) from None
+        if not isinstance(row, dict):
+            raise DataError(f"{name}:{lineno}: expected a JSON object, got {type(row).__name__}", row=len(rows))
+        rows.append(row)
+    return rows
+
+
+@handle_errors
+def run_cmd(
+    artifact: ArtifactArg,
+    input: Annotated[str | None, typer.Option("--input", "-i", help="the inputs as a JSON object, e.g. '{\"ticket\": \"...\"}'")] = None,
+    jsonl: Annotated[str | None, typer.Option("--jsonl", help="a JSONL file of inputs ('-' for stdin); one JSON output line each")] = None,
+    lm: LmOpt = None,
+    pipeline: PipelineOpt = None,
+    storage: StorageOpt = None,
+    concurrency: ConcurrencyOpt = 4,
+) -> None:
+    """Run an artifact on inputs and print the output as JSON (one line per input)."""
+    if input is not None and jsonl is None:
+        compiled = load_target(artifact, pipeline=pipeline, storage=storage)
+        _run_one(compiled, parse_json_object(input, option="--input"), lm)
+    elif jsonl is not None and input is None:
+        compiled = load_target(artifact, pipeline=pipeline, storage=storage)
+        _run_many(compiled, _read_jsonl(jsonl), lm, concurrency, source=jsonl)
+    else:
+        raise typer.BadParameter("give exactly one of --input JSON or --jsonl FILE", param_hint="--input / --jsonl")
+
+
+def _run_one(compiled: CompiledPipeline, data: dict[str, Any], lm: str | None) -> None:
+    from ..runtime import RunState
+
+    pipe = compiled.pipeline
+    extra = sorted(set(data) - set(pipe.input_names))
+    if extra:
+        echo_err(f"warning: ignoring keys that are not inputs of {pipe.name}: {', '.join(extra)}")
+    inputs = pipe.validate_inputs(data)
+    with lm_context(lm):
+        result = pipe.run(inputs, RunState(program=compiled.program))
+    typer.echo(_dumps(result))
+
+
+def _run_many(compiled: CompiledPipeline, rows: list[dict[str, Any]], lm: str | None, concurrency: int, *, source: str) -> None:
+    from .._utils import run_sync
+    from ..data import to_examples
+    from ..evaluate import run_examples
+    from ..runtime import current_lm
+
+    pipe = compiled.pipeline
+    examples = to_examples(pipe, rows, what=source)  # every row is checked before any LM call
+    with lm_context(lm):
+        outcomes = run_sync(run_examples(pipe, examples, program=compiled.program, lm=current_lm(), concurrency=concurrency))
+    failed = 0
+    for o in outcomes:
+        if o.error is None:
+            typer.echo(_dumps(o.output))
+        else:
+            failed += 1
+            typer.echo("null")
+            echo_err(f"row {o.index}: {o.error}")
+    if failed:
+        echo_err(f"error: {failed} of {len(outcomes)} rows failed (their lines are null)")
+        raise typer.Exit(EXIT_ERROR)
+
+
+# --- prompts -----------------------------------------------------------------------------------
+
+
+@handle_errors
+def prompts_cmd(
+    artifact: ArtifactArg,
+    input: Annotated[str | None, typer.Option("--input", "-i", help="render for these inputs (JSON object); default: {name} placeholders")] = None,
+    lm: LmOpt = None,
+    pipeline: PipelineOpt = None,
+    storage: StorageOpt = None,
+    node: Annotated[str | None, typer.Option("--node", help="only this node's prompt")] = None,
+) -> None:
+    """Print the node graph and the exact messages each node sends."""
+    from ..report import format_graph, node_prompt
+    from ..testing.snapshots import format_prompts
+
+    compiled = load_target(artifact, pipeline=pipeline, storage=storage)
+    program = compiled.program
+    prompts: dict[str, list[dict[str, str]]]
+    if input is not None:
+        inputs = parse_json_object(input, option="--input")
+        with lm_context(lm):
+            prompts = compiled.prompts(**inputs)
+    elif program.nodes:
+        prompts = {n.id: node_prompt(n) for n in program.nodes}
+    else:
+        raise ConfigError(
+            f"{artifact} is not compiled, so its nodes are only known by running it: "
+            "pass --input JSON to render its prompts"
+        )
+    if node is not None:
+        if node not in prompts:
+            known = ", ".join(prompts) or "none"
+            raise ConfigError(f"no node {node!r} was rendered; nodes: {known}")
+        prompts = {node: prompts[node]}
+    typer.echo(compiled.inspect())
+    if program.nodes:
+        typer.echo("")
+        typer.echo(format_graph(program))
+    typer.echo("")
+    typer.echo(format_prompts(prompts), nl=False)
+    missing = [n for n in program.node_ids if n not in prompts and node is None]
+    if missing and input is not None:
+        echo_err(f"note: {', '.join(missing)} not rendered: later nodes need an LM to produce their inputs (pass --lm)")

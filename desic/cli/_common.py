@@ -1,0 +1,290 @@
+"""What every ``desic`` command shares: exit codes, error printing, resolving names.
+
+A ``DesicError`` never shows a traceback: the command prints one line saying what went
+wrong, a line saying how to fix it, and exits with the code of its kind (``EXIT_CODES``).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import typer
+
+from ..errors import (
+    ArtifactError,
+    BudgetExceeded,
+    ConfigError,
+    DataError,
+    DesicError,
+    LMError,
+    OutputValidationError,
+    RateLimited,
+    StorageError,
+    Timeout,
+)
+
+if TYPE_CHECKING:
+    from ..compile import CompiledPipeline
+    from ..metrics import Metric
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_ERROR = 1  # any other DesicError
+EXIT_USAGE = 2  # bad command line (click's own code)
+EXIT_CONFIG = 3
+EXIT_DATA = 4
+EXIT_ARTIFACT = 5
+EXIT_LM = 6
+EXIT_STORAGE = 7
+EXIT_BUDGET = 8
+EXIT_INTERRUPTED = 130
+
+#: (error class, exit code, how to fix it); the first class that matches wins
+EXIT_CODES: tuple[tuple[type[DesicError], int, str], ...] = (
+    (ConfigError, EXIT_CONFIG, "check --lm / DESIC_LM, --storage / DESIC_STORAGE and the options given; `desic doctor` checks the set-up"),
+    (DataError, EXIT_DATA, "fix the named row and field in the data file: its keys must be the pipeline's inputs (other keys are labels)"),
+    (ArtifactError, EXIT_ARTIFACT, "check the artifact's path or URL (`desic runs list` shows stored runs), or recompile with `desic compile`"),
+    (RateLimited, EXIT_LM, "the provider is rate limiting: lower --concurrency or try again later"),
+    (Timeout, EXIT_LM, "the LM did not answer in time: check the server, or lower --concurrency"),
+    (OutputValidationError, EXIT_LM, "the model's answer did not fit the output type: try a stronger model, or compile to add demos"),
+    (LMError, EXIT_LM, "check that the LM is reachable and its key is valid: `desic doctor`"),
+    (StorageError, EXIT_STORAGE, "check the store URL and that its files are readable and writable: `desic doctor --storage URL`"),
+    (BudgetExceeded, EXIT_BUDGET, "raise the --budget, or continue the run with --resume RUN"),
+)
+
+
+def exit_code(exc: BaseException) -> int:
+    for cls, code, _ in EXIT_CODES:
+        if isinstance(exc, cls):
+            return code
+    return EXIT_ERROR
+
+
+def fix_hint(exc: BaseException) -> str:
+    for cls, _, hint in EXIT_CODES:
+        if isinstance(exc, cls):
+            return hint
+    return "see the message above; `desic COMMAND --help` lists the options"
+
+
+def echo_err(text: str) -> None:
+    typer.echo(text, err=True)
+
+
+def fail(exc: DesicError) -> NoReturn:
+    """Print ``exc`` as ``error: ...`` plus ``fix: ...`` and exit with its code."""
+    message = str(exc).strip() or type(exc).__name__
+    echo_err(f"error: {message}")
+    echo_err(f"fix: {fix_hint(exc)}")
+    raise typer.Exit(exit_code(exc))
+
+
+def handle_errors(fn: F) -> F:
+    """Turn a ``DesicError`` (and Ctrl-C) raised by a command into a message and exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DesicError as exc:
+            fail(exc)
+        except KeyboardInterrupt:
+            echo_err("interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+# --- names -> objects ---------------------------------------------------------------------------
+
+
+def _ensure_cwd_on_path() -> None:
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def import_object(ref: str, *, what: str = "object") -> Any:
+    """``package.module:name`` or ``path/to/file.py:name`` (dotted names allowed after ``:``)."""
+    module_part, sep, attr = ref.rpartition(":")
+    if not sep or not module_part or not attr:
+        raise ConfigError(f"{ref!r} does not name a {what}; write MODULE:NAME, e.g. myapp.pipelines:triage or app.py:triage")
+    if module_part.endswith(".py") or "/" in module_part or os.sep in module_part:
+        module = _import_file(Path(module_part))
+    else:
+        _ensure_cwd_on_path()
+        try:
+            module = importlib.import_module(module_part)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_part.startswith(exc.name):
+                raise ConfigError(
+                    f"cannot import module {module_part!r} (for {ref!r}): run desic from your "
+                    "project's folder or add it to PYTHONPATH"
+                ) from None
+            raise ConfigError(f"importing {module_part!r} failed: {exc}; install the missing package") from None
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(f"{module_part!r} has no {attr!r} (from {ref!r})") from None
+    return obj
+
+
+def _import_file(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"no such Python file: {path}")
+    name = path.stem
+    existing = sys.modules.get(name)
+    if existing is not None and Path(getattr(existing, "__file__", "") or "").resolve() == path.resolve():
+        return existing
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # so the file's own sibling imports work, as with `python file.py`
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot import {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return module
+
+
+def resolve_metric(name: str) -> Metric:
+    """A metric of ``desic.metrics`` by name, or ``module:function``."""
+    if ":" in name:
+        obj = import_object(name, what="metric")
+        if not callable(obj):
+            raise ConfigError(f"{name!r} is not callable; a metric is metric(example, output) -> float")
+        return obj  # type: ignore[no-any-return]
+    available = builtin_metrics()
+    if name not in available:
+        raise ConfigError(
+            f"unknown metric {name!r}; built in: {', '.join(sorted(available)) or 'none'}, "
+            "or give your own as MODULE:FUNCTION"
+        )
+    return available[name]
+
+
+def builtin_metrics() -> dict[str, Metric]:
+    """The ready-to-use metrics of ``desic.metrics``: public functions of (example, output)."""
+    from .. import metrics
+
+    found: dict[str, Metric] = {}
+    for name in getattr(metrics, "__all__", dir(metrics)):
+        obj = getattr(metrics, name, None)
+        if not inspect.isfunction(obj) or name.startswith("_"):
+            continue
+        params = [
+            p
+            for p in inspect.signature(obj).parameters.values()
+            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        if len(params) == 2 and params[0].name in ("example", "ex", "gold"):
+            found[name] = obj
+    return found
+
+
+def parse_json_object(text: str, *, option: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{option} is not valid JSON ({exc.msg} at column {exc.colno}); e.g. {option} '{{\"ticket\": \"...\"}}'") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{option} must be a JSON object of the pipeline's inputs, got {type(value).__name__}")
+    return value
+
+
+def parse_options(items: list[str] | None) -> dict[str, Any]:
+    """``-O key=value`` optimizer options; values are JSON when they parse, else strings."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{item!r}: expected KEY=VALUE, e.g. -O max_demos=4", param_hint="--option")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+BUDGET_KEYS = ("calls", "tokens", "dollars", "seconds")
+
+
+def parse_budget(text: str) -> dict[str, float]:
+    """``calls=100,tokens=50000,dollars=1.5,seconds=600`` -> a dict (any subset)."""
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        key, sep, raw = part.partition("=")
+        key = key.strip()
+        if not sep or key not in BUDGET_KEYS:
+            raise typer.BadParameter(
+                f"{part.strip()!r}: expected one of {', '.join(k + '=N' for k in BUDGET_KEYS)}, comma-separated",
+                param_hint="--budget",
+            )
+        try:
+            value = float(raw)
+        except ValueError:
+            raise typer.BadParameter(f"{key}={raw!r} is not a number", param_hint="--budget") from None
+        if value <= 0:
+            raise typer.BadParameter(f"{key} must be positive", param_hint="--budget")
+        out[key] = value
+    if not out:
+        raise typer.BadParameter("empty budget; e.g. --budget calls=100,dollars=1.5", param_hint="--budget")
+    return out
+
+
+def load_target(ref: str, *, pipeline: str | None = None, storage: str | None = None) -> CompiledPipeline:
+    """An artifact (file, store URL, or ``name@version`` in the store) or ``MODULE:PIPELINE``."""
+    from ..compile import CompiledPipeline, load
+    from ..ir import Program
+    from ..pipeline import as_pipeline
+    from ..storage import default_url, is_url
+
+    code = import_object(pipeline, what="pipeline") if pipeline else None
+    if is_url(ref) or Path(ref).is_file():
+        return load(ref, pipeline=code)
+    if "@" in ref and ":" not in ref and "/" not in ref:
+        return load(f"{storage or default_url()}#{ref}", pipeline=code)
+    if ":" in ref and not ref.endswith(".json"):
+        obj = import_object(ref, what="pipeline")
+        if isinstance(obj, CompiledPipeline):
+            return obj
+        return CompiledPipeline(as_pipeline(obj), Program())
+    raise ArtifactError(
+        f"artifact not found: {ref} (give an artifact file, a store URL such as "
+        "sqlite://.desic/desic.db#triage@latest, NAME@VERSION in the store, or MODULE:PIPELINE)"
+    )
+
+
+def lm_context(spec: str | None) -> Any:
+    """``desic.context(lm=spec)`` when a spec is given, else a no-op context."""
+    import contextlib
+
+    from ..runtime import context
+
+    return context(lm=spec) if spec else contextlib.nullcontext()
+
+
+def accepts(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` declares a parameter ``name`` (not merely ``**kwargs``)."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False

@@ -1,0 +1,42 @@
+"""``timeout``: no call may take longer than a fixed time.
+
+Enforced on the async path (``asyncio.timeout``), so it holds whatever the wrapped LM does
+(an HTTP client's own timeout covers the network only, not a slow local model or a
+queue). Put it inside ``retry`` (as ``desic.lm(..., timeout=, retries=)`` does) so each
+attempt gets the full time and a timed-out attempt is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from ..errors import Timeout
+from . import LM, LMRequest, LMResponse
+from ._wrapper import WrapperLM
+
+
+class TimeoutLM(WrapperLM):
+    """Raises ``desic.Timeout`` when a request or embedding takes over ``seconds``."""
+
+    def __init__(self, inner: LM, seconds: float):
+        super().__init__(inner)
+        if seconds <= 0:
+            raise ValueError(f"timeout must be positive, got {seconds}")
+        self.seconds = float(seconds)
+
+    async def request(self, request: LMRequest) -> LMResponse:
+        try:
+            async with asyncio.timeout(self.seconds):
+                return await self.inner.request(request)
+        except TimeoutError as exc:
+            raise self._error() from exc
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        try:
+            async with asyncio.timeout(self.seconds):
+                return await super().embed(texts)
+        except TimeoutError as exc:
+            raise self._error() from exc
+
+    def _error(self) -> Timeout:
+        return Timeout(f"{self.name}: no answer within {self.seconds:g}s")

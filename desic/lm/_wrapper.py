@@ -1,0 +1,43 @@
+"""The base of LMs that wrap another LM (retry, throttle, timeout, cache).
+
+A wrapper is an LM itself, so wrappers compose in any order; what it does not change it
+hands to ``inner``: the name, the artifact description (a cache or a throttle does not
+change the answers, so compile records and artifacts see the wrapped model), embeddings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import LM, BaseLM, LMRequest, LMResponse
+
+
+class WrapperLM(BaseLM):
+    def __init__(self, inner: LM):
+        if not isinstance(inner, LM):
+            raise TypeError(f"expected an LM (name, request, describe), got {inner!r}")
+        self.inner = inner
+        self.name = inner.name
+
+    async def request(self, request: LMRequest) -> LMResponse:
+        return await self.inner.request(request)
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        embed = getattr(self.inner, "embed", None)
+        if embed is None:
+            return await super().embed(texts)
+        result: list[list[float]] = await embed(texts)
+        return result
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.inner!r}>"
+
+
+def unwrap(lm: LM) -> LM:
+    """The innermost LM under any number of wrappers."""
+    while isinstance(lm, WrapperLM):
+        lm = lm.inner
+    return lm

@@ -1,0 +1,121 @@
+"""``random_search``: bootstrap once, then try random demo subsets and keep the best.
+
+DSPy's BootstrapFewShotWithRandomSearch re-bootstraps every candidate; here one bootstrap
+pass over the training split fills a pool of accepted traces per node (``pool`` each,
+stopping early once full) and the candidates are random subsets of that pool plus
+labelled demos. Every candidate is scored on the validation split (the valset, or a
+seeded holdout of the trainset), all through one concurrency limit, and the best wins
+(the earliest among equals). Candidates: zero-shot, the plain bootstrap program, then
+``num_candidates`` random subsets (1..``max_demos`` demos per node).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from .. import ir
+from ._base import CompileTask, labeled_demo
+from .bootstrap import collect_traces, fill_program
+
+
+class RandomSearch:
+    name = "random_search"
+
+    def __init__(
+        self,
+        num_candidates: int = 8,
+        max_demos: int = 4,
+        max_labeled: int = 4,
+        pool: int | None = None,
+        threshold: float = 1.0,
+        val_fraction: float = 0.5,
+        max_val: int | None = 200,
+    ):
+        self.num_candidates = num_candidates
+        self.max_demos = max_demos
+        self.max_labeled = max_labeled
+        self.pool = pool
+        self.threshold = threshold
+        self.val_fraction = val_fraction
+        self.max_val = max_val
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "num_candidates": self.num_candidates,
+            "max_demos": self.max_demos,
+            "max_labeled": self.max_labeled,
+            "pool": self.pool,
+            "threshold": self.threshold,
+            "val_fraction": self.val_fraction,
+            "max_val": self.max_val,
+        }
+
+    async def optimize(self, task: CompileTask) -> ir.Program:
+        task.need_metric(self.name)
+        train, val = task.split(fraction=self.val_fraction, max_val=self.max_val)
+        pool_size = self.pool or 2 * self.max_demos
+        found = await collect_traces(
+            task, train, want=pool_size, threshold=self.threshold, lm=task.teacher_lm
+        )
+        bootstrapped = fill_program(
+            task, train, found, max_demos=self.max_demos, max_labeled=self.max_labeled
+        )
+        task.record(
+            bootstrapped,
+            found.accepted / found.tried if found.tried else None,
+            f"bootstrap pool: {found.accepted}/{found.tried} traces accepted",
+            split="bootstrap",
+        )
+        if found.stopped is not None:
+            raise found.stopped
+        zero_shot = bootstrapped.replace(
+            nodes=tuple(msgspec.structs.replace(n, demos=()) for n in bootstrapped.nodes)
+        )
+        candidates: list[tuple[ir.Program, str]] = [(zero_shot, "zero-shot"), (bootstrapped, "bootstrap")]
+        pools = self._pools(task, train, found.demos, bootstrapped)
+        rng = task.rng("random_search")
+        seen = {ir.fingerprint(msgspec.to_builtins(p.nodes)) for p, _ in candidates}
+        for c in range(self.num_candidates):
+            program = bootstrapped
+            sizes = []
+            for node in bootstrapped.nodes:
+                choices = pools.get(node.id, [])
+                k = rng.randint(1, max(1, min(self.max_demos, len(choices)))) if choices else 0
+                picked = rng.sample(choices, k) if k else []
+                sizes.append(f"{node.id}:{k}")
+                program = program.with_node(msgspec.structs.replace(node, demos=tuple(picked)))
+            key = ir.fingerprint(msgspec.to_builtins(program.nodes))
+            if key in seen:
+                continue
+            seen.add(key)
+            candidates.append((program, f"random subset {c} ({', '.join(sizes)})"))
+        scored = await task.evaluate_many([p for p, _ in candidates], val)
+        best = None
+        for (program, note), s in zip(candidates, scored):
+            cand = task.record(program, s.score, note, split="val", scores=s.scores, round=0)
+            if best is None or s.score > (best.score or 0.0):
+                best = cand
+        task.iteration(0, best.score if best else None, candidates=len(candidates))
+        return best.program if best is not None else bootstrapped
+
+    def _pools(
+        self, task: CompileTask, train: list[Any], demos: dict[str, list[ir.Demo]], program: ir.Program
+    ) -> dict[str, list[ir.Demo]]:
+        """Per node: the accepted traces, then labelled demos from the training rows."""
+        pools: dict[str, list[ir.Demo]] = {}
+        for node in program.nodes:
+            pool = list(demos.get(node.id, []))
+            seen = {ir.fingerprint(d.inputs) for d in pool}
+            labeled = 0
+            for e in train:
+                if labeled >= self.max_labeled:
+                    break
+                demo = labeled_demo(node, e, only_node=len(program.nodes) == 1)
+                if demo is not None and ir.fingerprint(demo.inputs) not in seen:
+                    pool.append(demo)
+                    seen.add(ir.fingerprint(demo.inputs))
+                    labeled += 1
+            pools[node.id] = pool
+        return pools

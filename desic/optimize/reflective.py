@@ -1,0 +1,147 @@
+"""``reflective``: read failures and feedback, edit one instruction, keep a Pareto front.
+
+After GEPA (Agrawal et al., 2025). The pool starts with one program, scored on every
+validation row. Each iteration:
+
+1. pick a parent from the Pareto front: for every validation row, the candidates that
+   score best on it; a candidate is drawn with probability proportional to the number
+   of rows it is best on, so specialists survive next to the best average;
+2. pick a node (round robin) and a seeded minibatch of training rows, run the parent on
+   them and collect, at that node, inputs, answers, and the metric's feedback (or the
+   expected answer when the metric gives none);
+3. ask the LM (``reflect_instruction``, memoized) for a targeted edit of the node's
+   instruction; run the child on the same minibatch;
+4. only if the child beats the parent there is it scored on the validation split and
+   added to the pool (a cheap filter before the expensive evaluation).
+
+Minibatches where the parent is already perfect are skipped (nothing to learn). The
+result is the pool's best mean validation score (earliest among equals).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from .. import ir
+from ._base import CompileTask, Scored, initial_program, program_key, with_node_changes
+from ._propose import clean_instruction, describe_node, reflect_instruction, reflection_text
+
+
+class Reflective:
+    name = "reflective"
+
+    def __init__(
+        self,
+        iterations: int = 12,
+        minibatch: int = 4,
+        init: Any = None,
+        temperature: float = 0.8,
+        val_fraction: float = 0.5,
+        max_val: int | None = 200,
+    ):
+        self.iterations = iterations
+        self.minibatch = max(1, minibatch)
+        self.init = init
+        self.temperature = temperature
+        self.val_fraction = val_fraction
+        self.max_val = max_val
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "iterations": self.iterations,
+            "minibatch": self.minibatch,
+            "init": self.init if isinstance(self.init, (str, type(None))) else getattr(self.init, "name", "?"),
+            "temperature": self.temperature,
+            "val_fraction": self.val_fraction,
+            "max_val": self.max_val,
+        }
+
+    async def optimize(self, task: CompileTask) -> ir.Program:
+        task.need_metric(self.name)
+        train, val = task.split(fraction=self.val_fraction, max_val=self.max_val)
+        start = await initial_program(task, self.init, train)
+        (first,) = await task.evaluate_many([start], val)
+        cand = task.record(start, first.score, "start", split="val", scores=first.scores, round=0)
+        pool: list[tuple[Scored, int]] = [(first, cand.index)]
+        seen = {program_key(start)}
+        rng = task.rng("reflective")
+        nodes = [n.id for n in start.nodes]
+        for it in range(1, self.iterations + 1):
+            parent, parent_index = self._select(pool, rng)
+            node_id = nodes[(it - 1) % len(nodes)] if nodes else None
+            batch = rng.sample(train, min(self.minibatch, len(train)))
+            if node_id is None:
+                break
+            (before,) = await task.run_pairs([(parent.program, batch)])
+            before_scores = [o.score or 0.0 for o in before]
+            if all(s >= 1.0 for s in before_scores):
+                task.iteration(it, self._best(pool)[0].score, skipped="parent perfect on minibatch")
+                continue
+            node = parent.program.node(node_id)
+            if node is None:
+                continue
+            current = node.instructions or node.signature.instructions
+            value = await task.call(
+                reflect_instruction,
+                {
+                    "current_instruction": current,
+                    "task": describe_node(node),
+                    "examples_with_feedback": reflection_text(before, node_id),
+                },
+                key_salt=f"reflective:{it}:{program_key(parent.program)}:{node_id}",
+                temperature=self.temperature,
+                seed=it,
+            )
+            text = clean_instruction(value, current)
+            if text is None:
+                task.iteration(it, self._best(pool)[0].score, skipped="no usable proposal")
+                continue
+            child = with_node_changes(parent.program, node_id, instructions=text)
+            if program_key(child) in seen:
+                continue
+            seen.add(program_key(child))
+            (after,) = await task.run_pairs([(child, batch)])
+            after_scores = [o.score or 0.0 for o in after]
+            mini = task.record(
+                child,
+                sum(after_scores) / len(after_scores),
+                f"edit of {node_id} (minibatch {sum(before_scores):.2f} -> {sum(after_scores):.2f})",
+                split="minibatch",
+                scores=after_scores,
+                round=it,
+                parent=parent_index,
+            )
+            if sum(after_scores) > sum(before_scores):
+                (full,) = await task.evaluate_many([child], val)
+                kept = task.record(
+                    child, full.score, f"edit of {node_id} accepted", split="val", scores=full.scores,
+                    round=it, parent=mini.index,
+                )
+                pool.append((full, kept.index))
+            task.iteration(it, self._best(pool)[0].score, pool=len(pool))
+        return self._best(pool)[0].program
+
+    @staticmethod
+    def _best(pool: list[tuple[Scored, int]]) -> tuple[Scored, int]:
+        return min(pool, key=lambda item: (-item[0].score, item[1]))
+
+    @staticmethod
+    def _select(pool: list[tuple[Scored, int]], rng: random.Random) -> tuple[Scored, int]:
+        """A parent drawn from the Pareto front, weighted by how many rows it leads on."""
+        rows = len(pool[0][0].scores)
+        wins = [0] * len(pool)
+        for j in range(rows):
+            top = max(s.scores[j] for s, _ in pool)
+            for k, (s, _) in enumerate(pool):
+                if s.scores[j] == top:
+                    wins[k] += 1
+        # drop candidates dominated by another (no better anywhere, worse somewhere)
+        for k, (s, _) in enumerate(pool):
+            for m, (o, _) in enumerate(pool):
+                if m != k and wins[k] and all(a <= b for a, b in zip(s.scores, o.scores)) and s.scores != o.scores:
+                    wins[k] = 0
+                    break
+        if not any(wins):
+            wins = [1] * len(pool)
+        return rng.choices(pool, weights=wins, k=1)[0]

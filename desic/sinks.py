@@ -1,0 +1,335 @@
+"""Event sinks beyond the basics of :mod:`desic.events`: terminal progress and OpenTelemetry.
+
+- ``ProgressSink`` / ``progress()``: a rich progress line for a compile or an evaluation
+  (candidates or examples done, best score so far, LM calls, tokens, cost, ETA). It draws
+  only on a terminal; ``progress()`` is silent (subscribes nothing) when output is not a TTY.
+- ``OTelSink``: one OpenTelemetry span per LM call, node call and evaluated example, nested
+  under a span per run; other events become span events on the run's span. desic turns it
+  on by itself when ``opentelemetry-api`` is installed (``DESIC_OTEL=0`` turns it off).
+- ``JsonlSink`` and ``LoggingSink`` live in :mod:`desic.events` and are re-exported here.
+
+Any callable taking an ``Event`` is a sink: ``desic.events.subscribe(my_sink)``.
+
+rich and opentelemetry are imported only when a sink of theirs is built.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Self
+
+from .events import Event, JsonlSink, LoggingSink, subscribe
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["JsonlSink", "LoggingSink", "OTelSink", "ProgressSink", "format_eta", "progress"]
+
+#: budget keys the progress ETA understands, and the usage counter each one limits
+_BUDGET_USAGE = {"calls": "calls", "tokens": "tokens", "dollars": "cost", "seconds": "seconds"}
+
+
+def format_eta(seconds: float | None) -> str:
+    if seconds is None or math.isnan(seconds) or seconds < 0:
+        return "-:--"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _tokens_text(n: int) -> str:
+    return f"{n / 1000:.1f}k" if n >= 1000 else str(n)
+
+
+class ProgressSink:
+    """A live progress line for one compile (``what="compile"``) or evaluation.
+
+    A compile counts scored candidates (``candidate`` events), an evaluation finished
+    examples (``example`` events); both count LM calls, tokens and cost (``lm_call``).
+    ``total`` (or a ``total`` field of ``run_start``) gives the bar its end; without one
+    the ETA comes from the most used ``budget`` (``{"calls": 100, "dollars": 1.5, ...}``).
+    """
+
+    def __init__(
+        self,
+        console: Console | None = None,
+        *,
+        what: str = "compile",
+        total: int | None = None,
+        budget: Mapping[str, float] | None = None,
+        transient: bool = False,
+    ):
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.console = console or Console(stderr=True)
+        self.what = what
+        self.total = total
+        self.budget = {k: float(v) for k, v in (budget or {}).items() if k in _BUDGET_USAGE}
+        self.started = time.monotonic()
+        self.done = 0
+        self.best: float | None = None
+        self.score_sum = 0.0
+        self.calls = 0
+        self.tokens = 0
+        self.cost = 0.0
+        self.round: int | None = None
+        self.examples = 0
+        self.errors = 0
+        self.stopped_by: str | None = None
+        self._lock = threading.Lock()
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=24),
+            TextColumn("{task.fields[count]}"),
+            TextColumn("{task.fields[status]}"),
+            TextColumn("ETA {task.fields[eta]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=transient,
+            auto_refresh=self.console.is_terminal and not self.console.is_dumb_terminal,
+        )
+        self._task = self._progress.add_task(what, total=total, count="", status="", eta="-:--")
+        self._update()
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        self._progress.start()
+
+    def stop(self) -> None:
+        self._update()
+        self._progress.refresh()
+        self._progress.stop()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- events -----------------------------------------------------------------------------
+    def __call__(self, event: Event) -> None:
+        d = event.data
+        with self._lock:
+            kind = event.kind
+            if kind == "lm_call":
+                self.calls += 1
+                self.tokens += int(d.get("prompt_tokens") or 0) + int(d.get("completion_tokens") or 0)
+                self.cost += float(d.get("cost") or 0.0)
+            elif kind == "example":
+                self.examples += 1
+                if d.get("error"):
+                    self.errors += 1
+                if self.what != "compile":
+                    self.done += 1
+                    self.score_sum += float(d.get("score") or 0.0)
+            elif kind == "candidate" and self.what == "compile":
+                self.done += 1
+                self.examples = 0
+                score = d.get("score")
+                if isinstance(score, (int, float)) and (self.best is None or score > self.best):
+                    self.best = float(score)
+            elif kind == "iteration":
+                self.round = d.get("round", self.round)
+                best = d.get("best")
+                if isinstance(best, (int, float)) and (self.best is None or best > self.best):
+                    self.best = float(best)
+            elif kind == "run_start":
+                if d.get("what", self.what) != self.what:
+                    return  # e.g. the evaluations inside a compile
+                total = d.get("total", d.get("examples"))
+                if isinstance(total, int) and total > 0 and self.total is None:
+                    self.total = total
+                    self._progress.update(self._task, total=total)
+            elif kind == "budget_stop":
+                self.stopped_by = str(d.get("budget") or "budget")
+            else:
+                return
+            self._update()
+
+    # -- rendering --------------------------------------------------------------------------
+    def eta(self) -> float | None:
+        """Seconds left: from ``total`` when known, else from the most used budget."""
+        elapsed = time.monotonic() - self.started
+        if self.total and self.done:
+            return elapsed / self.done * max(0, self.total - self.done)
+        used = {"calls": self.calls, "tokens": self.tokens, "cost": self.cost, "seconds": elapsed}
+        fractions = [
+            used[_BUDGET_USAGE[k]] / limit for k, limit in self.budget.items() if limit > 0
+        ]
+        fraction = max(fractions, default=0.0)
+        if fraction <= 0:
+            return None
+        if fraction >= 1:
+            return 0.0
+        return elapsed * (1 - fraction) / fraction
+
+    def status(self) -> str:
+        parts: list[str] = []
+        if self.what == "compile":
+            if self.best is not None:
+                parts.append(f"best {self.best:.3f}")
+            if self.round is not None:
+                parts.append(f"round {self.round}")
+        elif self.done:
+            parts.append(f"score {self.score_sum / self.done:.3f}")
+        if self.errors:
+            parts.append(f"{self.errors} errors")
+        parts.append(f"{self.calls} calls")
+        if self.tokens:
+            parts.append(f"{_tokens_text(self.tokens)} tok")
+        if self.cost:
+            parts.append(f"${self.cost:.4f}")
+        if self.stopped_by:
+            parts.append(f"stopped by {self.stopped_by} budget")
+        return " · ".join(parts)
+
+    def _update(self) -> None:
+        noun = "candidate" if self.what == "compile" else "example"
+        plural = "" if (self.total or self.done) == 1 else "s"
+        count = f"{self.done}/{self.total} {noun}{plural}" if self.total else f"{self.done} {noun}{plural}"
+        self._progress.update(
+            self._task,
+            completed=self.done,
+            count=count,
+            status=self.status(),
+            eta=format_eta(self.eta()),
+        )
+
+
+@contextmanager
+def progress(
+    console: Console | None = None,
+    *,
+    what: str = "compile",
+    total: int | None = None,
+    budget: Mapping[str, float] | None = None,
+) -> Iterator[ProgressSink | None]:
+    """Show a progress line while the block runs; silent (yields ``None``) off a terminal.
+
+    >>> with desic.sinks.progress(what="compile"):
+    ...     compiled = desic.compile(pipe, trainset, metric=m)
+    """
+    if console is None:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+    if not console.is_terminal:
+        yield None
+        return
+    sink = ProgressSink(console, what=what, total=total, budget=budget)
+    unsubscribe = subscribe(sink)
+    sink.start()
+    try:
+        yield sink
+    finally:
+        unsubscribe()
+        sink.stop()
+
+
+# --- OpenTelemetry ------------------------------------------------------------------------------
+
+_SPAN_KINDS = ("lm_call", "node_call", "example")
+_ATTR_TYPES = (str, bool, int, float)
+
+
+def _attributes(data: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if value is None:
+            continue
+        if key == "prompt_tokens":
+            out["gen_ai.usage.input_tokens"] = value
+        elif key == "completion_tokens":
+            out["gen_ai.usage.output_tokens"] = value
+        out[f"desic.{key}"] = value if isinstance(value, _ATTR_TYPES) else str(value)
+    return out
+
+
+class OTelSink:
+    """Events as OpenTelemetry spans (needs ``opentelemetry-api``; an SDK to export them).
+
+    - ``run_start`` opens a span ``desic.<what>`` (ended by the matching ``run_end``);
+    - ``lm_call``, ``node_call`` and ``example`` become spans ``desic.<kind>`` covering
+      their latency, children of the innermost open run span;
+    - every other event is added as a span event on that run span (or as an instant span
+      when no run is open).
+
+    ``tracer_provider`` defaults to the global one; with no SDK configured the sink does
+    nothing at all.
+    """
+
+    def __init__(self, tracer_provider: Any = None):
+        self._provider = tracer_provider
+        self._tracer: Any = None
+        self._runs: list[tuple[str, Any]] = []  # (run_id, span), innermost last
+        self._lock = threading.Lock()
+
+    def _get_tracer(self) -> Any:
+        from opentelemetry import trace
+
+        if self._provider is None:
+            provider = trace.get_tracer_provider()
+            if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
+                return None  # no SDK configured: spans would go nowhere
+        if self._tracer is None:
+            from ._version import __version__
+
+            provider = self._provider or trace.get_tracer_provider()
+            self._tracer = provider.get_tracer("desic", __version__)
+        return self._tracer
+
+    def __call__(self, event: Event) -> None:
+        tracer = self._get_tracer()
+        if tracer is None:
+            return
+        from opentelemetry import trace
+
+        end_ns = int(event.time * 1e9)
+        with self._lock:
+            parent = self._runs[-1][1] if self._runs else None
+            if event.kind == "run_start":
+                what = str(event.data.get("what") or "run")
+                ctx = trace.set_span_in_context(parent) if parent is not None else None
+                span = tracer.start_span(
+                    f"desic.{what}", context=ctx, attributes=_attributes(event.data), start_time=end_ns
+                )
+                self._runs.append((str(event.data.get("run_id") or ""), span))
+                return
+            if event.kind == "run_end":
+                run_id = str(event.data.get("run_id") or "")
+                for i in range(len(self._runs) - 1, -1, -1):
+                    if self._runs[i][0] == run_id or not run_id:
+                        _, span = self._runs.pop(i)
+                        span.set_attributes(_attributes(event.data))
+                        if event.data.get("error"):
+                            span.set_status(trace.Status(trace.StatusCode.ERROR, str(event.data["error"])))
+                        span.end(end_time=end_ns)
+                        break
+                return
+        ctx = trace.set_span_in_context(parent) if parent is not None else None
+        if event.kind in _SPAN_KINDS:
+            latency = float(event.data.get("latency") or 0.0)
+            span = tracer.start_span(
+                f"desic.{event.kind}",
+                context=ctx,
+                attributes=_attributes(event.data),
+                start_time=end_ns - int(latency * 1e9),
+            )
+            if event.data.get("error"):
+                span.set_status(trace.Status(trace.StatusCode.ERROR, str(event.data["error"])))
+            span.end(end_time=end_ns)
+        elif parent is not None:
+            parent.add_event(f"desic.{event.kind}", attributes=_attributes(event.data), timestamp=end_ns)
+        else:
+            span = tracer.start_span(
+                f"desic.{event.kind}", attributes=_attributes(event.data), start_time=end_ns
+            )
+            span.end(end_time=end_ns)

@@ -1,0 +1,314 @@
+"""The ``Storage`` protocol: what every run store and artifact store can do.
+
+A store keeps two kinds of things:
+
+* **runs**: one record per compile run (``RunInfo``), the candidates an optimizer scored in
+  the order it scored them (the run's history), the evaluations it recorded by key (what a
+  resumed run replays instead of calling the LM again), and one checkpoint of arbitrary
+  optimizer state;
+* **artifacts**: compiled programs saved under a name, numbered ``1, 2, 3, ...`` per name,
+  with movable tags (``prod``, ``staging``) pointing at a version.
+
+The protocol is deliberately made of small primitives that move plain data (dicts of JSON
+values, and artifact bytes); the logic on top (references such as ``triage@latest``,
+hashing, decoding programs) lives once in ``desic.storage`` and ``BaseStorage`` so a backend
+stays a thin adapter, the way tinydb's ``Storage`` is two methods. A backend must be safe to
+use from several threads and, for the file backends, from several processes at once.
+
+Records given to ``add_candidate``/``put_evaluation``/``put_checkpoint`` must be JSON data
+(dict/list/str/int/float/bool/None); backends may copy them and must return equal data.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+import secrets
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, runtime_checkable
+
+import msgspec
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from .. import ir
+
+__all__ = [
+    "RUN_STATUSES",
+    "ArtifactInfo",
+    "BaseStorage",
+    "RunInfo",
+    "RunStatus",
+    "Storage",
+    "check_name",
+    "new_run_id",
+    "now",
+]
+
+RunStatus = Literal["running", "finished", "failed", "stopped"]
+RUN_STATUSES: tuple[str, ...] = ("running", "finished", "failed", "stopped")
+
+
+class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One compile run: what was optimized, how, and how it is going.
+
+    ``optimizer_config`` includes the seed; ``lm`` is the LM's secret-free ``describe()``.
+    ``best_score`` is the best candidate score seen so far; ``error`` says why a failed run
+    failed.
+    """
+
+    id: str
+    pipeline: str = ""
+    optimizer: str | None = None
+    optimizer_config: dict[str, Any] = {}
+    seed: int | None = None
+    lm: dict[str, Any] = {}
+    status: RunStatus = "running"
+    created_at: str = ""
+    updated_at: str = ""
+    best_score: float | None = None
+    error: str | None = None
+    candidates: int = 0  # how many candidates the history holds (computed by the backend)
+
+
+class ArtifactInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One saved version of a named artifact.
+
+    ``sha256`` is the hash of the stored bytes, checked on every load; ``meta`` is a small
+    summary of the program's provenance (run id, score, desic version) for listings.
+    """
+
+    name: str
+    version: int
+    sha256: str
+    created_at: str = ""
+    size: int = 0
+    tags: tuple[str, ...] = ()
+    meta: dict[str, Any] = {}
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """A run store and artifact store. Built-in: tinydb, msgspec files, sqlite, memory.
+
+    Errors: a missing run raises ``StorageError`` naming the run; a missing artifact
+    ``ArtifactError``; a store that cannot be read (corrupt, truncated) ``StorageError``
+    naming the path. Nothing is ever reset silently.
+    """
+
+    url: str
+
+    # -- runs -------------------------------------------------------------------------
+    def create_run(self, info: RunInfo) -> RunInfo:
+        """Add a new run (``info.id`` must be unused); returns it as stored."""
+        ...
+
+    def get_run(self, run_id: str) -> RunInfo:
+        """The run, or ``StorageError`` when the store has no such run."""
+        ...
+
+    def list_runs(self) -> list[RunInfo]:
+        """Every run, oldest first."""
+        ...
+
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus | None = None,
+        best_score: float | None = None,
+        error: str | None = None,
+    ) -> RunInfo:
+        """Change a run's status / best score / error (``None`` leaves a field as is)."""
+        ...
+
+    def add_candidate(self, run_id: str, record: Mapping[str, Any]) -> None:
+        """Append one scored candidate (``index, score, note, usage, program``) to the history."""
+        ...
+
+    def history(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's candidates in the order they were added."""
+        ...
+
+    def put_evaluation(self, run_id: str, key: str, record: Mapping[str, Any]) -> None:
+        """Record one evaluation's result under ``key`` (a later put of the same key wins)."""
+        ...
+
+    def get_evaluation(self, run_id: str, key: str) -> dict[str, Any] | None: ...
+
+    def put_checkpoint(self, run_id: str, state: Mapping[str, Any]) -> None:
+        """Replace the run's checkpoint (arbitrary optimizer state as JSON data)."""
+        ...
+
+    def get_checkpoint(self, run_id: str) -> dict[str, Any] | None: ...
+
+    def put_run_program(self, run_id: str, data: bytes) -> None:
+        """Keep the run's final program (an encoded artifact) with the run."""
+        ...
+
+    def get_run_program(self, run_id: str) -> bytes | None: ...
+
+    # -- artifacts --------------------------------------------------------------------
+    def put_artifact(
+        self, name: str, data: bytes, *, meta: Mapping[str, Any] | None = None
+    ) -> ArtifactInfo:
+        """Store ``data`` as the next version of ``name`` (1 for a new name)."""
+        ...
+
+    def get_artifact(self, name: str, version: int) -> bytes:
+        """The bytes of one version; ``ArtifactError`` when it does not exist."""
+        ...
+
+    def list_artifacts(self, name: str | None = None) -> list[ArtifactInfo]:
+        """Versions (with their tags) of ``name``, or of every name; by name, then version."""
+        ...
+
+    def tag_artifact(self, name: str, version: int, tag: str) -> None:
+        """Point ``tag`` (``prod``, ``staging``, ...) of ``name`` at ``version`` (moves it)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+#: The methods a backend must define; ``register`` refuses a class missing one.
+REQUIRED_METHODS: tuple[str, ...] = (
+    "create_run",
+    "get_run",
+    "list_runs",
+    "update_run",
+    "add_candidate",
+    "history",
+    "put_evaluation",
+    "get_evaluation",
+    "put_checkpoint",
+    "get_checkpoint",
+    "put_run_program",
+    "get_run_program",
+    "put_artifact",
+    "get_artifact",
+    "list_artifacts",
+    "tag_artifact",
+    "close",
+)
+
+
+class BaseStorage:
+    """Optional base class for backends: context management and artifact conveniences.
+
+    The conveniences delegate to the functions of ``desic.storage`` (``save_program``,
+    ``load_program``, ``resolve_artifact``), which work with any ``Storage``.
+    """
+
+    url: str = ""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:  # pragma: no cover - overridden where there is something to close
+        pass
+
+    def save_program(
+        self, name: str, program: ir.Program, *, tags: tuple[str, ...] = ()
+    ) -> ArtifactInfo:
+        from ._artifacts import save_program
+
+        return save_program(self, name, program, tags=tags)  # type: ignore[arg-type]
+
+    def load_program(self, ref: str) -> ir.Program:
+        """``ref`` is ``name``, ``name@3``, ``name@latest`` or ``name@<tag>``."""
+        from ._artifacts import load_program
+
+        return load_program(self, ref)  # type: ignore[arg-type]
+
+    def resolve_artifact(self, ref: str) -> ArtifactInfo:
+        from ._artifacts import resolve_artifact
+
+        return resolve_artifact(self, ref)  # type: ignore[arg-type]
+
+    def iter_runs(self, status: RunStatus | None = None) -> Iterator[RunInfo]:
+        for run in self.list_runs():  # type: ignore[attr-defined]
+            if status is None or run.status == status:
+                yield run
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_name(value: str, what: str) -> str:
+    """Refuse run ids, artifact names and tags that could escape the store's folder.
+
+    Allowed: letters, digits, ``_ . -``, starting with a letter or digit, at most 128
+    characters, and never ``..``: so a name is always one plain path component.
+    """
+    if not isinstance(value, str) or not _NAME.fullmatch(value) or ".." in value:
+        raise ConfigError(
+            f"invalid {what} {value!r}: use letters, digits, '_', '.', '-' (starting with a "
+            "letter or digit, no '..', no '/', at most 128 characters)"
+        )
+    return value
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
+
+
+def new_run_id() -> str:
+    """A fresh run id that sorts by creation time: ``20250131-142501-3fa2c1``."""
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{secrets.token_hex(3)}"
+
+
+def apply_update(
+    info: RunInfo,
+    *,
+    status: str | None = None,
+    best_score: float | None = None,
+    error: str | None = None,
+) -> RunInfo:
+    """``info`` with the given fields changed and ``updated_at`` set (shared by backends)."""
+    changes: dict[str, Any] = {"updated_at": now()}
+    if status is not None:
+        if status not in RUN_STATUSES:
+            raise ConfigError(f"invalid run status {status!r}; one of {', '.join(RUN_STATUSES)}")
+        changes["status"] = status
+    if best_score is not None:
+        changes["best_score"] = float(best_score)
+    if error is not None:
+        changes["error"] = error
+    return msgspec.structs.replace(info, **changes)
+
+
+def new_run(info: RunInfo) -> RunInfo:
+    """``info`` as a backend stores it on creation: id checked, timestamps set."""
+    check_name(info.id, "run id")
+    if info.status not in RUN_STATUSES:
+        raise ConfigError(f"invalid run status {info.status!r}; one of {', '.join(RUN_STATUSES)}")
+    stamp = now()
+    return msgspec.structs.replace(
+        info, created_at=info.created_at or stamp, updated_at=stamp, candidates=0
+    )
+
+
+def run_not_found(run_id: str, url: str) -> Exception:
+    from ..errors import StorageError
+
+    return StorageError(
+        f"no run {run_id!r} in {url}; list its runs with desic.storage.open({url!r}).list_runs()"
+    )
+
+
+def run_exists(run_id: str, url: str) -> Exception:
+    from ..errors import StorageError
+
+    return StorageError(f"a run {run_id!r} already exists in {url}")

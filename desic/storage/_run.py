@@ -1,0 +1,169 @@
+"""How ``desic.compile`` keeps a run in a store: create or resume it, record, finish or fail.
+
+``compile_run(storage, resume, recorder)`` is a context manager around the body of
+``acompile``; it gives the run id (also written into ``program.meta.run_id``) and the
+``RunRecorder`` to hand to ``CompileTask``. Without a store it changes nothing: the run id
+is a fresh random one and the recorder the given one or a ``MemoryRecorder``.
+
+A resumed run must be the same computation as the interrupted one (pipeline, optimizer and
+its config including the seed, LM): otherwise replay would quietly recompute everything,
+so a difference is refused with the list of what differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..errors import BudgetExceeded, ConfigError, StorageError
+from ._base import RunInfo, Storage, check_name, new_run_id
+from ._recorder import StorageRecorder, redact
+
+if TYPE_CHECKING:
+    from .. import ir
+    from ..optimize import RunRecorder
+
+__all__ = ["CompileRun", "compile_run"]
+
+log = logging.getLogger("desic")
+MAX_ERROR = 2000
+
+
+def _plain(value: Any) -> Any:
+    return msgspec.json.decode(msgspec.json.encode(value))
+
+
+class CompileRun:
+    """One compile's run: ``run_id`` and ``recorder`` once ``start`` was called."""
+
+    def __init__(self, store: Storage | None, resume: str | None, recorder: RunRecorder | None):
+        self.store = store
+        self.resume = resume
+        self.run_id = ""
+        self._given_recorder = recorder
+        self.recorder: RunRecorder | None = None
+        self.started = False
+        self.finished = False
+
+    def start(
+        self,
+        *,
+        pipeline: str,
+        optimizer: str,
+        optimizer_config: dict[str, Any],
+        seed: int,
+        lm: dict[str, Any],
+    ) -> None:
+        if self.store is None:
+            from ..optimize import MemoryRecorder
+
+            self.run_id = uuid.uuid4().hex[:12]
+            self.recorder = (
+                self._given_recorder if self._given_recorder is not None else MemoryRecorder()
+            )
+            return
+        wanted = RunInfo(
+            id=self.resume or new_run_id(),
+            pipeline=pipeline,
+            optimizer=optimizer,
+            optimizer_config=_plain(optimizer_config),
+            seed=seed,
+            lm=redact(_plain(lm)),
+        )
+        if self.resume is not None:
+            try:
+                found = self.store.get_run(self.resume)
+            except StorageError as exc:
+                raise ConfigError(f"cannot resume run {self.resume!r}: {exc}") from exc
+            self._check_same(found, wanted)
+            self.store.update_run(self.resume, status="running")
+        else:
+            self.store.create_run(wanted)
+        self.run_id = wanted.id
+        self.recorder = StorageRecorder(self.store, self.run_id)
+        self.started = True
+
+    def _check_same(self, found: RunInfo, wanted: RunInfo) -> None:
+        diffs = [
+            f"{field}: run has {getattr(found, field)!r}, this compile has {getattr(wanted, field)!r}"
+            for field in ("pipeline", "optimizer", "optimizer_config", "seed", "lm")
+            if getattr(found, field) != getattr(wanted, field)
+        ]
+        if diffs:
+            raise ConfigError(
+                f"cannot resume run {found.id!r} in {self.store.url if self.store else ''}: it was started "
+                "with different settings; call compile with the run's settings or start a new run "
+                "(drop resume=).\n  " + "\n  ".join(diffs)
+            )
+
+    def finish(self, program: ir.Program) -> None:
+        """Keep the final program with the run and mark it finished."""
+        if self.store is None or not self.started:
+            return
+        from .. import ir
+
+        self.store.put_run_program(self.run_id, ir.encode_program(program))
+        best = getattr(self.recorder, "best_score", None)
+        if best is None and program.meta.score is not None:
+            best = program.meta.score
+        self.store.update_run(self.run_id, status="finished", best_score=best)
+        self.finished = True
+
+    def fail(self, exc: BaseException) -> None:
+        """Mark the run failed (an error) or stopped (interrupted, cancelled, out of budget)."""
+        if self.store is None or not self.started or self.finished:
+            return
+        stopped = (
+            isinstance(exc, (KeyboardInterrupt, BudgetExceeded))
+            or type(exc).__name__ == "CancelledError"
+        )
+        text = f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
+        try:
+            self.store.update_run(
+                self.run_id, status="stopped" if stopped else "failed", error=redact(text)
+            )
+        except Exception:  # never hide the original error behind a storage one
+            log.exception(
+                "desic: could not mark run %s as failed in %s", self.run_id, self.store.url
+            )
+
+
+@contextmanager
+def compile_run(
+    storage: Storage | str | None, resume: str | None, recorder: RunRecorder | None
+) -> Iterator[CompileRun]:
+    """The run of one ``compile`` (see the module docstring); closes a store it opened."""
+    import os
+
+    from ..runtime import settings
+    from . import default_url, resolve
+
+    if resume is not None:
+        check_name(resume, "run id")
+    source: Storage | str | None = storage
+    if source is None and (
+        recorder is None or resume is not None
+    ):  # an explicit recorder wins over defaults
+        source = settings().storage or os.environ.get("DESIC_STORAGE") or None
+    if source is None and resume is not None:
+        source = default_url()  # resuming needs a store: the default one
+    owned = isinstance(source, str)  # opened here from a URL, so closed here
+    store = resolve(source) if source is not None else None
+    if store is not None and recorder is not None:
+        if owned:
+            store.close()
+        raise ConfigError("pass either storage= (runs are recorded there) or recorder=, not both")
+    run = CompileRun(store, resume, recorder)
+    try:
+        yield run
+    except BaseException as exc:
+        run.fail(exc)
+        raise
+    finally:
+        if store is not None and owned:
+            store.close()
