@@ -30,6 +30,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from . import metrics as metrics
+    from . import storage as storage
     from . import testing as testing
     from .compile import CompiledPipeline as CompiledPipeline
     from .compile import compile as compile
@@ -76,6 +77,7 @@ __all__ = [
     "metrics",
     "pipeline",
     "signature",
+    "storage",
     "testing",
 ]
 
@@ -96,6 +98,7 @@ _LAZY = {
     "Signature": ("signature", "Signature"),
     "signature": ("signature", "signature"),
     "metrics": ("metrics", None),
+    "storage": ("storage", None),
     "testing": ("testing", None),
 }
 

@@ -40,6 +40,7 @@ EXPECTED_ALL = [
     "metrics",
     "pipeline",
     "signature",
+    "storage",
     "testing",
 ]
 
