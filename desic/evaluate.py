@@ -181,7 +181,8 @@ async def drive(
     Workers pull the next index as soon as they finish one. ``stop()`` is asked before each
     start; once true, nothing new starts and the call returns when running work is done.
     An exception from ``work`` (it records per-item failures itself, so this means a
-    misuse) stops new starts and is raised after the running items finish.
+    misuse, such as a metric that cannot read the labels) cancels the other items and is
+    raised.
     """
     if count <= 0:
         return
@@ -211,14 +212,18 @@ async def drive(
     finally:
         home_loop.reset(token)
     try:
-        outcomes = await asyncio.gather(*workers, return_exceptions=True)
+        done, pending = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
     except BaseException:  # cancelled from outside: stop the workers too
         for w in workers:
             w.cancel()
         raise
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
+    if pending:  # one failed: nothing else is worth finishing
+        for w in pending:
+            w.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    for w in workers:
+        if w.done() and not w.cancelled() and w.exception() is not None:
+            raise w.exception()  # type: ignore[misc]
 
 
 def pipeline_of(target: Any) -> Pipeline[..., Any]:

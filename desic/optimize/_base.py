@@ -292,12 +292,14 @@ class CompileTask:
         lm: LM | None = None,
         stop: Callable[[], bool] | None = None,
         on_outcome: Callable[[int, RunOutcome], None] | None = None,
+        gate: Callable[[int], Awaitable[bool]] | None = None,
     ) -> list[RunOutcome | None]:
         """Run ``(example, program)`` jobs concurrently; recorded ones are replayed.
 
         Outcomes carry the metric's score. ``on_outcome(i, outcome)`` is called as each job
         finishes (in completion order: accept results by ``i`` to stay deterministic);
-        ``stop()`` is asked before each job starts. Jobs never started are None. Raises
+        ``stop()`` is asked before each job starts; ``await gate(i)`` may hold job ``i``
+        back, and skips it by returning False. Jobs never run are None. Raises
         ``BudgetExceeded`` once the work started is done if a budget ran out.
         """
         active = lm or self.lm
@@ -318,6 +320,8 @@ class CompileTask:
             return self.meter.reason() is not None or (stop is not None and stop())
 
         async def work(i: int) -> None:
+            if gate is not None and not await gate(i):
+                return
             example, program = jobs[i]
             key = ir.fingerprint([base_of(program), self._example_key(example)])
             record = self.recorder.get_evaluation(key)

@@ -14,6 +14,7 @@ teach the student. ``rounds > 1`` retries the rejected rows with sampling (tempe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +46,12 @@ class Traces:
 
 class _Acceptor:
     """Accepts finished runs strictly in order: only the contiguous finished prefix is
-    looked at, so completion order never changes which traces become demos."""
+    looked at, so completion order never changes which traces become demos.
+
+    A row starts only within ``window`` positions of the first unaccepted one: a slow row
+    then cannot let the others run far ahead, so the work wasted once the quota is full
+    stays under ``window`` rows.
+    """
 
     def __init__(
         self,
@@ -58,6 +64,7 @@ class _Acceptor:
         *,
         first: bool,
         enough: Callable[[], bool],
+        window: int,
     ):
         self.task = task
         self.found = found
@@ -70,9 +77,19 @@ class _Acceptor:
         self.done: list[RunOutcome | None] = [None] * len(pending)
         self.frontier = 0
         self.filled = False
+        self.window = window
+        self._moved: asyncio.Event | None = None
 
     def full(self) -> bool:
         return self.filled
+
+    async def gate(self, pos: int) -> bool:
+        """Hold row ``pos`` until it is within the window; False once the quota is full."""
+        while not self.filled and pos >= self.frontier + self.window:
+            if self._moved is None:
+                self._moved = asyncio.Event()
+            await self._moved.wait()
+        return not self.filled
 
     def __call__(self, pos: int, outcome: RunOutcome) -> None:
         self.done[pos] = outcome
@@ -97,6 +114,9 @@ class _Acceptor:
                     if len(bucket) < self.want:
                         bucket.append(ir.Demo(inputs=entry.inputs, output=entry.output, source="bootstrap"))
             self.filled = self.enough()
+        if self._moved is not None:
+            self._moved.set()
+            self._moved = None
 
 
 def _sampling(program: ir.Program, round_: int) -> ir.Program:
@@ -140,10 +160,17 @@ async def collect_traces(
         program = base
         if round_ > 0:
             program = _sampling(program_from_runs(task.pipeline, found.states, base=base), round_)
-        acceptor = _Acceptor(task, found, pending, want, threshold, seen_nodes, first=round_ == 0, enough=enough)
+        acceptor = _Acceptor(
+            task, found, pending, want, threshold, seen_nodes, first=round_ == 0, enough=enough,
+            window=2 * max(1, task.concurrency),
+        )
         try:
             await task.stream(
-                [(examples[i], program) for i in pending], lm=lm, stop=acceptor.full, on_outcome=acceptor
+                [(examples[i], program) for i in pending],
+                lm=lm,
+                stop=acceptor.full,
+                on_outcome=acceptor,
+                gate=acceptor.gate,
             )
         except BudgetExceeded as exc:
             found.stopped = exc
