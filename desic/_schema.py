@@ -80,7 +80,7 @@ class _Builder:
                 fields[name] = (annotation, Field(..., description=desc))
             else:
                 fields[name] = (annotation, Field(prop.get("default"), description=desc))
-        model = create_model(title, __doc__=schema.get("description"), **fields)
+        model: type[BaseModel] = create_model(title, __doc__=schema.get("description"), **fields)
         self.models[title] = model
         return model
 

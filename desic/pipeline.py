@@ -112,8 +112,9 @@ class Pipeline(Generic[P, R]):
             from ._utils import run_sync
 
             return run_sync(self._acall(state, (), inputs))
+        fn: Callable[..., Any] = self.fn
         with run_scope(state):
-            return self.fn(**inputs)
+            return fn(**inputs)
 
     async def arun(self, inputs: dict[str, Any], state: RunState) -> Any:
         """Run once on ``inputs`` within ``state`` from async code."""
