@@ -38,7 +38,13 @@ def _load(name: str) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]], A
 
 def run(examples: list[str], optimizers: list[str], results: Path, concurrency: int = 4) -> list[dict[str, Any]]:
     sys.path.insert(0, str(REPO / "examples"))
+    import importlib
+
     import desic
+
+    # Import everything now: a long run must not pick up half-edited modules later.
+    for module in ("compile", "evaluate", "metrics", "budget", *(f"optimize.{o}" for o in optimizers)):
+        importlib.import_module(f"desic.{module}")
     from _common import compile_and_compare  # type: ignore[import-not-found]
 
     lm = desic.lm("local")

@@ -38,7 +38,9 @@ if TYPE_CHECKING:
     from .data import Example as Example
     from .data import load_dataset as load_dataset
     from .evaluate import EvaluationReport as EvaluationReport
+    from .evaluate import aevaluate as aevaluate
     from .evaluate import evaluate as evaluate
+    from .budget import Budget as Budget
     from .ir import Program as Program
     from .lm import LM as LM
     from .lm import lm as lm
@@ -50,6 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ArtifactError",
+    "Budget",
     "BudgetExceeded",
     "CompiledPipeline",
     "ConfigError",
@@ -68,6 +71,7 @@ __all__ = [
     "StorageError",
     "Timeout",
     "__version__",
+    "aevaluate",
     "compile",
     "context",
     "evaluate",
@@ -89,6 +93,8 @@ _LAZY = {
     "load_dataset": ("data", "load_dataset"),
     "EvaluationReport": ("evaluate", "EvaluationReport"),
     "evaluate": ("evaluate", "evaluate"),
+    "aevaluate": ("evaluate", "aevaluate"),
+    "Budget": ("budget", "Budget"),
     "Program": ("ir", "Program"),
     "LM": ("lm", "LM"),
     "lm": ("lm", "lm"),

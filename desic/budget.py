@@ -65,18 +65,21 @@ class Budget:
     def __bool__(self) -> bool:
         return any(getattr(self, name) is not None for name in BUDGET_NAMES)
 
-    def exceeded(self, usage: Usage, elapsed: float, pending: Usage = Usage()) -> tuple[str, str] | None:
-        """``(budget name, explanation)`` of the first limit reached, counting ``pending`` work."""
-        calls = usage.calls + pending.calls
-        if self.max_calls is not None and calls >= self.max_calls:
+    def exceeded(
+        self, usage: Usage, elapsed: float, pending: Usage = Usage(), next_unit: Usage = Usage()
+    ) -> tuple[str, str] | None:
+        """``(budget name, explanation)`` of the first limit that ``usage`` plus the work in
+        flight (``pending``) plus one more unit (``next_unit``) would pass; else None."""
+        calls = usage.calls + pending.calls + next_unit.calls
+        if self.max_calls is not None and calls > self.max_calls:
             return "max_calls", f"{usage.calls} LM calls made{_more(pending.calls)} (budget {self.max_calls})"
-        tokens = usage.total_tokens + pending.total_tokens
-        if self.max_tokens is not None and tokens >= self.max_tokens:
+        tokens = usage.total_tokens + pending.total_tokens + next_unit.total_tokens
+        if self.max_tokens is not None and tokens > self.max_tokens:
             return "max_tokens", (
                 f"{usage.total_tokens} tokens used{_more(pending.total_tokens)} (budget {self.max_tokens})"
             )
-        cost = usage.cost + pending.cost
-        if self.max_dollars is not None and cost >= self.max_dollars:
+        cost = usage.cost + pending.cost + next_unit.cost
+        if self.max_dollars is not None and cost > self.max_dollars:
             more = f", about ${pending.cost:.4f} more in flight" if pending.cost else ""
             return "max_dollars", f"${usage.cost:.4f} spent{more} (budget ${self.max_dollars:.4f})"
         if self.max_seconds is not None and elapsed >= self.max_seconds:
@@ -105,13 +108,15 @@ class BudgetMeter:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def pending(self) -> Usage:
-        """Work in flight, estimated at the average cost of a finished unit (1 call at first)."""
-        if self.in_flight == 0:
+    def pending(self, units: int | None = None) -> Usage:
+        """``units`` of work (default: those in flight), estimated at the average cost of a
+        finished unit (one call each before any has finished)."""
+        units = self.in_flight if units is None else units
+        if units == 0:
             return Usage()
         if self._units == 0:
-            return Usage(calls=self.in_flight)
-        n = self.in_flight / self._units
+            return Usage(calls=units)
+        n = units / self._units
         u = self.usage
         return Usage(
             calls=math.ceil(u.calls * n),
@@ -121,12 +126,16 @@ class BudgetMeter:
         )
 
     def reason(self) -> tuple[str, str] | None:
-        """Why no new work may start (and remember it), or None."""
+        """Why no new unit of work may start (and remember it), or None.
+
+        A unit may start only if, with the units in flight, it is expected to stay within
+        every limit (so a run ends at or just under its budget, not over it).
+        """
         if self.stopped is not None:
             return self.stopped
         if not self.budget:
             return None
-        hit = self.budget.exceeded(self.usage, self.elapsed(), self.pending())
+        hit = self.budget.exceeded(self.usage, self.elapsed(), self.pending(), self.pending(1))
         if hit is not None:
             self.stopped = hit
         return hit

@@ -16,7 +16,14 @@ from ._version import __version__
 from .budget import Budget
 from .data import dataset_fingerprint, to_examples
 from .errors import ArtifactError, BudgetExceeded
-from .evaluate import EvaluationReport, _progress_sink, _want_bar, aevaluate, pipeline_of
+from .evaluate import (
+    EvaluationReport,
+    _progress_sink,
+    _want_bar,
+    aevaluate,
+    default_concurrency,
+    pipeline_of,
+)
 from .lm import LM, Usage
 from .metrics import Metric
 from .optimize import CompileTask, MemoryRecorder, Optimizer, RunRecorder, resolve
@@ -156,7 +163,7 @@ async def acompile(
     lm: LM | str | None = None,
     teacher_lm: LM | str | None = None,
     seed: int = 0,
-    concurrency: int = 8,
+    concurrency: int | None = None,
     recorder: RunRecorder | None = None,
     storage: Any = None,
     resume: str | None = None,
@@ -191,7 +198,7 @@ async def acompile(
             teacher_lm=teacher,
             valset=val,
             seed=seed,
-            concurrency=concurrency,
+            concurrency=default_concurrency(concurrency),
             recorder=run.recorder or MemoryRecorder(),
             budget=limits,
             optimizer_name=opt.name,

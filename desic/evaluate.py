@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import os
 import sys
 import threading
 import time
@@ -34,7 +35,7 @@ from .errors import ConfigError, DataError
 from .lm import LM, Usage
 from .metrics import Metric, ascore, collect_usage
 from .pipeline import Pipeline, as_pipeline
-from .runtime import RunState, run_scope
+from .runtime import RunState, context, run_scope, settings
 from .signature import Signature
 
 __all__ = [
@@ -221,9 +222,10 @@ async def drive(
         for w in pending:
             w.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-    for w in workers:
-        if w.done() and not w.cancelled() and w.exception() is not None:
-            raise w.exception()  # type: ignore[misc]
+    errors = [w.exception() for w in workers if w.done() and not w.cancelled()]
+    for error in errors:
+        if error is not None:
+            raise error
 
 
 def pipeline_of(target: Any) -> Pipeline[..., Any]:
@@ -320,6 +322,23 @@ def _progress_sink(what: str, total: int | None = None, budget: Budget | None = 
     return ProgressSink(what=what, total=total, budget=limits)
 
 
+def default_concurrency(given: int | None = None) -> int:
+    """``given``, else ``desic.context(max_concurrency=...)``, else ``$DESIC_MAX_CONCURRENCY``, else 8."""
+    if given is not None:
+        value: Any = given
+    else:
+        value = settings().max_concurrency
+        if value is None:
+            env = os.environ.get("DESIC_MAX_CONCURRENCY", "").strip()
+            try:
+                value = int(env) if env else 8
+            except ValueError:
+                raise ConfigError(f"DESIC_MAX_CONCURRENCY={env!r} is not a number; set it to e.g. 16") from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"concurrency must be a whole number of at least 1, got {value!r}")
+    return value
+
+
 def _want_bar(progress: bool | None) -> bool:
     if progress is None:
         try:
@@ -334,7 +353,7 @@ async def aevaluate(
     devset: Iterable[Any],
     metric: Metric,
     *,
-    concurrency: int = 8,
+    concurrency: int | None = None,
     rps: float | None = None,
     burst: int | None = None,
     max_errors: int | None = None,
@@ -345,7 +364,8 @@ async def aevaluate(
 ) -> EvaluationReport:
     """Evaluate a pipeline (or compiled pipeline, or signature) on ``devset`` with ``metric``.
 
-    ``concurrency``: rows running at once; ``rps``: rows started per second at most (with
+    ``concurrency``: rows running at once (default: ``desic.context(max_concurrency=...)``,
+    ``$DESIC_MAX_CONCURRENCY`` or 8); ``rps``: rows started per second at most (with
     ``burst`` at once; wrap the LM in a throttle to cap LM calls instead); ``max_errors``:
     stop after this many failed rows; ``budget``: stop when LM calls/tokens/dollars/time
     run out; ``lm``: the LM (default: the one in ``desic.context``); ``progress``: a
@@ -355,8 +375,7 @@ async def aevaluate(
     if program is None:
         program = getattr(target, "program", None)
     examples = to_examples(pipe, devset, what="devset")
-    if concurrency < 1:
-        raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
+    concurrency = default_concurrency(concurrency)
     if max_errors is not None and max_errors < 1:
         raise ConfigError(f"max_errors must be at least 1 (or None for no limit), got {max_errors}")
     limits = Budget.of(budget)
@@ -425,8 +444,8 @@ class _Evaluation:
         r = ExampleResult(i, example.inputs, example.labels, latency=outcome.latency, error=outcome.error)
         if outcome.error is None:
             r.output = _plain(outcome.output)
-            if self.scores_usage:
-                with collect_usage() as spent:
+            if self.scores_usage:  # an LM-backed metric: it defaults to this evaluation's LM
+                with collect_usage() as spent, context(**({"lm": self.lm} if self.lm is not None else {})):
                     await self._score(r, example, outcome.output)
                 for u in spent:
                     outcome.state.add_usage(u)
@@ -496,7 +515,7 @@ def evaluate(
     devset: Iterable[Any],
     metric: Metric,
     *,
-    concurrency: int = 8,
+    concurrency: int | None = None,
     rps: float | None = None,
     burst: int | None = None,
     max_errors: int | None = None,

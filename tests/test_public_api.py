@@ -13,6 +13,7 @@ import desic
 
 EXPECTED_ALL = [
     "ArtifactError",
+    "Budget",
     "BudgetExceeded",
     "CompiledPipeline",
     "ConfigError",
@@ -31,6 +32,7 @@ EXPECTED_ALL = [
     "StorageError",
     "Timeout",
     "__version__",
+    "aevaluate",
     "compile",
     "context",
     "evaluate",

@@ -3,6 +3,18 @@
 An optimizer is an object with ``name``, ``config()`` and
 ``async optimize(task: CompileTask) -> Program``. Register a third-party one with
 ``register("name", factory)``; ``resolve("name", **options)`` or an instance picks it.
+Everything an optimizer runs goes through the ``CompileTask`` (``run``/``evaluate`` for the
+pipeline, ``call`` for its own LM calls), which memoizes, budgets and records it.
+
+Built in (one module each):
+
+- ``labeled``: demos straight from the labelled rows;
+- ``bootstrap``: demos from the pipeline's own traces that the metric accepts;
+- ``random_search``: one bootstrap pool, random demo subsets, best on validation;
+- ``beam``: LM rewrites of each node's instruction, top-k per round survive;
+- ``genetic``: (instructions, demos) genomes, crossover, LM-rewrite and demo-swap mutation;
+- ``mipro``: grounded instruction proposals x demo sets, searched TPE-style on minibatches;
+- ``reflective``: GEPA-like edits from failures and metric feedback, Pareto-front parents.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from ..evaluate import RunOutcome, drive, run_one, thread_pool
 from ..lm import LM, Usage
 from ..metrics import Metric, ascore, collect_usage, metric_key, score_of
 from ..pipeline import Pipeline, program_from_runs
-from ..runtime import RunState, TraceEntry, default_node, run_scope
+from ..runtime import RunState, TraceEntry, context, default_node, run_scope
 
 T = TypeVar("T")
 
@@ -270,7 +270,8 @@ class CompileTask:
         if outcome.error is not None:
             outcome.score, outcome.feedback = 0.0, None
             return
-        with collect_usage() as spent:
+        lm_metric = getattr(self.metric, "acall", None) is not None and self.lm is not None
+        with collect_usage() as spent, context(**({"lm": self.lm} if lm_metric else {})):
             try:
                 outcome.score, outcome.feedback = await ascore(self.metric, outcome.example, outcome.output)
             except (DataError, ConfigError):

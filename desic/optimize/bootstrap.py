@@ -207,6 +207,19 @@ def fill_program(
     return program
 
 
+def record_pool(task: CompileTask, program: ir.Program, found: Traces, what: str = "bootstrap pool") -> None:
+    """Record what a bootstrap pass produced (split ``"bootstrap"``: its score is the share
+    of traces accepted, not a validation score); re-raise a budget stop after recording.
+    Nothing is recorded when the budget was out before any row ran."""
+    if found.tried or found.stopped is None:
+        note = f"{what}: {found.accepted}/{found.tried} traces accepted"
+        if found.stopped is not None:
+            note += " (stopped by budget)"
+        task.record(program, found.accepted / found.tried if found.tried else None, note, split="bootstrap")
+    if found.stopped is not None:
+        raise found.stopped
+
+
 class Bootstrap:
     name = "bootstrap"
 
@@ -243,10 +256,5 @@ class Bootstrap:
         program = fill_program(
             task, rows, found, max_demos=self.max_demos, max_labeled=self.max_labeled, base=base
         )
-        note = f"bootstrap: {found.accepted}/{found.tried} traces accepted"
-        if found.stopped is not None:
-            note += " (stopped by budget)"
-        task.record(program, found.accepted / found.tried if found.tried else None, note, split="bootstrap")
-        if found.stopped is not None:
-            raise found.stopped
+        record_pool(task, program, found, "bootstrap")
         return program

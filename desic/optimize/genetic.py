@@ -30,7 +30,7 @@ from ._propose import (
     failures_text,
     propose_instruction,
 )
-from .bootstrap import collect_traces, fill_program
+from .bootstrap import collect_traces, fill_program, record_pool
 
 
 @dataclass
@@ -87,10 +87,7 @@ class Genetic:
         train, val = task.split(fraction=self.val_fraction, max_val=self.max_val)
         found = await collect_traces(task, train, want=2 * self.max_demos, lm=task.teacher_lm)
         seed_program = fill_program(task, train, found, max_demos=self.max_demos, max_labeled=self.max_demos)
-        task.record(seed_program, found.accepted / found.tried if found.tried else None,
-                    f"bootstrap pool: {found.accepted}/{found.tried} traces accepted", split="bootstrap")
-        if found.stopped is not None:
-            raise found.stopped
+        record_pool(task, seed_program, found)
         pools = {n.id: self._pool(n, found.demos.get(n.id, []), train, len(seed_program.nodes)) for n in seed_program.nodes}
         rng = task.rng("genetic")
 

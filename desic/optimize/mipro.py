@@ -34,7 +34,7 @@ from ._propose import (
     examples_text,
     propose_instruction,
 )
-from .bootstrap import collect_traces, fill_program
+from .bootstrap import collect_traces, fill_program, record_pool
 
 Combo = tuple[int, ...]  # per node: instruction index, demo-set index (interleaved)
 
@@ -91,10 +91,7 @@ class Mipro:
         train, val = task.split(fraction=self.val_fraction, max_val=self.max_val)
         found = await collect_traces(task, train, want=2 * self.max_demos, lm=task.teacher_lm)
         base = fill_program(task, train, found, max_demos=self.max_demos, max_labeled=0)
-        task.record(base, found.accepted / found.tried if found.tried else None,
-                    f"bootstrap pool: {found.accepted}/{found.tried} traces accepted", split="bootstrap")
-        if found.stopped is not None:
-            raise found.stopped
+        record_pool(task, base, found)
         nodes = list(base.nodes)
         rng = task.rng("mipro")
         demo_sets = [self._demo_sets(node, found.demos.get(node.id, []), train, len(nodes), rng) for node in nodes]

@@ -17,7 +17,7 @@ import msgspec
 
 from .. import ir
 from ._base import CompileTask, labeled_demo
-from .bootstrap import collect_traces, fill_program
+from .bootstrap import collect_traces, fill_program, record_pool
 
 
 class RandomSearch:
@@ -62,14 +62,7 @@ class RandomSearch:
         bootstrapped = fill_program(
             task, train, found, max_demos=self.max_demos, max_labeled=self.max_labeled
         )
-        task.record(
-            bootstrapped,
-            found.accepted / found.tried if found.tried else None,
-            f"bootstrap pool: {found.accepted}/{found.tried} traces accepted",
-            split="bootstrap",
-        )
-        if found.stopped is not None:
-            raise found.stopped
+        record_pool(task, bootstrapped, found)
         zero_shot = bootstrapped.replace(
             nodes=tuple(msgspec.structs.replace(n, demos=()) for n in bootstrapped.nodes)
         )
