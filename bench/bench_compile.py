@@ -13,7 +13,9 @@ Method
       ``optimizer="bootstrap"``; DSPy: ``BootstrapFewShot``, which runs rows one by one);
     - ``random_search``: half the rows are accepted; 4 demos, 4 candidates, valset 100
       (desic: ``random_search``; DSPy: ``BootstrapFewShotWithRandomSearch``);
-    - ``evaluate``: ``desic.evaluate`` vs ``dspy.Evaluate`` on 200 and 2,000 rows.
+    - ``evaluate``: ``desic.evaluate`` vs ``dspy.Evaluate`` on 200 and 2,000 rows;
+    - ``evaluate_pipeline``: the same, with the signature called from a synchronous
+      ``@desic.pipeline`` (runs in worker threads; each LM call hops to the event loop).
   Each figure is LM calls and wall time, and wall time relative to the ideal
   ``calls x latency / concurrency`` (the time if the LM were the only cost and the
   concurrency limit always full; 1.00 is perfect). desic figures are the best of
@@ -24,6 +26,8 @@ Method
   desic, and of zero-shot, ``BootstrapFewShot`` and ``MIPROv2`` for DSPy, which reaches
   the same llama.cpp server through its OpenAI-compatible URL. Settings are small (the
   model takes seconds per call) and the same for both where they have an equivalent.
+  DSPy gets ``max_tokens=64`` (a JSON answer takes ~10 tokens; without constrained decoding
+  the base model otherwise rambles to the limit on every call).
 * **Examples** (``--examples``, slower). Every desic optimizer on every shipped example
   (triage, qa, booking) on the local model, dev score before/after and LM calls.
 
@@ -58,8 +62,10 @@ FAKE_CASES = (
     ("random_search", 200, 200),
     ("evaluate", 200, 8),
     ("evaluate", 2000, 200),
+    ("evaluate_pipeline", 200, 8),
+    ("evaluate_pipeline", 2000, 200),
 )
-TARGETS = {("evaluate", 2000, 200, 0.05): 1.10, ("bootstrap", 2000, 200, 0.05): 1.2, ("bootstrap", 200, 8, 0.05): 1.2}
+TARGETS = {("evaluate", 2000, 200, 0.05): 1.10, ("evaluate_pipeline", 2000, 200, 0.05): 1.10, ("bootstrap", 2000, 200, 0.05): 1.2, ("bootstrap", 200, 8, 0.05): 1.2}
 
 
 def accepted(i: int, scenario: str) -> bool:
@@ -103,11 +109,16 @@ def desic_fake(scenario: str, n: int, concurrency: int, latency: float) -> dict[
     def answer(question: str) -> str:  # type: ignore[empty-body]
         """Answer the question."""
 
+    @desic.pipeline
+    def qa(question: str) -> str:
+        return answer(question=question)
+
     lm = BenchLM()
     metric = desic.metrics.exact_match
     start = time.perf_counter()
-    if scenario == "evaluate":
-        report = desic.evaluate(answer, rows(n), metric, lm=lm, concurrency=concurrency)
+    if scenario.startswith("evaluate"):
+        target = qa if scenario == "evaluate_pipeline" else answer
+        report = desic.evaluate(target, rows(n), metric, lm=lm, concurrency=concurrency)
         assert report.completed == n
     elif scenario == "bootstrap":
         desic.compile(answer, rows(n), metric=metric, optimizer="bootstrap", max_demos=n, max_labeled=0,
@@ -169,7 +180,7 @@ def metric(example, pred, trace=None):
 dspy.configure(lm=BenchLM())
 program = dspy.Predict("question -> answer")
 start = time.perf_counter()
-if scenario == "evaluate":
+if scenario.startswith("evaluate"):
     dspy.Evaluate(devset=rows(n), metric=metric, num_threads=concurrency, display_progress=False)(program)
 elif scenario == "bootstrap":
     dspy.BootstrapFewShot(metric=metric, max_bootstrapped_demos=n, max_labeled_demos=0).compile(program, trainset=rows(n))
@@ -243,7 +254,7 @@ url, mode, adapter = sys.argv[1], sys.argv[2], sys.argv[5]
 train = [json.loads(l) for l in open(sys.argv[3]) if l.strip()]
 dev = [json.loads(l) for l in open(sys.argv[4]) if l.strip()]
 dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
-lm = dspy.LM("openai/local", api_base=url, api_key="x", temperature=0.0, max_tokens=256, cache=False)
+lm = dspy.LM("openai/local", api_base=url, api_key="x", temperature=0.0, max_tokens=64, cache=False)
 dspy.configure(lm=lm, adapter=dspy.JSONAdapter() if adapter == "json" else dspy.ChatAdapter())
 from typing import Literal
 class Route(dspy.Signature):
@@ -271,7 +282,7 @@ print(json.dumps({"mode": mode, "score": float(result.score) / 100.0, "compile_c
 """
 
 
-def local_part(python: str | None, best: str) -> list[dict[str, Any]]:
+def local_part(python: str | None, best: str, adapter: str = "chat") -> list[dict[str, Any]]:
     import desic
     from _common import LOCAL_PRESETS  # type: ignore[import-not-found]
     from triage import DATA, triage  # type: ignore[import-not-found]
@@ -297,7 +308,8 @@ def local_part(python: str | None, best: str) -> list[dict[str, Any]]:
         url = lm._endpoint()  # the llama.cpp server desic started, OpenAI-compatible
         for mode in ("zero-shot", "bootstrap", "mipro"):
             log(f"DSPy {mode} on the local model ({url})")
-            cmd = [python, "-c", DSPY_LOCAL, url, mode, str(DATA / "triage_train.jsonl"), str(DATA / "triage_dev.jsonl")]
+            cmd = [python, "-c", DSPY_LOCAL, url, mode, str(DATA / "triage_train.jsonl"),
+                   str(DATA / "triage_dev.jsonl"), adapter]
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
             if proc.returncode != 0:
                 log(f"DSPy {mode} failed:\n{proc.stderr[-3000:]}")
@@ -315,6 +327,8 @@ def main() -> int:
     parser.add_argument("--skip-slow-dspy", action="store_true", help="skip DSPy's sequential 2,000-row bootstrap at 50 ms (~100 s)")
     parser.add_argument("--local", action="store_true", help="also compare on the local model (slow)")
     parser.add_argument("--best", default="mipro", help="the desic optimizer to compare on the local model")
+    parser.add_argument("--dspy-adapter", default="chat", choices=("chat", "json"),
+                        help="DSPy's adapter on the local model (chat falls back to JSON by itself)")
     parser.add_argument("--examples", action="store_true", help="every optimizer on every example (slower)")
     parser.add_argument("--results", default=str(BENCH / "results_examples.jsonl"), help="where --examples writes")
     parser.add_argument("--no-install", action="store_true", help="never create the DSPy venv")
@@ -325,7 +339,7 @@ def main() -> int:
     if not args.no_fake:
         report["fake"] = fake_part(python, args.repeats, args.skip_slow_dspy)
     if args.local:
-        report["local"] = local_part(python, args.best)
+        report["local"] = local_part(python, args.best, args.dspy_adapter)
     if args.examples:
         from _local_examples import run  # type: ignore[import-not-found]
 

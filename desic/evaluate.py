@@ -7,6 +7,10 @@ the others), and ``rps`` caps how many rows start per second. Synchronous pipeli
 in worker threads; their LM calls are handed back to the evaluation's loop, so every call
 shares one set of limits.
 
+A bare signature and an ``async def`` pipeline run on the loop itself; a synchronous
+pipeline costs a thread hop per LM call, which shows at a concurrency in the hundreds
+(write the pipeline ``async`` there: ``await sig.acall(...)``).
+
 One row's failure is recorded on its row and never stops the run; ``max_errors`` stops it
 on purpose (the rows not started are marked skipped and the report says why). Per-row
 work is constant: results go to their slot in devset order, totals are kept running, so
@@ -157,16 +161,14 @@ def thread_pool(size: int) -> concurrent.futures.ThreadPoolExecutor:
     """A process-wide pool for synchronous pipelines, grown to the largest concurrency asked.
 
     Threads are reused across evaluations (an optimizer evaluates hundreds of candidates);
-    a pool is replaced only when a larger concurrency is asked for.
+    a pool is replaced only when a larger concurrency is asked for. The old one is not shut
+    down (an evaluation may still be using it): once unreferenced, its idle threads exit.
     """
     global _pool, _pool_size
     with _pool_lock:
         if _pool is None or _pool_size < size:
-            old = _pool
             _pool = concurrent.futures.ThreadPoolExecutor(max_workers=size, thread_name_prefix="desic-eval")
             _pool_size = size
-            if old is not None:
-                old.shutdown(wait=False)
         return _pool
 
 

@@ -10,6 +10,9 @@ Runs on the embedded local model by default (no API key):
     python examples/triage.py
 
 or on any OpenAI-compatible server: DESIC_LM=openai:gpt-4o-mini python examples/triage.py
+
+Any optimizer: ``--optimizer random_search|beam|genetic|mipro|reflective``; ``--small``
+sizes it for the slow local model; ``--max-calls N`` is a budget.
 """
 
 from __future__ import annotations
@@ -41,11 +44,16 @@ def triage(ticket: str) -> Route:
 
 
 def main() -> None:
+    from _common import LOCAL_PRESETS, OPTIMIZERS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--optimizer", default="bootstrap", help="labeled | bootstrap")
+    parser.add_argument("--optimizer", default="bootstrap", choices=OPTIMIZERS)
+    parser.add_argument("--small", action="store_true", help="optimizer settings sized for the local model")
+    parser.add_argument("--max-calls", type=int, default=None, help="stop the compile after this many LM calls")
     parser.add_argument("--out", default="triage.desic.json", help="where to save the artifact")
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
+    options = LOCAL_PRESETS[args.optimizer] if args.small else {}
 
     trainset = desic.load_dataset(DATA / "triage_train.jsonl")
     devset = desic.load_dataset(DATA / "triage_dev.jsonl")
@@ -56,10 +64,18 @@ def main() -> None:
     print(f"dev accuracy before compile: {before.score:.2f}  ({before})")
 
     compiled = desic.compile(
-        triage, trainset, metric=metric, optimizer=args.optimizer, concurrency=args.concurrency
+        triage,
+        trainset,
+        metric=metric,
+        optimizer=args.optimizer,
+        concurrency=args.concurrency,
+        max_calls=args.max_calls,
+        **options,
     )
     after = compiled.evaluate(devset, metric, concurrency=args.concurrency)
     print(f"dev accuracy after compile:  {after.score:.2f}  ({after})")
+    stop = f", stopped by {compiled.stopped_by}" if compiled.stopped_by else ""
+    print(f"compile: {compiled.usage.calls} LM calls, {len(compiled.history)} candidates{stop}")
     print(compiled.inspect())
 
     path = compiled.save(args.out)

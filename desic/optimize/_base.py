@@ -180,6 +180,14 @@ class Scored:
 
 @dataclass
 class CompileTask:
+    """One compile run as an optimizer sees it: data, metric, LMs, limits and records.
+
+    ``lm`` is the student (whose scores count), ``teacher_lm`` (optional) bootstraps demos
+    and proposes instructions; ``concurrency`` bounds every batch of work; ``budget`` is
+    checked before each unit of work starts; ``recorder`` memoizes everything; ``history``
+    is every candidate recorded, in order.
+    """
+
     pipeline: Pipeline[..., Any]
     trainset: list[Example]
     metric: Metric | None
@@ -198,11 +206,12 @@ class CompileTask:
     _example_keys: dict[int, tuple[Example, str]] = field(default_factory=dict)
     _nodes: dict[str, ir.Node] = field(default_factory=dict)
     _edges: set[tuple[str, str, str]] = field(default_factory=set)
-    _split: tuple[list[Example], list[Example]] | None = None
+    _splits: dict[tuple[float, int | None], tuple[list[Example], list[Example]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.meter = BudgetMeter(self.budget)
         self._metric_key = metric_key(self.metric)
+        self._lm_metric = getattr(self.metric, "acall", None) is not None
 
     # --- basics ---------------------------------------------------------------------------
 
@@ -233,10 +242,11 @@ class CompileTask:
         trainset (``fraction`` of it, at most ``max_val`` rows, for validation)."""
         if self.valset is not None:
             return self.trainset, self.valset
-        if self._split is None:
+        key = (fraction, max_val)
+        if key not in self._splits:
             n = len(self.trainset)
             if n < 2:
-                self._split = (self.trainset, self.trainset)
+                self._splits[key] = (self.trainset, self.trainset)
             else:
                 k = max(1, min(n - 1, round(n * fraction)))
                 if max_val is not None:
@@ -244,11 +254,11 @@ class CompileTask:
                 order = list(range(n))
                 self.rng("split").shuffle(order)
                 val = set(order[:k])
-                self._split = (
+                self._splits[key] = (
                     [e for i, e in enumerate(self.trainset) if i not in val],
                     [e for i, e in enumerate(self.trainset) if i in val],
                 )
-        return self._split
+        return self._splits[key]
 
     @property
     def val_name(self) -> str:
@@ -260,7 +270,11 @@ class CompileTask:
         hit = self._example_keys.get(id(example))
         if hit is not None and hit[0] is example:
             return hit[1]
-        key = ir.fingerprint(to_jsonable(example.to_dict()))
+        data = example.to_dict()
+        try:
+            key = ir.fingerprint(data)  # plain JSON data: no conversion needed
+        except TypeError:
+            key = ir.fingerprint(to_jsonable(data))
         self._example_keys[id(example)] = (example, key)
         return key
 
@@ -270,16 +284,23 @@ class CompileTask:
         if outcome.error is not None:
             outcome.score, outcome.feedback = 0.0, None
             return
-        lm_metric = getattr(self.metric, "acall", None) is not None and self.lm is not None
-        with collect_usage() as spent, context(**({"lm": self.lm} if lm_metric else {})):
-            try:
-                outcome.score, outcome.feedback = await ascore(self.metric, outcome.example, outcome.output)
-            except (DataError, ConfigError):
-                raise
-            except Exception as exc:  # a failing metric scores 0 on this row
-                outcome.score, outcome.feedback = 0.0, f"metric failed: {type(exc).__name__}: {exc}"
+        if not self._lm_metric:
+            await self._apply_metric(outcome)
+            return
+        # An LM-backed metric defaults to the task's LM, and its calls count as usage.
+        with collect_usage() as spent, context(**({"lm": self.lm} if self.lm is not None else {})):
+            await self._apply_metric(outcome)
         for u in spent:
             outcome.state.add_usage(u)
+
+    async def _apply_metric(self, outcome: RunOutcome) -> None:
+        assert self.metric is not None
+        try:
+            outcome.score, outcome.feedback = await ascore(self.metric, outcome.example, outcome.output)
+        except (DataError, ConfigError):
+            raise
+        except Exception as exc:  # a failing metric scores 0 on this row
+            outcome.score, outcome.feedback = 0.0, f"metric failed: {type(exc).__name__}: {exc}"
 
     def _observe(self, state: RunState) -> None:
         for node_id, node in state.nodes_seen.items():

@@ -15,6 +15,7 @@ teach the student. ``rounds > 1`` retries the rejected rows with sampling (tempe
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,9 +49,11 @@ class _Acceptor:
     """Accepts finished runs strictly in order: only the contiguous finished prefix is
     looked at, so completion order never changes which traces become demos.
 
-    A row starts only within ``window`` positions of the first unaccepted one: a slow row
-    then cannot let the others run far ahead, so the work wasted once the quota is full
-    stays under ``window`` rows.
+    A row starts only within a window of positions after the first row not yet looked
+    at. The window is about twice the rows still expected to be needed (demos missing /
+    acceptance rate so far, Laplace-smoothed), at most ``max_window``: enough to keep the
+    concurrency busy, while the rows run after the quota fills (LM calls paid for
+    nothing) stay few, and one slow row cannot let the others run far ahead.
     """
 
     def __init__(
@@ -64,7 +67,7 @@ class _Acceptor:
         *,
         first: bool,
         enough: Callable[[], bool],
-        window: int,
+        max_window: int,
     ):
         self.task = task
         self.found = found
@@ -77,15 +80,23 @@ class _Acceptor:
         self.done: list[RunOutcome | None] = [None] * len(pending)
         self.frontier = 0
         self.filled = False
-        self.window = window
+        self.max_window = max_window
+        self.accepted = 0
         self._moved: asyncio.Event | None = None
 
     def full(self) -> bool:
         return self.filled
 
+    def window(self) -> int:
+        demos = self.found.demos
+        have = min((len(demos.get(n, [])) for n in self.seen_nodes), default=0)
+        need = max(1, self.want - have)
+        rate = (self.accepted + 1) / (self.frontier + 2)
+        return max(1, min(self.max_window, math.ceil(2 * need / rate)))
+
     async def gate(self, pos: int) -> bool:
         """Hold row ``pos`` until it is within the window; False once the quota is full."""
-        while not self.filled and pos >= self.frontier + self.window:
+        while not self.filled and pos >= self.frontier + 1 and pos >= self.frontier + self.window():
             if self._moved is None:
                 self._moved = asyncio.Event()
             await self._moved.wait()
@@ -106,6 +117,7 @@ class _Acceptor:
             self.seen_nodes.update(o.state.nodes_seen)
             if o.error is None and self.task.score(o) >= self.threshold:
                 found.accepted += 1
+                self.accepted += 1
                 found.used.add(row)
                 for entry in o.state.trace or []:
                     if entry.output is None:
@@ -162,7 +174,7 @@ async def collect_traces(
             program = _sampling(program_from_runs(task.pipeline, found.states, base=base), round_)
         acceptor = _Acceptor(
             task, found, pending, want, threshold, seen_nodes, first=round_ == 0, enough=enough,
-            window=2 * max(1, task.concurrency),
+            max_window=2 * max(1, task.concurrency),
         )
         try:
             await task.stream(
