@@ -51,7 +51,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(REPO / "examples"))
 
-from bench_core import dspy_python, log  # noqa: E402
+from bench_core import dspy_python, log
 
 LATENCIES = (0.0, 0.05)
 # (scenario, rows, concurrency)
@@ -229,7 +229,7 @@ def fake_table(rows_: list[dict[str, Any]]) -> str:
             "dspy/ideal", "target")
     lines = []
     for r in rows_:
-        def f(key: str, fmt: str) -> str:
+        def f(key: str, fmt: str, r: dict[str, Any] = r) -> str:
             v = r.get(key)
             return "-" if v is None else format(v, fmt)
 
@@ -283,9 +283,10 @@ print(json.dumps({"mode": mode, "score": float(result.score) / 100.0, "compile_c
 
 
 def local_part(python: str | None, best: str, adapter: str = "chat") -> list[dict[str, Any]]:
-    import desic
     from _common import LOCAL_PRESETS  # type: ignore[import-not-found]
     from triage import DATA, triage  # type: ignore[import-not-found]
+
+    import desic
 
     lm = desic.lm("local")
     train = desic.load_dataset(DATA / "triage_train.jsonl")

@@ -215,7 +215,7 @@ async def drive(
     finally:
         home_loop.reset(token)
     try:
-        done, pending = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+        _, pending = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
     except BaseException:  # cancelled from outside: stop the workers too
         for w in workers:
             w.cancel()

@@ -16,8 +16,8 @@ from desic.testing import FunctionLM, last_input
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
-import booking  # noqa: E402
-import qa  # noqa: E402
+import booking
+import qa
 
 
 def rows(name: str) -> list[dict[str, Any]]:

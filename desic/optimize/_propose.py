@@ -22,6 +22,7 @@ from ..render import format_value
 from ..signature import signature
 
 MAX_INSTRUCTION = 400
+PROPOSAL_TOKENS = 200  # room for MAX_INSTRUCTION characters of JSON string, and no more
 
 
 class Instruction(BaseModel):

@@ -18,6 +18,7 @@ from typing import Any
 from .. import ir
 from ._base import CompileTask, Scored, initial_program, program_key, with_node_changes
 from ._propose import (
+    PROPOSAL_TOKENS,
     TIPS,
     clean_instruction,
     describe_node,
@@ -111,6 +112,7 @@ class Beam:
             },
             key_salt=f"beam:{round_}:{program_key(parent.program)}:{node.id}:{slot}",
             temperature=self.temperature,
+            max_tokens=PROPOSAL_TOKENS,
             seed=slot + 1000 * round_,
         )
         return clean_instruction(value, node.instructions or node.signature.instructions)

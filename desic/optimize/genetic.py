@@ -23,6 +23,7 @@ import msgspec
 from .. import ir
 from ._base import CompileTask, Scored, labeled_demo, program_key, with_node_changes
 from ._propose import (
+    PROPOSAL_TOKENS,
     TIPS,
     clean_instruction,
     describe_node,
@@ -220,6 +221,7 @@ class Genetic:
             },
             key_salt=f"genetic:{gen}:{slot}:{program_key(plan.program)}:{node.id}",
             temperature=self.temperature,
+            max_tokens=PROPOSAL_TOKENS,
             seed=gen * 100 + slot,
         )
         return clean_instruction(value, node.instructions or node.signature.instructions)

@@ -27,6 +27,7 @@ import msgspec
 from .. import ir
 from ._base import CompileTask, labeled_demo
 from ._propose import (
+    PROPOSAL_TOKENS,
     TIPS,
     clean_instruction,
     describe_node,
@@ -202,6 +203,7 @@ class Mipro:
                         },
                         key_salt=f"mipro:{node.id}:{i}",
                         temperature=self.temperature,
+                        max_tokens=PROPOSAL_TOKENS,
                         seed=i,
                     )
                 )

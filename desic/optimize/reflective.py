@@ -25,7 +25,13 @@ from typing import Any
 
 from .. import ir
 from ._base import CompileTask, Scored, initial_program, program_key, with_node_changes
-from ._propose import clean_instruction, describe_node, reflect_instruction, reflection_text
+from ._propose import (
+    PROPOSAL_TOKENS,
+    clean_instruction,
+    describe_node,
+    reflect_instruction,
+    reflection_text,
+)
 
 
 class Reflective:
@@ -91,6 +97,7 @@ class Reflective:
                 },
                 key_salt=f"reflective:{it}:{program_key(parent.program)}:{node_id}",
                 temperature=self.temperature,
+                max_tokens=PROPOSAL_TOKENS,
                 seed=it,
             )
             text = clean_instruction(value, current)
