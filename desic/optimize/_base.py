@@ -93,6 +93,22 @@ def _usage_of(data: Any) -> Usage:
     return Usage(calls=int(calls), prompt_tokens=int(prompt), completion_tokens=int(completion), cost=float(cost))
 
 
+_node_data: dict[int, tuple[ir.Node, Any]] = {}
+
+
+def _node_builtins(node: ir.Node) -> Any:
+    """``msgspec.to_builtins(node)``, cached per node object (nodes are immutable and a
+    program's nodes are shared by all of its runs)."""
+    hit = _node_data.get(id(node))
+    if hit is not None and hit[0] is node:
+        return hit[1]
+    if len(_node_data) > 4096:
+        _node_data.clear()
+    data = msgspec.to_builtins(node)
+    _node_data[id(node)] = (node, data)
+    return data
+
+
 def outcome_record(outcome: RunOutcome, metric: str = "") -> dict[str, Any]:
     state = outcome.state
     return {
@@ -101,7 +117,7 @@ def outcome_record(outcome: RunOutcome, metric: str = "") -> dict[str, Any]:
         "latency": outcome.latency,
         "usage": _usage_list(state.usage),
         "trace": [[e.node_id, e.inputs, e.output, e.error] for e in state.trace or []],
-        "nodes": [msgspec.to_builtins(n) for n in state.nodes_seen.values()],
+        "nodes": [_node_builtins(n) for n in state.nodes_seen.values()],
         "edges": sorted(state.edges),
         "metric": metric,
         "score": outcome.score,

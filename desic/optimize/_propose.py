@@ -21,8 +21,8 @@ from ..evaluate import RunOutcome
 from ..render import format_value
 from ..signature import signature
 
-MAX_INSTRUCTION = 400
-PROPOSAL_TOKENS = 200  # room for MAX_INSTRUCTION characters of JSON string, and no more
+MAX_INSTRUCTION = 320
+PROPOSAL_TOKENS = 240  # room for MAX_INSTRUCTION characters of JSON string, and no more
 
 
 class Instruction(BaseModel):

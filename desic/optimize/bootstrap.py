@@ -82,12 +82,13 @@ class _Acceptor:
         self.filled = False
         self.max_window = max_window
         self.accepted = 0
+        self.window = self._window()  # recomputed as rows are looked at
         self._moved: asyncio.Event | None = None
 
     def full(self) -> bool:
         return self.filled
 
-    def window(self) -> int:
+    def _window(self) -> int:
         demos = self.found.demos
         have = min((len(demos.get(n, [])) for n in self.seen_nodes), default=0)
         need = max(1, self.want - have)
@@ -96,7 +97,7 @@ class _Acceptor:
 
     async def gate(self, pos: int) -> bool:
         """Hold row ``pos`` until it is within the window; False once the quota is full."""
-        while not self.filled and pos >= self.frontier + 1 and pos >= self.frontier + self.window():
+        while not self.filled and pos >= self.frontier + self.window:
             if self._moved is None:
                 self._moved = asyncio.Event()
             await self._moved.wait()
@@ -126,6 +127,7 @@ class _Acceptor:
                     if len(bucket) < self.want:
                         bucket.append(ir.Demo(inputs=entry.inputs, output=entry.output, source="bootstrap"))
             self.filled = self.enough()
+        self.window = self._window()
         if self._moved is not None:
             self._moved.set()
             self._moved = None
