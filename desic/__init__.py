@@ -32,9 +32,9 @@ if TYPE_CHECKING:
     from . import metrics as metrics
     from . import storage as storage
     from . import testing as testing
-    from .compile import CompiledPipeline as CompiledPipeline
+    from ._compiled import CompiledPipeline as CompiledPipeline
+    from ._compiled import load as load
     from .compile import compile as compile
-    from .compile import load as load
     from .data import Example as Example
     from .data import load_dataset as load_dataset
     from .evaluate import EvaluationReport as EvaluationReport
@@ -86,9 +86,9 @@ __all__ = [
 ]
 
 _LAZY = {
-    "CompiledPipeline": ("compile", "CompiledPipeline"),
+    "CompiledPipeline": ("_compiled", "CompiledPipeline"),  # light: loading imports no optimizer
     "compile": ("compile", "compile"),
-    "load": ("compile", "load"),
+    "load": ("_compiled", "load"),
     "Example": ("data", "Example"),
     "load_dataset": ("data", "load_dataset"),
     "EvaluationReport": ("evaluate", "EvaluationReport"),

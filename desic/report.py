@@ -505,17 +505,25 @@ def _diff_html(baseline: CandidateRow | None, best: CandidateRow | None) -> str:
 
 
 def _meta_html(info: Mapping[str, Any]) -> str:
-    keys = ["id", "pipeline", "status", "optimizer", "optimizer_config", "seed", "lm", "created_at", "updated_at", "error"]
+    keys = ["id", "pipeline", "status", "stopped_by", "optimizer", "optimizer_config", "seed", "lm", "created_at", "updated_at", "error"]
     keys += [k for k in info if k not in keys and k not in ("best_score", "candidates")]
+    labels = {"stopped_by": "stopped by budget", "error": "reason" if info.get("status") == "stopped" else "error"}
     out = ['<dl class="meta">']
     for key in keys:
         value = info.get(key)
         if value in (None, "", {}, []):
             continue
         text = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
-        out.append(f"<dt>{_e(key.replace('_', ' '))}</dt><dd>{_e(text)}</dd>")
+        out.append(f"<dt>{_e(labels.get(key, key.replace('_', ' ')))}</dt><dd>{_e(text)}</dd>")
     out.append("</dl>")
     return "".join(out)
+
+
+def _status(info: Mapping[str, Any]) -> str:
+    """``stopped (max_calls)`` for a run a budget stopped; else the status as stored."""
+    status = str(info.get("status") or "?")
+    stopped_by = info.get("stopped_by")
+    return f"{status} ({stopped_by})" if status == "stopped" and stopped_by else status
 
 
 def build_report(run_info: Any, candidates: Iterable[Any]) -> str:
@@ -536,11 +544,10 @@ def build_report(run_info: Any, candidates: Iterable[Any]) -> str:
         (str(last.calls if last else 0), "LM calls"),
         (str(last.tokens if last else 0), "tokens"),
         (f"${last.cost:.4f}" if last else "$0", "cost"),
-        (str(info.get("status") or "?"), "status"),
+        (_status(info), "status"),
     ]
-    subtitle = " · ".join(
-        str(x) for x in (info.get("pipeline"), info.get("optimizer"), info.get("status")) if x
-    )
+    status = _status(info) if info.get("status") else None
+    subtitle = " · ".join(str(x) for x in (info.get("pipeline"), info.get("optimizer"), status) if x)
     stamp = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     body = [
         "<!doctype html>",

@@ -246,6 +246,54 @@ def test_single_signature_artifact_runs_in_a_fresh_interpreter_without_user_code
     assert out["roles"] == ["system", "user", "assistant", "user", "assistant", "user"]
 
 
+_LIGHT = textwrap.dedent(
+    """
+    import json, sys
+    import desic
+    from desic.testing import FakeLM
+
+    prod = desic.load(sys.argv[1])
+    stored = desic.load(sys.argv[2])
+    with desic.context(lm=FakeLM(default={"kind": "spam", "address": {"city": "Delft"}, "tags": []})):
+        answer = prod(ticket="CHEAP WATCHES")
+    heavy = ("desic.optimize", "desic.compile", "desic.evaluate", "desic.budget", "desic.metrics")
+    print(json.dumps({
+        "kind": answer.kind,
+        "same": stored.program == prod.program,
+        "imported": sorted(m for m in sys.modules if m.startswith(heavy)),
+    }))
+    """
+)
+
+
+def test_loading_and_running_an_artifact_imports_no_optimizer(tmp_path: Path) -> None:
+    compiled = desic.compile(
+        who, CONTACT_ROWS, optimizer="labeled", lm=FakeLM(default=CONTACT_ROWS[0])
+    )
+    path = compiled.save(tmp_path / "who.json")
+    url = f"sqlite://{tmp_path / 'store.db'}#who"
+    compiled.save(url)
+    script = tmp_path / "light.py"
+    script.write_text(_LIGHT, "utf-8")
+    proc = subprocess.run(
+        [sys.executable, str(script), str(path), url + "@latest"],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"kind": "spam", "same": True, "imported": []}
+
+
+def test_compile_module_still_exports_load_and_compiled_pipeline() -> None:
+    from desic.compile import CompiledPipeline, load
+
+    assert load is desic.load and CompiledPipeline is desic.CompiledPipeline
+
+
 # --- drift ----------------------------------------------------------------------------------
 
 

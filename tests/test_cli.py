@@ -322,16 +322,44 @@ def test_resume_a_stored_run(env: dict[str, str], tmp_path: Path, server: FakeOp
     assert len(server.requests) == calls  # every evaluation was replayed from the store
 
 
-def test_budget_is_passed_through_or_refused_clearly(env: dict[str, str], tmp_path: Path) -> None:
-    from desic.cli._common import accepts
-    from desic.compile import acompile
+def test_a_budget_stops_compile_cleanly_and_saves_the_best_so_far(
+    env: dict[str, str], tmp_path: Path, server: FakeOpenAIServer
+) -> None:
+    import desic
+    from desic.storage import open as open_store
 
-    result = cli("compile", "cliproj:triage", "-t", "train.jsonl", "-o", str(tmp_path / "b.json"), "--budget", "calls=500,dollars=2")
-    if accepts(acompile, "budget"):
-        assert result.exit_code == 0, result.output
-    else:
-        assert result.exit_code == 3
-        assert "--budget is not supported" in result.stderr
+    roomy = cli("compile", "cliproj:triage", "-t", "train.jsonl", "-o", str(tmp_path / "b.json"), "--budget", "calls=500,dollars=2")
+    assert roomy.exit_code == 0, roomy.output
+    assert "stopped by" not in roomy.stdout and "budget" not in roomy.stderr
+    assert (tmp_path / "b.json").is_file()
+
+    # bootstrap wants more demos than the 8 rows give, so it would run every row: 8 calls
+    store = f"sqlite://{tmp_path / 'budget.db'}"
+    out = tmp_path / "tight.json"
+    args = ["compile", "cliproj:triage", "-t", "train.jsonl", "-o", str(out), "--storage", store,
+            "--concurrency", "1", "-O", "max_demos=100"]
+    before = len(server.requests)
+    tight = cli(*args, "--budget", "calls=3")
+    assert len(server.requests) - before == 3
+    assert tight.exit_code == 0, tight.output  # a budget stop is a clean end, like compile()'s
+    run_id = tight.stdout.split("| run ")[1].split()[0]
+    assert "stopped by the max_calls budget" in tight.stdout
+    assert "the max_calls budget ran out (--budget calls=3)" in tight.stderr
+    assert "the best program found so far was saved" in tight.stderr
+    assert f"--storage {store} --resume {run_id} --budget" in tight.stderr
+    saved = desic.load(out)  # the best-so-far program was written, and runs
+    assert saved.program.meta.run_id == run_id
+    assert 1 <= [d.source for d in saved.program.nodes[0].demos].count("bootstrap") <= 3
+    with open_store(store) as runs:  # type: ignore[attr-defined]
+        info = runs.get_run(run_id)
+        assert (info.status, info.stopped_by) == ("stopped", "max_calls")
+
+    resumed = cli(*args, "--resume", run_id)  # no budget: the rest of the run, replaying the 3 calls
+    assert resumed.exit_code == 0, resumed.output
+    assert "stopped by" not in resumed.stdout and "budget ran out" not in resumed.stderr
+    assert len(server.requests) - before == 8
+    with open_store(store) as runs:  # type: ignore[attr-defined]
+        assert runs.get_run(run_id).status == "finished"
 
 
 def test_trace_option_writes_events(env: dict[str, str], tmp_path: Path) -> None:

@@ -180,3 +180,66 @@ def test_watch_draws_a_live_table_on_a_terminal(filled: str, monkeypatch: pytest
     assert "run 20250101-000000-aaaaaa · tests:classify · beam · best 0.750" in result.stdout
     assert "candidate 3 note" in result.stdout
     assert "watching run" not in result.stdout  # the table replaces the plain lines
+
+
+@pytest.fixture
+def with_stops(store_url: str) -> str:
+    """A store with a run a budget stopped (program kept) and one interrupted by Ctrl-C."""
+    store = open_store(store_url)
+    try:
+        store.create_run(RunInfo(id="20250103-000000-cccccc", pipeline="tests:classify", optimizer="beam"))
+        for i, score in enumerate([0.25, 0.5]):
+            store.add_candidate("20250103-000000-cccccc", record(i, score))
+        store.put_run_program("20250103-000000-cccccc", ir.encode_program(program()))
+        store.update_run(
+            "20250103-000000-cccccc",
+            status="stopped",
+            best_score=0.5,
+            error="BudgetExceeded: budget max_calls ran out: 12 LM calls made (budget 10)",
+            stopped_by="max_calls",
+        )
+        store.create_run(RunInfo(id="20250104-000000-dddddd", pipeline="tests:classify", optimizer="beam"))
+        store.update_run("20250104-000000-dddddd", status="stopped", error="KeyboardInterrupt: ")
+    finally:
+        store.close()
+    return store_url
+
+
+def test_a_budget_stopped_run_is_listed_and_shown_as_stopped(with_stops: str) -> None:
+    listed = cli("runs", "list", "--storage", with_stops)
+    assert listed.exit_code == 0, listed.output
+    rows = [line.split() for line in listed.stdout.splitlines()[1:]]
+    assert rows[0][:3] == ["20250103-000000-cccccc", "stopped", "(max_calls)"]
+    assert rows[1][:3] == ["20250104-000000-dddddd", "stopped", "tests:classify"]  # no budget named
+    stopped = json.loads(cli("runs", "list", "--storage", with_stops, "--status", "stopped", "--json").stdout)
+    assert [(r["id"][-6:], r["stopped_by"]) for r in stopped] == [("cccccc", "max_calls"), ("dddddd", None)]
+
+    shown = cli("runs", "show", "cccccc", "--storage", with_stops)
+    assert shown.exit_code == 0, shown.output
+    out = shown.stdout
+    assert out.startswith("run 20250103-000000-cccccc  stopped (max_calls)")
+    assert "stopped by  the max_calls budget" in out
+    assert "reason      BudgetExceeded: budget max_calls ran out" in out
+    assert "program     kept with the run (the best found before the budget ran out)" in out
+    data = json.loads(cli("runs", "show", "cccccc", "--storage", with_stops, "--json").stdout)
+    assert (data["run"]["status"], data["run"]["stopped_by"]) == ("stopped", "max_calls")
+
+
+def test_watch_a_budget_stopped_run_ends_cleanly_an_interrupted_one_does_not(with_stops: str) -> None:
+    budget = cli("runs", "watch", "cccccc", "--storage", with_stops)
+    assert budget.exit_code == 0, budget.output
+    assert "run 20250103-000000-cccccc stopped (max_calls): 2 candidates, best 0.500" in budget.stdout
+    assert "reason: BudgetExceeded" in budget.stderr
+    interrupted = cli("runs", "watch", "dddddd", "--storage", with_stops)
+    assert interrupted.exit_code == 1
+    assert "reason: KeyboardInterrupt" in interrupted.stderr
+
+
+def test_report_of_a_budget_stopped_run_names_the_budget(with_stops: str, tmp_path: Path) -> None:
+    out = tmp_path / "stopped.html"
+    result = cli("runs", "report", "cccccc", "--storage", with_stops, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    assert "<b>stopped (max_calls)</b><span>status</span>" in page
+    assert "<dt>stopped by budget</dt><dd>max_calls</dd>" in page
+    assert "<dt>reason</dt><dd>BudgetExceeded: budget max_calls ran out" in page

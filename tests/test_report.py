@@ -167,6 +167,20 @@ def test_report_edge_cases() -> None:
     assert 'id="cand-1" class="best"' in build_report({"id": "r3"}, objects)
 
 
+def test_report_names_the_budget_that_stopped_a_run() -> None:
+    from desic.storage import RunInfo
+
+    info = RunInfo(id="r4", pipeline="p", status="stopped", stopped_by="max_dollars", error="BudgetExceeded: out")
+    page = build_report(info, history())
+    assert '<p class="sub">p · stopped (max_dollars)</p>' in page
+    assert "<b>stopped (max_dollars)</b><span>status</span>" in page
+    assert "<dt>stopped by budget</dt><dd>max_dollars</dd>" in page and "<dt>reason</dt><dd>BudgetExceeded: out</dd>" in page
+    failed = build_report({"id": "r5", "status": "failed", "error": "LMError: down"}, [])
+    assert "<b>failed</b><span>status</span>" in failed and "<dt>error</dt><dd>LMError: down</dd>" in failed
+    interrupted = build_report({"id": "r6", "status": "stopped", "error": "KeyboardInterrupt: "}, [])
+    assert "<b>stopped</b><span>status</span>" in interrupted
+
+
 def test_format_graph_lists_nodes_in_data_order_with_input_origins() -> None:
     program = pipeline_program(demos=1)
     shuffled = program.replace(nodes=tuple(reversed(program.nodes)))

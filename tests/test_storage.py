@@ -135,6 +135,62 @@ def test_update_run_status_best_score_and_error(store: ds.Storage) -> None:
         store.update_run(run.id, status="exploded")  # type: ignore[arg-type]
 
 
+def test_update_run_stopped_by_a_budget_and_clearing_it(store: ds.Storage) -> None:
+    run = make_run(store)
+    assert run.stopped_by is None
+    stopped = store.update_run(
+        run.id, status="stopped", error="BudgetExceeded: budget max_calls ran out", stopped_by="max_calls"
+    )
+    assert (stopped.status, stopped.stopped_by) == ("stopped", "max_calls")
+    assert stopped.error == "BudgetExceeded: budget max_calls ran out"
+    assert store.get_run(run.id) == stopped
+    assert store.update_run(run.id, best_score=0.5).stopped_by == "max_calls"  # None leaves it
+    again = store.update_run(run.id, status="running", error="", stopped_by="")  # "" clears
+    assert (again.status, again.error, again.stopped_by) == ("running", None, None)
+    assert store.get_run(run.id) == again
+
+
+def _drop_stopped_by(url: str, run_id: str) -> None:
+    """Rewrite a run's record on disk as a desic without ``stopped_by`` wrote it."""
+    import json
+    import sqlite3
+
+    scheme, location, _ = ds.split_url(url)
+    if scheme == "sqlite":
+        db = sqlite3.connect(location)
+        with db:
+            (info,) = db.execute("SELECT info FROM runs WHERE id = ?", (run_id,)).fetchone()
+            data = json.loads(info)
+            del data["stopped_by"]
+            db.execute("UPDATE runs SET info = ? WHERE id = ?", (json.dumps(data).encode(), run_id))
+        db.close()
+    elif scheme == "tinydb":
+        path = Path(location)
+        doc = json.loads(path.read_text())
+        for record in doc["runs"].values():
+            del record["stopped_by"]
+        path.write_text(json.dumps(doc))
+    else:
+        path = Path(location) / "runs" / run_id / "run.json"
+        data = json.loads(path.read_bytes())
+        del data["stopped_by"]
+        path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "tinydb", "msgspec"])
+def test_a_store_written_before_stopped_by_existed_still_opens(backend: str, tmp_path: Path) -> None:
+    url = url_for(backend, tmp_path)
+    with ds.open(url) as first:  # type: ignore[attr-defined]
+        run = make_run(first, pipeline="app:triage")
+        first.update_run(run.id, status="stopped", error="KeyboardInterrupt: ")
+    _drop_stopped_by(url, run.id)
+    with ds.open(url) as old:  # type: ignore[attr-defined]
+        (found,) = old.list_runs()
+        assert (found.id, found.status, found.stopped_by) == (run.id, "stopped", None)
+        assert old.get_run(run.id).error == "KeyboardInterrupt: "
+        assert old.update_run(run.id, status="stopped", stopped_by="max_calls").stopped_by == "max_calls"
+
+
 def test_list_runs_oldest_first_with_candidate_counts(store: ds.Storage) -> None:
     ids = [
         make_run(store, id=f"run-{i}", created_at=f"2025-01-0{i + 1}T00:00:00+00:00").id
@@ -344,4 +400,34 @@ def test_compile_records_run_history_and_final_program(url: str) -> None:
         msgspec.convert(store.history(run.id)[-1]["program"], ir.Program).nodes
         == compiled.program.nodes
     )
+    store.close()
+
+
+def test_a_compile_stopped_by_a_budget_is_stored_as_stopped(url: str) -> None:
+    from test_resume import TRAIN, answer, triage
+
+    url = url if not url.startswith("memory") else "memory://budget-stop-test"
+    options: dict[str, Any] = {
+        "metric": desic.metrics.exact_match,
+        "optimizer": "bootstrap",
+        "max_demos": 100,
+        "concurrency": 1,
+        "storage": url,
+        "seed": 1,
+    }
+    lm = desic.testing.FunctionLM(answer)
+    compiled = desic.compile(triage, TRAIN, lm=lm, max_calls=3, **options)
+    assert compiled.stopped_by == "max_calls"
+    store = ds.open(url)
+    run = store.get_run(compiled.program.meta.run_id or "")
+    assert (run.status, run.stopped_by) == ("stopped", "max_calls")
+    assert run.error is not None and run.error.startswith("BudgetExceeded: budget max_calls ran out")
+    assert run.candidates == len(compiled.history) >= 1  # what was scored before the stop
+    assert ir.decode_program(store.get_run_program(run.id) or b"") == compiled.program
+    assert [r.id for r in store.iter_runs("stopped")] == [run.id]  # type: ignore[attr-defined]
+
+    finished = desic.compile(triage, TRAIN, lm=lm, resume=run.id, **options)  # no budget now
+    assert finished.stopped_by is None and finished.program.meta.run_id == run.id
+    after = store.get_run(run.id)
+    assert (after.status, after.stopped_by, after.error) == ("finished", None, None)
     store.close()

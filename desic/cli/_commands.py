@@ -26,7 +26,7 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
-    from ..compile import CompiledPipeline
+    from .._compiled import CompiledPipeline
 
 # --- shared option types -------------------------------------------------------------------------
 
@@ -119,7 +119,6 @@ def compile_cmd(
     option: Annotated[list[str] | None, typer.Option("--option", "-O", help="optimizer option KEY=VALUE (JSON values), repeatable")] = None,
 ) -> None:
     """Optimize a pipeline on a trainset and save the compiled artifact."""
-    from ..compile import acompile
     from ..compile import compile as compile_fn
     from ..data import load_dataset
     from ..pipeline import as_pipeline
@@ -141,20 +140,12 @@ def compile_cmd(
         kwargs["valset"] = load_dataset(valset)
     if lm:
         kwargs["lm"] = lm
-    wanted: dict[str, tuple[Any, str]] = {
-        "storage": (storage, "--storage"),
-        "resume": (resume, "--resume"),
-        "budget": (_budget_value(limits) if limits is not None else None, "--budget"),
-    }
-    for name, (value, flag) in wanted.items():
-        if value is None:
-            continue
-        if not accepts(acompile, name):
-            raise ConfigError(
-                f"{flag} is not supported by this desic's compile() (no {name}= parameter); "
-                f"upgrade desic or drop {flag}"
-            )
-        kwargs[name] = value
+    if storage is not None:
+        kwargs["storage"] = storage
+    if resume is not None:
+        kwargs["resume"] = resume
+    if limits is not None:
+        kwargs["budget"] = _budget_value(limits)
     try:
         with progress(what="compile", budget=limits):
             compiled = compile_fn(obj, train_rows, **kwargs)
@@ -177,15 +168,31 @@ def compile_cmd(
         parts.append(f"{len(history)} {noun}" + (f", best {best:.3f}" if best is not None else ""))
         usage = history[-1].usage
         parts.append(f"{usage.calls} LM calls" + (f", ${usage.cost:.4f}" if usage.cost else ""))
-    stopped_by = getattr(compiled, "stopped_by", None)
-    if stopped_by:
-        name = stopped_by[0] if isinstance(stopped_by, (tuple, list)) else stopped_by
-        parts.append(f"stopped by the {name} budget")
+    if compiled.stopped_by:
+        parts.append(f"stopped by the {compiled.stopped_by} budget")
     if meta.run_id:
         parts.append(f"run {meta.run_id}")
     typer.echo(" | ".join(parts))
+    if compiled.stopped_by:
+        _budget_note(compiled.stopped_by, limits or {}, storage, meta.run_id)
     if storage or kwargs.get("resume"):
         typer.echo(f"report: desic runs report {meta.run_id}" + (f" --storage {storage}" if storage else ""))
+
+
+def _budget_note(stopped_by: str, limits: dict[str, float], storage: str | None, run_id: str | None) -> None:
+    """On stderr: which budget stopped the compile, what was saved, how to go on."""
+    import os
+
+    key = stopped_by.removeprefix("max_")  # the --budget key: calls, tokens, dollars, seconds
+    limit = limits.get(key)
+    given = f" (--budget {key}={limit:g})" if limit is not None else ""
+    echo_err(
+        f"note: the {stopped_by} budget ran out{given}; the search stopped early and the best "
+        "program found so far was saved"
+    )
+    url = storage or os.environ.get("DESIC_STORAGE")
+    if url and run_id:
+        echo_err(f"continue it with a larger budget: desic compile ... --storage {url} --resume {run_id} --budget ...")
 
 
 # --- eval --------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from ..errors import (
 )
 
 if TYPE_CHECKING:
-    from ..compile import CompiledPipeline
+    from .._compiled import CompiledPipeline
     from ..metrics import Metric
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -252,7 +252,7 @@ def parse_budget(text: str) -> dict[str, float]:
 
 def load_target(ref: str, *, pipeline: str | None = None, storage: str | None = None) -> CompiledPipeline:
     """An artifact (file, store URL, or ``name@version`` in the store) or ``MODULE:PIPELINE``."""
-    from ..compile import CompiledPipeline, load
+    from .._compiled import CompiledPipeline, load
     from ..ir import Program
     from ..pipeline import as_pipeline
     from ..storage import default_url, is_url

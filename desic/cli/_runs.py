@@ -70,6 +70,11 @@ def find_run(store: Storage, ref: str) -> RunInfo:
     raise ConfigError(f"{ref!r} matches {len(matches)} runs ({', '.join(r.id for r in matches[:5])}); give more of the id")
 
 
+def _status(info: RunInfo) -> str:
+    """The run's status; a budget stop names its budget: ``stopped (max_calls)``."""
+    return f"{info.status} ({info.stopped_by})" if info.status == "stopped" and info.stopped_by else info.status
+
+
 def _score(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -132,7 +137,7 @@ def list_cmd(
         return
     headers = ["run", "status", "pipeline", "optimizer", "candidates", "best", "updated"]
     rows = [
-        [r.id, r.status, r.pipeline, r.optimizer or "-", str(r.candidates), _score(r.best_score), r.updated_at[:19]]
+        [r.id, _status(r), r.pipeline, r.optimizer or "-", str(r.candidates), _score(r.best_score), r.updated_at[:19]]
         for r in runs
     ]
     print_table(headers, rows, left=("run", "status", "pipeline", "optimizer", "updated"))
@@ -156,7 +161,11 @@ def show_cmd(
         records = [{k: v for k, v in c.items() if k != "program"} for c in history]
         typer.echo(json.dumps({"run": msgspec.to_builtins(info), "candidates": records}))
         return
-    typer.echo(f"run {info.id}  {info.status}")
+    typer.echo(f"run {info.id}  {_status(info)}")
+    if has_program:
+        kept = "kept with the run" + (" (the best found before the budget ran out)" if info.stopped_by else "")
+    else:
+        kept = "not yet (the run has not finished)"
     fields = [
         ("pipeline", info.pipeline),
         ("optimizer", f"{info.optimizer} {json.dumps(info.optimizer_config, sort_keys=True)}"),
@@ -164,10 +173,12 @@ def show_cmd(
         ("started", info.created_at),
         ("updated", info.updated_at),
         ("best score", _score(info.best_score)),
-        ("program", "kept with the run" if has_program else "not yet (the run has not finished)"),
+        ("program", kept),
     ]
+    if info.stopped_by:
+        fields.append(("stopped by", f"the {info.stopped_by} budget"))
     if info.error:
-        fields.append(("error", info.error))
+        fields.append(("reason" if info.status == "stopped" else "error", info.error))
     for key, value in fields:
         typer.echo(f"  {key:<11} {value}")
     if not history:
@@ -262,10 +273,10 @@ def watch_cmd(
             if follower is not None:
                 follower.stop()
         final = store.get_run(info.id)
-    typer.echo(f"run {final.id} {final.status}: {seen} candidates, best {_score(final.best_score if final.best_score is not None else best)}")
+    typer.echo(f"run {final.id} {_status(final)}: {seen} candidates, best {_score(final.best_score if final.best_score is not None else best)}")
     if final.error:
-        typer.echo(f"error: {final.error}", err=True)
-    if final.status != "finished":
+        typer.echo(f"{'reason' if final.status == 'stopped' else 'error'}: {final.error}", err=True)
+    if final.status != "finished" and not final.stopped_by:  # a budget stop ends cleanly
         raise typer.Exit(EXIT_ERROR)
 
 

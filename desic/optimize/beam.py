@@ -13,61 +13,31 @@ distinct ones, and memoized by round, parent and slot.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from .. import ir
-from ._base import CompileTask, Scored, initial_program, program_key, with_node_changes
-from ._propose import (
-    PROPOSAL_TOKENS,
-    TIPS,
-    clean_instruction,
-    describe_node,
-    examples_text,
-    failures_text,
-    propose_instruction,
-)
+from ._base import CompileTask, Scored, program_key, with_node_changes
+from ._propose import TIPS
+from ._search import Child, Ranked, SearchOptimizer, rewrite, rotate, score_into, start_pool
 
 
-class Beam:
+@dataclass(eq=False)
+class Beam(SearchOptimizer):
     name = "beam"
 
-    def __init__(
-        self,
-        rounds: int = 3,
-        width: int = 3,
-        beam: int = 2,
-        init: Any = None,
-        temperature: float = 0.8,
-        val_fraction: float = 0.5,
-        max_val: int | None = 200,
-    ):
-        self.rounds = rounds
-        self.width = width
-        self.beam = beam
-        self.init = init
-        self.temperature = temperature
-        self.val_fraction = val_fraction
-        self.max_val = max_val
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "rounds": self.rounds,
-            "width": self.width,
-            "beam": self.beam,
-            "init": self.init if isinstance(self.init, (str, type(None))) else getattr(self.init, "name", "?"),
-            "temperature": self.temperature,
-            "val_fraction": self.val_fraction,
-            "max_val": self.max_val,
-        }
+    rounds: int = 3
+    width: int = 3
+    beam: int = 2
+    init: Any = None
+    temperature: float = 0.8
+    val_fraction: float = 0.5
+    max_val: int | None = 200
 
     async def optimize(self, task: CompileTask) -> ir.Program:
-        task.need_metric(self.name)
-        train, val = task.split(fraction=self.val_fraction, max_val=self.max_val)
-        start = await initial_program(task, self.init, train)
-        (first,) = await task.evaluate_many([start], val)
-        first_cand = task.record(start, first.score, "start", split="val", scores=first.scores, round=0)
-        beam: list[tuple[Scored, int]] = [(first, first_cand.index)]
-        seen = {program_key(start)}
+        train, val = self.splits(task)
+        beam: list[Ranked] = [await start_pool(task, self.init, train, val)]
+        seen = {program_key(beam[0][0].program)}
         for r in range(1, self.rounds + 1):
             plans: list[tuple[Scored, int, ir.Node, int]] = []
             for parent, parent_index in beam:
@@ -76,7 +46,7 @@ class Beam:
             proposals = await task.gather(
                 *(self._propose(task, parent, node, slot, r, train) for parent, _, node, slot in plans)
             )
-            children: list[tuple[ir.Program, int, str]] = []
+            children: list[Child] = []
             for (parent, parent_index, node, _slot), text in zip(plans, proposals):
                 if text is None:
                     continue
@@ -86,33 +56,20 @@ class Beam:
                     continue
                 seen.add(key)
                 children.append((child, parent_index, f"rewrite of {node.id}"))
-            scored = await task.evaluate_many([c for c, _, _ in children], val)
-            pool = list(beam)
-            for (child, parent_index, note), s in zip(children, scored):
-                cand = task.record(child, s.score, note, split="val", scores=s.scores, round=r, parent=parent_index)
-                pool.append((s, cand.index))
-            pool.sort(key=lambda item: (-item[0].score, item[1]))  # best first, earliest on ties
-            beam = pool[: max(1, self.beam)]
+            beam = (await score_into(task, beam, children, val, r))[: max(1, self.beam)]
             task.iteration(r, beam[0][0].score, children=len(children))
         return beam[0][0].program
 
     async def _propose(
         self, task: CompileTask, parent: Scored, node: ir.Node, slot: int, round_: int, train: list[Any]
     ) -> str | None:
-        fails, feedback = failures_text(parent.outcomes, node.id)
-        rows = train[slot * 3 :] + train[: slot * 3]  # each slot sees a different slice of data
-        value = await task.call(
-            propose_instruction,
-            {
-                "task": describe_node(node),
-                "examples": examples_text(rows, 4),
-                "failures": fails,
-                "feedback": feedback,
-                "tip": TIPS[(slot + round_) % len(TIPS)],
-            },
+        return await rewrite(
+            task,
+            node,
+            parent.outcomes,
+            rotate(train, slot * 3),  # each slot sees a different slice of data
+            tip=TIPS[(slot + round_) % len(TIPS)],
             key_salt=f"beam:{round_}:{program_key(parent.program)}:{node.id}:{slot}",
-            temperature=self.temperature,
-            max_tokens=PROPOSAL_TOKENS,
             seed=slot + 1000 * round_,
+            temperature=self.temperature,
         )
-        return clean_instruction(value, node.instructions or node.signature.instructions)

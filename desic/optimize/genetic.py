@@ -22,16 +22,8 @@ import msgspec
 
 from .. import ir
 from ._base import CompileTask, Scored, labeled_demo, program_key, with_node_changes
-from ._propose import (
-    PROPOSAL_TOKENS,
-    TIPS,
-    clean_instruction,
-    describe_node,
-    examples_text,
-    failures_text,
-    propose_instruction,
-)
-from .bootstrap import collect_traces, fill_program, record_pool
+from ._propose import TIPS
+from ._search import Child, Ranked, SearchOptimizer, bootstrap_seed, rewrite, rotate, score_into
 
 
 @dataclass
@@ -45,50 +37,29 @@ class _Plan:
     parent_scored: Scored | None = None
 
 
-class Genetic:
+@dataclass(eq=False)
+class Genetic(SearchOptimizer):
     name = "genetic"
 
-    def __init__(
-        self,
-        population: int = 6,
-        generations: int = 3,
-        elite: int = 2,
-        mutation: float = 0.6,
-        crossover: float = 0.7,
-        max_demos: int = 3,
-        temperature: float = 0.8,
-        val_fraction: float = 0.5,
-        max_val: int | None = 200,
-    ):
-        self.population = max(2, population)
-        self.generations = generations
-        self.elite = max(1, min(elite, self.population - 1))
-        self.mutation = mutation
-        self.crossover = crossover
-        self.max_demos = max_demos
-        self.temperature = temperature
-        self.val_fraction = val_fraction
-        self.max_val = max_val
+    population: int = 6
+    generations: int = 3
+    elite: int = 2
+    mutation: float = 0.6
+    crossover: float = 0.7
+    max_demos: int = 3
+    temperature: float = 0.8
+    val_fraction: float = 0.5
+    max_val: int | None = 200
 
-    def config(self) -> dict[str, Any]:
-        return {
-            "population": self.population,
-            "generations": self.generations,
-            "elite": self.elite,
-            "mutation": self.mutation,
-            "crossover": self.crossover,
-            "max_demos": self.max_demos,
-            "temperature": self.temperature,
-            "val_fraction": self.val_fraction,
-            "max_val": self.max_val,
-        }
+    def __post_init__(self) -> None:
+        self.population = max(2, self.population)
+        self.elite = max(1, min(self.elite, self.population - 1))
 
     async def optimize(self, task: CompileTask) -> ir.Program:
-        task.need_metric(self.name)
-        train, val = task.split(fraction=self.val_fraction, max_val=self.max_val)
-        found = await collect_traces(task, train, want=2 * self.max_demos, lm=task.teacher_lm)
-        seed_program = fill_program(task, train, found, max_demos=self.max_demos, max_labeled=self.max_demos)
-        record_pool(task, seed_program, found)
+        train, val = self.splits(task)
+        seed_program, found = await bootstrap_seed(
+            task, train, want=2 * self.max_demos, max_demos=self.max_demos, max_labeled=self.max_demos
+        )
         pools = {n.id: self._pool(n, found.demos.get(n.id, []), train, len(seed_program.nodes)) for n in seed_program.nodes}
         rng = task.rng("genetic")
 
@@ -102,12 +73,9 @@ class Genetic:
             if program_key(variant) not in keys:
                 keys.add(program_key(variant))
                 members.append(variant)
-        scored = await task.evaluate_many(members, val)
-        population: list[tuple[Scored, int]] = []
-        for program, s in zip(members, scored):
-            cand = task.record(program, s.score, "initial population", split="val", scores=s.scores, round=0)
-            population.append((s, cand.index))
-        population.sort(key=lambda item: (-item[0].score, item[1]))
+        population: list[Ranked] = await score_into(
+            task, [], [(program, None, "initial population") for program in members], val, 0
+        )
         task.iteration(0, population[0][0].score)
 
         for gen in range(1, self.generations + 1):
@@ -118,7 +86,7 @@ class Genetic:
             rewrites = await task.gather(
                 *(self._rewrite(task, p, gen, slot, train) for slot, p in enumerate(plans))
             )
-            children: list[tuple[ir.Program, int, str]] = []
+            children: list[Child] = []
             for plan, text in zip(plans, rewrites):
                 program = plan.program
                 note = plan.note
@@ -131,13 +99,7 @@ class Genetic:
                     continue
                 keys.add(program_key(program))
                 children.append((program, plan.parent, note))
-            scored = await task.evaluate_many([c for c, _, _ in children], val)
-            pool = list(population)
-            for (program, parent, note), s in zip(children, scored):
-                cand = task.record(program, s.score, note, split="val", scores=s.scores, round=gen, parent=parent)
-                pool.append((s, cand.index))
-            pool.sort(key=lambda item: (-item[0].score, item[1]))
-            population = pool[: self.population]
+            population = (await score_into(task, population, children, val, gen))[: self.population]
             task.iteration(gen, population[0][0].score, children=len(children))
         return population[0][0].program
 
@@ -164,12 +126,12 @@ class Genetic:
             program = with_node_changes(program, node.id, demos=tuple(rng.sample(pool, k)))
         return program
 
-    def _tournament(self, population: list[tuple[Scored, int]], rng: random.Random) -> tuple[Scored, int]:
+    def _tournament(self, population: list[Ranked], rng: random.Random) -> Ranked:
         a, b = rng.choice(population), rng.choice(population)
         return a if (a[0].score, -a[1]) >= (b[0].score, -b[1]) else b
 
     def _breed(
-        self, population: list[tuple[Scored, int]], pools: dict[str, list[ir.Demo]], rng: random.Random, slot: int
+        self, population: list[Ranked], pools: dict[str, list[ir.Demo]], rng: random.Random, slot: int
     ) -> _Plan:
         first, second = self._tournament(population, rng), self._tournament(population, rng)
         program = first[0].program
@@ -208,20 +170,13 @@ class Genetic:
         node = plan.program.node(plan.rewrite)
         if node is None or plan.parent_scored is None:
             return None
-        fails, feedback = failures_text(plan.parent_scored.outcomes, node.id)
-        rows = train[slot * 2 :] + train[: slot * 2]
-        value = await task.call(
-            propose_instruction,
-            {
-                "task": describe_node(node),
-                "examples": examples_text(rows, 4),
-                "failures": fails,
-                "feedback": feedback,
-                "tip": TIPS[(gen + slot) % len(TIPS)],
-            },
+        return await rewrite(
+            task,
+            node,
+            plan.parent_scored.outcomes,
+            rotate(train, slot * 2),
+            tip=TIPS[(gen + slot) % len(TIPS)],
             key_salt=f"genetic:{gen}:{slot}:{program_key(plan.program)}:{node.id}",
-            temperature=self.temperature,
-            max_tokens=PROPOSAL_TOKENS,
             seed=gen * 100 + slot,
+            temperature=self.temperature,
         )
-        return clean_instruction(value, node.instructions or node.signature.instructions)

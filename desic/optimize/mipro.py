@@ -20,6 +20,7 @@ Trials run ``parallel`` at a time (sampled from the same history, so still deter
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -27,7 +28,6 @@ import msgspec
 from .. import ir
 from ._base import CompileTask, labeled_demo
 from ._propose import (
-    PROPOSAL_TOKENS,
     TIPS,
     clean_instruction,
     describe_node,
@@ -35,64 +35,38 @@ from ._propose import (
     examples_text,
     propose_instruction,
 )
-from .bootstrap import collect_traces, fill_program, record_pool
+from ._search import SearchOptimizer, ask, bootstrap_seed, rotate
 
 Combo = tuple[int, ...]  # per node: instruction index, demo-set index (interleaved)
 
 
-class Mipro:
+@dataclass(eq=False)
+class Mipro(SearchOptimizer):
     name = "mipro"
 
-    def __init__(
-        self,
-        num_instructions: int = 5,
-        num_demo_sets: int = 5,
-        trials: int = 16,
-        minibatch: int = 10,
-        full_every: int = 8,
-        startup: int = 4,
-        parallel: int | None = None,
-        max_demos: int = 3,
-        gamma: float = 0.25,
-        temperature: float = 0.8,
-        val_fraction: float = 0.5,
-        max_val: int | None = 200,
-    ):
-        self.num_instructions = max(1, num_instructions)
-        self.num_demo_sets = max(1, num_demo_sets)
-        self.trials = trials
-        self.minibatch = minibatch
-        self.full_every = max(1, full_every)
-        self.startup = startup
-        self.parallel = parallel
-        self.max_demos = max_demos
-        self.gamma = gamma
-        self.temperature = temperature
-        self.val_fraction = val_fraction
-        self.max_val = max_val
+    num_instructions: int = 5
+    num_demo_sets: int = 5
+    trials: int = 16
+    minibatch: int = 10
+    full_every: int = 8
+    startup: int = 4
+    parallel: int | None = None
+    max_demos: int = 3
+    gamma: float = 0.25
+    temperature: float = 0.8
+    val_fraction: float = 0.5
+    max_val: int | None = 200
 
-    def config(self) -> dict[str, Any]:
-        return {
-            "num_instructions": self.num_instructions,
-            "num_demo_sets": self.num_demo_sets,
-            "trials": self.trials,
-            "minibatch": self.minibatch,
-            "full_every": self.full_every,
-            "startup": self.startup,
-            "parallel": self.parallel,
-            "max_demos": self.max_demos,
-            "gamma": self.gamma,
-            "temperature": self.temperature,
-            "val_fraction": self.val_fraction,
-            "max_val": self.max_val,
-        }
+    def __post_init__(self) -> None:
+        self.num_instructions = max(1, self.num_instructions)
+        self.num_demo_sets = max(1, self.num_demo_sets)
+        self.full_every = max(1, self.full_every)
 
     async def optimize(self, task: CompileTask) -> ir.Program:
-        task.need_metric(self.name)
-        train, val = task.split(fraction=self.val_fraction, max_val=self.max_val)
-        found = await collect_traces(task, train, want=2 * self.max_demos, lm=task.teacher_lm)
-        base = fill_program(task, train, found, max_demos=self.max_demos, max_labeled=0)
-        record_pool(task, base, found)
+        train, val = self.splits(task)
+        base, found = await bootstrap_seed(
+            task, train, want=2 * self.max_demos, max_demos=self.max_demos, max_labeled=0
+        )
         nodes = list(base.nodes)
         rng = task.rng("mipro")
         demo_sets = [self._demo_sets(node, found.demos.get(node.id, []), train, len(nodes), rng) for node in nodes]
@@ -190,22 +164,16 @@ class Mipro:
                 demos = "\n".join(
                     f"{'; '.join(f'{a}: {b}' for a, b in d.inputs.items())} => {d.output}" for d in shown[:3]
                 )
-                rows = train[i * 3 :] + train[: i * 3]
+                inputs = {
+                    "task": f"{program_text}. {describe_node(node)}",
+                    "examples": examples_text(rotate(train, i * 3), 3) + ("\n" + demos if demos else ""),
+                    "failures": "(not known yet)",
+                    "feedback": "(none)",
+                    "tip": TIPS[i % len(TIPS)],
+                }
+                salt = f"mipro:{node.id}:{i}"
                 calls.append(
-                    task.call(
-                        propose_instruction,
-                        {
-                            "task": f"{program_text}. {describe_node(node)}",
-                            "examples": examples_text(rows, 3) + ("\n" + demos if demos else ""),
-                            "failures": "(not known yet)",
-                            "feedback": "(none)",
-                            "tip": TIPS[i % len(TIPS)],
-                        },
-                        key_salt=f"mipro:{node.id}:{i}",
-                        temperature=self.temperature,
-                        max_tokens=PROPOSAL_TOKENS,
-                        seed=i,
-                    )
+                    ask(task, propose_instruction, inputs, key_salt=salt, seed=i, temperature=self.temperature)
                 )
         answers = await task.gather(*calls)
         out: list[list[str]] = []

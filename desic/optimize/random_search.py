@@ -11,58 +11,38 @@ seeded holdout of the trainset), all through one concurrency limit, and the best
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from .. import ir
 from ._base import CompileTask, labeled_demo
-from .bootstrap import collect_traces, fill_program, record_pool
+from ._search import SearchOptimizer, bootstrap_seed
 
 
-class RandomSearch:
+@dataclass(eq=False)
+class RandomSearch(SearchOptimizer):
     name = "random_search"
 
-    def __init__(
-        self,
-        num_candidates: int = 8,
-        max_demos: int = 4,
-        max_labeled: int = 4,
-        pool: int | None = None,
-        threshold: float = 1.0,
-        val_fraction: float = 0.5,
-        max_val: int | None = 200,
-    ):
-        self.num_candidates = num_candidates
-        self.max_demos = max_demos
-        self.max_labeled = max_labeled
-        self.pool = pool
-        self.threshold = threshold
-        self.val_fraction = val_fraction
-        self.max_val = max_val
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "num_candidates": self.num_candidates,
-            "max_demos": self.max_demos,
-            "max_labeled": self.max_labeled,
-            "pool": self.pool,
-            "threshold": self.threshold,
-            "val_fraction": self.val_fraction,
-            "max_val": self.max_val,
-        }
+    num_candidates: int = 8
+    max_demos: int = 4
+    max_labeled: int = 4
+    pool: int | None = None
+    threshold: float = 1.0
+    val_fraction: float = 0.5
+    max_val: int | None = 200
 
     async def optimize(self, task: CompileTask) -> ir.Program:
-        task.need_metric(self.name)
-        train, val = task.split(fraction=self.val_fraction, max_val=self.max_val)
-        pool_size = self.pool or 2 * self.max_demos
-        found = await collect_traces(
-            task, train, want=pool_size, threshold=self.threshold, lm=task.teacher_lm
+        train, val = self.splits(task)
+        bootstrapped, found = await bootstrap_seed(
+            task,
+            train,
+            want=self.pool or 2 * self.max_demos,
+            max_demos=self.max_demos,
+            max_labeled=self.max_labeled,
+            threshold=self.threshold,
         )
-        bootstrapped = fill_program(
-            task, train, found, max_demos=self.max_demos, max_labeled=self.max_labeled
-        )
-        record_pool(task, bootstrapped, found)
         zero_shot = bootstrapped.replace(
             nodes=tuple(msgspec.structs.replace(n, demos=()) for n in bootstrapped.nodes)
         )

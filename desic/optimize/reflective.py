@@ -21,55 +21,33 @@ result is the pool's best mean validation score (earliest among equals).
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
 from .. import ir
-from ._base import CompileTask, Scored, initial_program, program_key, with_node_changes
-from ._propose import (
-    PROPOSAL_TOKENS,
-    clean_instruction,
-    describe_node,
-    reflect_instruction,
-    reflection_text,
-)
+from ._base import CompileTask, program_key, with_node_changes
+from ._propose import clean_instruction, describe_node, reflect_instruction, reflection_text
+from ._search import Ranked, SearchOptimizer, ask, best_of, start_pool
 
 
-class Reflective:
+@dataclass(eq=False)
+class Reflective(SearchOptimizer):
     name = "reflective"
 
-    def __init__(
-        self,
-        iterations: int = 12,
-        minibatch: int = 4,
-        init: Any = None,
-        temperature: float = 0.8,
-        val_fraction: float = 0.5,
-        max_val: int | None = 200,
-    ):
-        self.iterations = iterations
-        self.minibatch = max(1, minibatch)
-        self.init = init
-        self.temperature = temperature
-        self.val_fraction = val_fraction
-        self.max_val = max_val
+    iterations: int = 12
+    minibatch: int = 4
+    init: Any = None
+    temperature: float = 0.8
+    val_fraction: float = 0.5
+    max_val: int | None = 200
 
-    def config(self) -> dict[str, Any]:
-        return {
-            "iterations": self.iterations,
-            "minibatch": self.minibatch,
-            "init": self.init if isinstance(self.init, (str, type(None))) else getattr(self.init, "name", "?"),
-            "temperature": self.temperature,
-            "val_fraction": self.val_fraction,
-            "max_val": self.max_val,
-        }
+    def __post_init__(self) -> None:
+        self.minibatch = max(1, self.minibatch)
 
     async def optimize(self, task: CompileTask) -> ir.Program:
-        task.need_metric(self.name)
-        train, val = task.split(fraction=self.val_fraction, max_val=self.max_val)
-        start = await initial_program(task, self.init, train)
-        (first,) = await task.evaluate_many([start], val)
-        cand = task.record(start, first.score, "start", split="val", scores=first.scores, round=0)
-        pool: list[tuple[Scored, int]] = [(first, cand.index)]
+        train, val = self.splits(task)
+        pool: list[Ranked] = [await start_pool(task, self.init, train, val)]
+        start = pool[0][0].program
         seen = {program_key(start)}
         rng = task.rng("reflective")
         nodes = [n.id for n in start.nodes]
@@ -82,13 +60,14 @@ class Reflective:
             (before,) = await task.run_pairs([(parent.program, batch)])
             before_scores = [o.score or 0.0 for o in before]
             if all(s >= 1.0 for s in before_scores):
-                task.iteration(it, self._best(pool)[0].score, skipped="parent perfect on minibatch")
+                task.iteration(it, best_of(pool)[0].score, skipped="parent perfect on minibatch")
                 continue
             node = parent.program.node(node_id)
             if node is None:
                 continue
             current = node.instructions or node.signature.instructions
-            value = await task.call(
+            value = await ask(
+                task,
                 reflect_instruction,
                 {
                     "current_instruction": current,
@@ -96,13 +75,12 @@ class Reflective:
                     "examples_with_feedback": reflection_text(before, node_id),
                 },
                 key_salt=f"reflective:{it}:{program_key(parent.program)}:{node_id}",
-                temperature=self.temperature,
-                max_tokens=PROPOSAL_TOKENS,
                 seed=it,
+                temperature=self.temperature,
             )
             text = clean_instruction(value, current)
             if text is None:
-                task.iteration(it, self._best(pool)[0].score, skipped="no usable proposal")
+                task.iteration(it, best_of(pool)[0].score, skipped="no usable proposal")
                 continue
             child = with_node_changes(parent.program, node_id, instructions=text)
             if program_key(child) in seen:
@@ -126,15 +104,11 @@ class Reflective:
                     round=it, parent=mini.index,
                 )
                 pool.append((full, kept.index))
-            task.iteration(it, self._best(pool)[0].score, pool=len(pool))
-        return self._best(pool)[0].program
+            task.iteration(it, best_of(pool)[0].score, pool=len(pool))
+        return best_of(pool)[0].program
 
     @staticmethod
-    def _best(pool: list[tuple[Scored, int]]) -> tuple[Scored, int]:
-        return min(pool, key=lambda item: (-item[0].score, item[1]))
-
-    @staticmethod
-    def _select(pool: list[tuple[Scored, int]], rng: random.Random) -> tuple[Scored, int]:
+    def _select(pool: list[Ranked], rng: random.Random) -> Ranked:
         """A parent drawn from the Pareto front, weighted by how many rows it leads on."""
         rows = len(pool[0][0].scores)
         wins = [0] * len(pool)

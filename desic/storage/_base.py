@@ -25,7 +25,7 @@ import datetime as _dt
 import re
 import secrets
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypedDict, runtime_checkable
 
 import msgspec
 
@@ -40,6 +40,7 @@ __all__ = [
     "BaseStorage",
     "RunInfo",
     "RunStatus",
+    "RunUpdate",
     "Storage",
     "check_name",
     "new_run_id",
@@ -54,8 +55,11 @@ class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
     """One compile run: what was optimized, how, and how it is going.
 
     ``optimizer_config`` includes the seed; ``lm`` is the LM's secret-free ``describe()``.
-    ``best_score`` is the best candidate score seen so far; ``error`` says why a failed run
-    failed.
+    ``best_score`` is the best candidate score seen so far; ``error`` says why a failed or
+    stopped run ended. A run stopped by a budget has status ``"stopped"`` and
+    ``stopped_by`` names the budget (``"max_calls"``, ...); its best program so far is kept
+    with the run like a finished one's. (Stores written before ``stopped_by`` existed read
+    as ``None`` there.)
     """
 
     id: str
@@ -69,7 +73,18 @@ class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: str = ""
     best_score: float | None = None
     error: str | None = None
+    stopped_by: str | None = None
     candidates: int = 0  # how many candidates the history holds (computed by the backend)
+
+
+class RunUpdate(TypedDict, total=False):
+    """The keyword arguments of ``Storage.update_run`` (a backend may take them as
+    ``**changes: Unpack[RunUpdate]`` and hand them to ``apply_update``)."""
+
+    status: RunStatus | None
+    best_score: float | None
+    error: str | None
+    stopped_by: str | None
 
 
 class ArtifactInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,8 +138,12 @@ class Storage(Protocol):
         status: RunStatus | None = None,
         best_score: float | None = None,
         error: str | None = None,
+        stopped_by: str | None = None,
     ) -> RunInfo:
-        """Change a run's status / best score / error (``None`` leaves a field as is)."""
+        """Change a run's status / best score / error / stopping budget (``None`` leaves a
+        field as is; ``""`` clears ``error`` or ``stopped_by``). Backends get this for free
+        from ``apply_update``; a backend without ``stopped_by`` still works (compile then
+        keeps only the status and the reason in ``error``)."""
         ...
 
     def add_candidate(self, run_id: str, record: Mapping[str, Any]) -> None:
@@ -275,8 +294,11 @@ def apply_update(
     status: str | None = None,
     best_score: float | None = None,
     error: str | None = None,
+    stopped_by: str | None = None,
 ) -> RunInfo:
-    """``info`` with the given fields changed and ``updated_at`` set (shared by backends)."""
+    """``info`` with the given fields changed and ``updated_at`` set (shared by backends).
+
+    ``None`` leaves a field as is; ``""`` clears ``error`` / ``stopped_by``."""
     changes: dict[str, Any] = {"updated_at": now()}
     if status is not None:
         if status not in RUN_STATUSES:
@@ -285,7 +307,9 @@ def apply_update(
     if best_score is not None:
         changes["best_score"] = float(best_score)
     if error is not None:
-        changes["error"] = error
+        changes["error"] = error or None
+    if stopped_by is not None:
+        changes["stopped_by"] = stopped_by or None
     return msgspec.structs.replace(info, **changes)
 
 

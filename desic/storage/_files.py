@@ -26,7 +26,7 @@ import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import msgspec
 
@@ -36,6 +36,7 @@ from ._base import (
     ArtifactInfo,
     BaseStorage,
     RunInfo,
+    RunUpdate,
     apply_update,
     check_name,
     new_run,
@@ -187,18 +188,9 @@ class FileStorage(BaseStorage):
         runs = [self.get_run(p.name) for p in runs_dir.iterdir() if (p / "run.json").exists()]
         return sorted(runs, key=lambda r: (r.created_at, r.id))
 
-    def update_run(
-        self,
-        run_id: str,
-        *,
-        status: Any = None,
-        best_score: float | None = None,
-        error: str | None = None,
-    ) -> RunInfo:
+    def update_run(self, run_id: str, **changes: Unpack[RunUpdate]) -> RunInfo:
         with self._lock():
-            info = apply_update(
-                self._info(run_id), status=status, best_score=best_score, error=error
-            )
+            info = apply_update(self._info(run_id), **changes)
             atomic_write(self._run_dir(run_id) / "run.json", encode_json(info))
         return msgspec.structs.replace(info, candidates=self._count(run_id))
 

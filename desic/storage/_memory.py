@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
 import msgspec
 
@@ -20,6 +20,7 @@ from ._base import (
     ArtifactInfo,
     BaseStorage,
     RunInfo,
+    RunUpdate,
     apply_update,
     check_name,
     new_run,
@@ -83,18 +84,9 @@ class MemoryStorage(BaseStorage):
         with self._s.lock:
             return [self.get_run(r) for r in self._s.runs]
 
-    def update_run(
-        self,
-        run_id: str,
-        *,
-        status: Any = None,
-        best_score: float | None = None,
-        error: str | None = None,
-    ) -> RunInfo:
+    def update_run(self, run_id: str, **changes: Unpack[RunUpdate]) -> RunInfo:
         with self._s.lock:
-            info = apply_update(
-                self._run(run_id), status=status, best_score=best_score, error=error
-            )
+            info = apply_update(self._run(run_id), **changes)
             self._s.runs[run_id] = info
             return self.get_run(run_id)
 

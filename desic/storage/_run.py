@@ -12,6 +12,7 @@ so a difference is refused with the list of what differs.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import uuid
 from collections.abc import Iterator
@@ -81,7 +82,8 @@ class CompileRun:
             except StorageError as exc:
                 raise ConfigError(f"cannot resume run {self.resume!r}: {exc}") from exc
             self._check_same(found, wanted)
-            self.store.update_run(self.resume, status="running")
+            # running again: what ended it last time (an error, a budget) no longer applies
+            self._update(self.resume, status="running", error="", stopped_by="")
         else:
             self.store.create_run(wanted)
         self.run_id = wanted.id
@@ -101,8 +103,9 @@ class CompileRun:
                 "(drop resume=).\n  " + "\n  ".join(diffs)
             )
 
-    def finish(self, program: ir.Program) -> None:
-        """Keep the final program with the run and mark it finished."""
+    def finish(self, program: ir.Program, *, stopped: BudgetExceeded | None = None) -> None:
+        """Keep the final program with the run and mark it finished, or stopped when a
+        budget (``stopped``) ended the search early (the program is the best so far)."""
         if self.store is None or not self.started:
             return
         from .. import ir
@@ -111,7 +114,16 @@ class CompileRun:
         best = getattr(self.recorder, "best_score", None)
         if best is None and program.meta.score is not None:
             best = program.meta.score
-        self.store.update_run(self.run_id, status="finished", best_score=best)
+        if stopped is None:
+            self._update(self.run_id, status="finished", best_score=best)
+        else:
+            self._update(
+                self.run_id,
+                status="stopped",
+                best_score=best,
+                error=_error_text(stopped),
+                stopped_by=stopped.budget,
+            )
         self.finished = True
 
     def fail(self, exc: BaseException) -> None:
@@ -122,15 +134,38 @@ class CompileRun:
             isinstance(exc, (KeyboardInterrupt, BudgetExceeded))
             or type(exc).__name__ == "CancelledError"
         )
-        text = f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
         try:
-            self.store.update_run(
-                self.run_id, status="stopped" if stopped else "failed", error=redact(text)
+            self._update(
+                self.run_id,
+                status="stopped" if stopped else "failed",
+                error=_error_text(exc),
+                stopped_by=exc.budget if isinstance(exc, BudgetExceeded) else None,
             )
         except Exception:  # never hide the original error behind a storage one
             log.exception(
                 "desic: could not mark run %s as failed in %s", self.run_id, self.store.url
             )
+
+    def _update(self, run_id: str, *, stopped_by: str | None = None, **fields: Any) -> None:
+        """``store.update_run``; ``stopped_by`` only for a backend that takes it (one
+        written against an older protocol keeps the status and the reason in ``error``)."""
+        assert self.store is not None
+        if stopped_by is not None and _takes(self.store.update_run, "stopped_by"):
+            fields["stopped_by"] = stopped_by
+        self.store.update_run(run_id, **fields)
+
+
+def _error_text(exc: BaseException) -> str:
+    text: str = redact(f"{type(exc).__name__}: {exc}"[:MAX_ERROR])
+    return text
+
+
+def _takes(method: Any, name: str) -> bool:
+    try:
+        params = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 @contextmanager

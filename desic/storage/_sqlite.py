@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import msgspec
 
@@ -27,6 +27,7 @@ from ._base import (
     ArtifactInfo,
     BaseStorage,
     RunInfo,
+    RunUpdate,
     apply_update,
     check_name,
     new_run,
@@ -221,18 +222,9 @@ class SQLiteStorage(BaseStorage):
             ).fetchall()
         return [msgspec.structs.replace(self._decode_info(info), candidates=n) for info, n in rows]
 
-    def update_run(
-        self,
-        run_id: str,
-        *,
-        status: Any = None,
-        best_score: float | None = None,
-        error: str | None = None,
-    ) -> RunInfo:
+    def update_run(self, run_id: str, **changes: Unpack[RunUpdate]) -> RunInfo:
         with self._tx() as db:
-            info = apply_update(
-                self._info(db, run_id), status=status, best_score=best_score, error=error
-            )
+            info = apply_update(self._info(db, run_id), **changes)
             db.execute(
                 "UPDATE runs SET status = ?, info = ? WHERE id = ?",
                 (info.status, msgspec.json.encode(info), run_id),

@@ -19,7 +19,7 @@ import base64
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import msgspec
 from tinydb import Query, TinyDB
@@ -31,6 +31,7 @@ from ._base import (
     ArtifactInfo,
     BaseStorage,
     RunInfo,
+    RunUpdate,
     apply_update,
     check_name,
     new_run,
@@ -212,18 +213,9 @@ class TinyDBStorage(BaseStorage):
 
         return self._read(op)
 
-    def update_run(
-        self,
-        run_id: str,
-        *,
-        status: Any = None,
-        best_score: float | None = None,
-        error: str | None = None,
-    ) -> RunInfo:
+    def update_run(self, run_id: str, **changes: Unpack[RunUpdate]) -> RunInfo:
         def op(db: TinyDB) -> RunInfo:
-            info = apply_update(
-                self._info(db, run_id), status=status, best_score=best_score, error=error
-            )
+            info = apply_update(self._info(db, run_id), **changes)
             db.table("runs").update(msgspec.to_builtins(info), Q.id == run_id)
             return self._with_count(db, info)
 

@@ -1,0 +1,197 @@
+"""``CompiledPipeline`` and ``desic.load``: running and loading artifacts, nothing more.
+
+Kept apart from ``desic.compile`` so that serving an artifact (``import desic;
+desic.load(path)``) never imports the optimizers, the evaluator or the budget machinery:
+only the IR, the runtime and what a program needs to run. ``desic.compile`` re-exports
+both names.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import ir
+from ._utils import run_sync
+from .errors import ArtifactError
+from .lm import Usage
+from .pipeline import Pipeline, as_pipeline
+from .render import render_messages
+from .runtime import RunState, _Capture, drift_error, settings
+from .signature import Signature, registered
+
+if TYPE_CHECKING:
+    from .evaluate import EvaluationReport
+    from .metrics import Metric
+
+__all__ = ["CompiledPipeline", "load"]
+
+
+class CompiledPipeline:
+    """A pipeline bound to an optimized ``Program``. Call it like the original."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline[..., Any],
+        program: ir.Program,
+        *,
+        history: list[Any] | None = None,
+        stopped_by: str | None = None,
+        usage: Usage | None = None,
+    ):
+        self.pipeline = pipeline
+        self.program = program
+        # Every candidate the optimizer scored, in evaluation order (``Candidate``s).
+        self.history = history or []
+        # The budget that stopped the compile early ("max_calls", ...), or None.
+        self.stopped_by = stopped_by
+        # LM usage of the compile itself (replayed records of a resumed run cost nothing).
+        self.usage = usage if usage is not None else Usage()
+
+    @property
+    def score(self) -> float | None:
+        return self.program.meta.score
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        inputs = self.pipeline.bind(args, kwargs)
+        state = RunState(program=self.program)
+        if self.pipeline.is_async:
+            return self.pipeline.arun(inputs, state)
+        return self.pipeline.run(inputs, state)
+
+    def prompts(self, **inputs: Any) -> dict[str, list[dict[str, str]]]:
+        """The exact messages each node sends for ``inputs``, by node id.
+
+        With an LM in ``desic.context`` the pipeline really runs (later nodes need earlier
+        outputs); without one, rendering stops after the first node's prompt.
+        """
+        inputs = self.pipeline.validate_inputs(self.pipeline.bind((), inputs))
+        has_lm = settings().lm is not None
+        state = RunState(program=self.program, trace=[], capture_only=not has_lm)
+        try:
+            self.pipeline.run(inputs, state)
+        except _Capture:
+            pass
+        out: dict[str, list[dict[str, str]]] = {}
+        for entry in state.trace or []:
+            out.setdefault(entry.node_id, entry.messages)
+        return out
+
+    def render(self, node_id: str, **inputs: Any) -> list[dict[str, str]]:
+        """The messages of one node for inputs given directly (no LM involved)."""
+        node = self.program.node(node_id)
+        if node is None:
+            raise KeyError(f"no node {node_id!r}; nodes: {', '.join(self.program.node_ids)}")
+        return render_messages(node, inputs)
+
+    def evaluate(self, devset: Iterable[Any], metric: Metric, **options: Any) -> EvaluationReport:
+        """``desic.evaluate`` of this compiled program (same options: concurrency, rps, ...)."""
+        return run_sync(self.aevaluate(devset, metric, **options))
+
+    async def aevaluate(self, devset: Iterable[Any], metric: Metric, **options: Any) -> EvaluationReport:
+        from .evaluate import aevaluate
+
+        return await aevaluate(self, devset, metric, **options)
+
+    def inspect(self) -> str:
+        """The node graph and each node's configuration, as text."""
+        p = self.program
+        lines = [f"pipeline {p.pipeline or self.pipeline.ref}  ({len(p.nodes)} nodes)"]
+        m = p.meta
+        if m.optimizer:
+            score = f"{m.score:.3f} on {m.score_split}" if m.score is not None else "not scored"
+            lines.append(f"optimizer {m.optimizer}, score {score}, lm {m.lm.get('model', '?')}")
+        for node in p.nodes:
+            ins = ", ".join(node.signature.input_names)
+            outs = ", ".join(node.signature.output_names)
+            lines.append(f"  [{node.id}] {node.strategy}({ins}) -> {outs}; {len(node.demos)} demos")
+            first = (node.instructions.splitlines() or [""])[0]
+            lines.append(f"      instructions: {first[:100]}")
+        if p.edges:
+            lines.append("edges:")
+            lines.extend(f"  {e.src} --{e.field}--> {e.dst}" for e in p.edges)
+        return "\n".join(lines)
+
+    def save(self, path: str | os.PathLike[str]) -> Any:
+        """Write the artifact (versioned JSON, atomically: temp file, fsync, rename).
+
+        A store URL with an artifact name (``"sqlite://.desic/desic.db#triage"``, or
+        ``#triage@prod`` to tag it) saves the next version there and returns its
+        ``ArtifactInfo``; a path returns the ``Path`` written.
+        """
+        if isinstance(path, str) and "://" in path:
+            from .storage._artifacts import save_url
+
+            return save_url(self.program, path)
+        target = Path(path)
+        data = ir.encode_program(self.program)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+    def __repr__(self) -> str:
+        return f"<desic.CompiledPipeline {self.pipeline.name} nodes={list(self.program.node_ids)}>"
+
+
+def _check_drift(program: ir.Program, source: str) -> None:
+    for node in program.nodes:
+        if node.fingerprint and node.fingerprint != node.signature.fingerprint:
+            raise ArtifactError(
+                f"{source} is corrupt or was edited by hand: node {node.id!r} carries fingerprint "
+                f"{node.fingerprint} but its signature hashes to {node.signature.fingerprint}"
+            )
+        sig = registered(node.signature.ref) if node.signature.ref else None
+        if sig is not None and sig.spec.fingerprint != node.signature.fingerprint:
+            raise drift_error(node.id, node.signature, sig.spec)
+
+
+def load(path: str | os.PathLike[str], pipeline: Any = None) -> CompiledPipeline:
+    """Read an artifact (no code is executed) and bind it.
+
+    ``path`` is a file, or a store URL naming an artifact version:
+    ``"sqlite://.desic/desic.db#triage@latest"`` (``@3``, ``@prod``; see ``desic.storage``).
+
+    With ``pipeline`` the artifact is bound to your code and every node's signature is
+    checked against it (``ArtifactError`` with a field-level diff on drift). Without it,
+    a single-signature artifact runs from the file alone.
+    """
+    p: str | Path
+    if isinstance(path, str) and "://" in path:  # a store: "sqlite://.desic/desic.db#triage@prod"
+        from .storage._artifacts import load_url
+
+        program, p = load_url(path)
+    else:
+        p = Path(path)
+        try:
+            data = p.read_bytes()
+        except FileNotFoundError:
+            raise ArtifactError(f"artifact not found: {p}") from None
+        except OSError as exc:
+            raise ArtifactError(f"cannot read artifact {p}: {exc}") from exc
+        program = ir.decode_program(data, source=str(p))
+    _check_drift(program, str(p))
+    if pipeline is not None:
+        return CompiledPipeline(as_pipeline(pipeline), program)
+    if len(program.nodes) != 1:
+        raise ArtifactError(
+            f"{p} holds a pipeline of {len(program.nodes)} nodes; pass your code to run it: "
+            f"desic.load({str(p)!r}, pipeline={program.pipeline.rsplit(':', 1)[-1] or 'my_pipeline'})"
+        )
+    node = program.nodes[0]
+    sig: Signature[..., Any] = Signature.from_spec(node.signature, strategy=node.strategy)
+    if node.id != node.signature.name:
+        sig = sig.named(node.id)
+    return CompiledPipeline(as_pipeline(sig), program)
+

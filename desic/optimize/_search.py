@@ -1,0 +1,191 @@
+"""What the search optimizers share: options, the split, scoring into a pool, proposals.
+
+``random_search``, ``beam``, ``genetic``, ``mipro`` and ``reflective`` are dataclasses over
+``SearchOptimizer``: their fields are their options, in constructor order, and
+``config()`` lists them in that order (the config keys resume and replay records, so it
+must not change when an optimizer's code is reorganized).
+
+A pool is a list of ``Ranked`` entries, ``(scored program, candidate index)``; ``rank``
+orders it best first, the earliest candidate first among equals.
+
+Proposals go through ``task.call`` (memoized, budgeted, teacher-first) with the
+optimizer's sampling temperature and ``PROPOSAL_TOKENS``; the caller names the record key
+(``key_salt``) and the sampling seed, which keep distinct proposals distinct.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from .. import ir
+from ..data import Example
+from ..evaluate import RunOutcome
+from ._base import CompileTask, Scored, initial_program
+from ._propose import (
+    PROPOSAL_TOKENS,
+    clean_instruction,
+    describe_node,
+    examples_text,
+    failures_text,
+    propose_instruction,
+)
+from .bootstrap import Traces, collect_traces, fill_program, record_pool
+
+__all__ = [
+    "Child",
+    "Ranked",
+    "SearchOptimizer",
+    "ask",
+    "best_of",
+    "bootstrap_seed",
+    "rank",
+    "rewrite",
+    "rotate",
+    "score_into",
+    "start_pool",
+]
+
+Ranked = tuple[Scored, int]  # a scored program and its index in the task's history
+Child = tuple[ir.Program, "int | None", str]  # a program to score, its parent's index, a note
+
+
+class SearchOptimizer:
+    """Base of the built-in search optimizers; each subclass is a ``@dataclass``."""
+
+    name: str = ""
+    val_fraction: float
+    max_val: int | None
+
+    def config(self) -> dict[str, Any]:
+        """The options, by field in declaration order; an ``init`` optimizer by its name."""
+        if not dataclasses.is_dataclass(self):
+            raise TypeError(f"{type(self).__name__} must be a dataclass to derive its config")
+        return {f.name: _option(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def splits(self, task: CompileTask) -> tuple[list[Example], list[Example]]:
+        """(train, validation) rows for this optimizer; refuses a compile without a metric."""
+        task.need_metric(self.name)
+        return task.split(fraction=self.val_fraction, max_val=self.max_val)
+
+
+def _option(name: str, value: Any) -> Any:
+    if name == "init" and not isinstance(value, (str, type(None))):
+        return getattr(value, "name", "?")
+    return value
+
+
+# --- pools --------------------------------------------------------------------------------
+
+
+def rank(pool: Sequence[Ranked]) -> list[Ranked]:
+    """``pool`` best first, the earliest candidate first among equal scores."""
+    return sorted(pool, key=lambda item: (-item[0].score, item[1]))
+
+
+def best_of(pool: Sequence[Ranked]) -> Ranked:
+    return min(pool, key=lambda item: (-item[0].score, item[1]))
+
+
+async def score_into(
+    task: CompileTask,
+    pool: Sequence[Ranked],
+    children: Sequence[Child],
+    val: list[Example],
+    round_: int,
+) -> list[Ranked]:
+    """Score ``children`` on ``val``, record each (in order), and return ``pool`` with them,
+    ranked."""
+    scored = await task.evaluate_many([program for program, _, _ in children], val)
+    out = list(pool)
+    for (program, parent, note), s in zip(children, scored):
+        cand = task.record(
+            program, s.score, note, split="val", scores=s.scores, round=round_, parent=parent
+        )
+        out.append((s, cand.index))
+    return rank(out)
+
+
+async def start_pool(
+    task: CompileTask, init: Any, train: list[Example], val: list[Example]
+) -> Ranked:
+    """The starting program (zero-shot or ``init``'s result), scored on ``val`` and recorded."""
+    start = await initial_program(task, init, train)
+    (first,) = await score_into(task, [], [(start, None, "start")], val, 0)
+    return first
+
+
+async def bootstrap_seed(
+    task: CompileTask,
+    train: list[Example],
+    *,
+    want: int,
+    max_demos: int,
+    max_labeled: int,
+    threshold: float = 1.0,
+) -> tuple[ir.Program, Traces]:
+    """One bootstrap pass over ``train`` (teacher-first), its program, and the pool recorded."""
+    found = await collect_traces(task, train, want=want, threshold=threshold, lm=task.teacher_lm)
+    program = fill_program(task, train, found, max_demos=max_demos, max_labeled=max_labeled)
+    record_pool(task, program, found)
+    return program, found
+
+
+def rotate(rows: list[Example], by: int) -> list[Example]:
+    """``rows`` starting at position ``by`` (so each proposal slot sees other data first)."""
+    return rows[by:] + rows[:by]
+
+
+# --- proposals ----------------------------------------------------------------------------
+
+
+async def ask(
+    task: CompileTask,
+    sig: Any,
+    inputs: dict[str, Any],
+    *,
+    key_salt: str,
+    seed: int,
+    temperature: float,
+) -> Any:
+    """One proposal call of an optimizer (``sig`` is a proposal signature)."""
+    return await task.call(
+        sig,
+        inputs,
+        key_salt=key_salt,
+        temperature=temperature,
+        max_tokens=PROPOSAL_TOKENS,
+        seed=seed,
+    )
+
+
+async def rewrite(
+    task: CompileTask,
+    node: ir.Node,
+    outcomes: list[RunOutcome],
+    rows: list[Example],
+    *,
+    tip: str,
+    key_salt: str,
+    seed: int,
+    temperature: float,
+) -> str | None:
+    """A rewrite of ``node``'s instruction grounded on ``rows`` and the failures among
+    ``outcomes`` (with the metric's feedback); None when no usable one came back."""
+    fails, feedback = failures_text(outcomes, node.id)
+    value = await ask(
+        task,
+        propose_instruction,
+        {
+            "task": describe_node(node),
+            "examples": examples_text(rows, 4),
+            "failures": fails,
+            "feedback": feedback,
+            "tip": tip,
+        },
+        key_salt=key_salt,
+        seed=seed,
+        temperature=temperature,
+    )
+    return clean_instruction(value, node.instructions or node.signature.instructions)
