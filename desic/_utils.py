@@ -10,6 +10,9 @@ from collections.abc import Coroutine
 from enum import Enum
 from typing import Any, Final, TypeVar
 
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
+
 T = TypeVar("T")
 
 
@@ -28,11 +31,13 @@ class _Unset(Enum):
 UNSET: Final = _Unset.UNSET
 
 
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
 def to_jsonable(value: Any) -> Any:
     """Plain JSON data for a value (pydantic models dumped in JSON mode)."""
-    from pydantic import BaseModel
-    from pydantic_core import to_jsonable_python
-
+    if type(value) in _SCALARS:
+        return value  # what pydantic returns for these, without the call
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     return to_jsonable_python(value)

@@ -53,6 +53,8 @@ __all__ = [
     "run_one",
 ]
 
+_NO_USAGE = Usage()
+
 
 @dataclass(slots=True)
 class ExampleResult:
@@ -66,7 +68,7 @@ class ExampleResult:
     feedback: str | None = None
     error: str | None = None
     latency: float = 0.0
-    usage: Usage = Usage()
+    usage: Usage = _NO_USAGE
     skipped: bool = False  # never ran: the evaluation was stopped before this row
 
     @property
@@ -85,7 +87,7 @@ class EvaluationReport:
 
     score: float
     results: list[ExampleResult]
-    usage: Usage = Usage()
+    usage: Usage = _NO_USAGE
     wall_time: float = 0.0
     stopped_by: str | None = None
     stop_reason: str | None = None
@@ -279,7 +281,7 @@ async def run_one(
             outcome.output = await asyncio.get_running_loop().run_in_executor(
                 executor or thread_pool(8), ctx.run, pipe.run, example.inputs, state
             )
-    except Exception as exc:  # recorded on the row, never fatal
+    except Exception as exc:  # noqa: BLE001 - recorded on the row, never fatal
         outcome.error = f"{type(exc).__name__}: {exc}"
     outcome.latency = time.perf_counter() - start
     return outcome
@@ -472,7 +474,7 @@ class _Evaluation:
             r.score, r.feedback = await ascore(self.metric, example, output)
         except (DataError, ConfigError):
             raise  # the metric cannot work on this data at all: say so now
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - recorded on the row
             r.error = f"metric failed: {type(exc).__name__}: {exc}"
 
     async def execute(self) -> EvaluationReport:

@@ -67,22 +67,34 @@ class Event:
 Sink = Callable[[Event], None]
 
 _global: tuple[Sink, ...] = ()
+# What ``active()`` asks of the global sinks: (whether one always listens, the ``idle``
+# methods of the others), rebuilt whenever ``_global`` changes.
+_interest: tuple[bool, tuple[Callable[[], bool], ...]] = (False, ())
 _global_lock = threading.Lock()
 _scoped: contextvars.ContextVar[tuple[Sink, ...]] = contextvars.ContextVar("desic_sinks", default=())
 _trace_checked = False
 _env_lock = threading.Lock()
 
 
+def _set_global(sinks: tuple[Sink, ...]) -> None:
+    global _global, _interest
+    idle = tuple(check for check in (getattr(s, "idle", None) for s in sinks) if callable(check))
+    _global = sinks
+    _interest = (len(idle) < len(sinks), idle)
+
+
 def subscribe(sink: Sink) -> Callable[[], None]:
-    """Send every event of this process to ``sink``; returns the function that stops it."""
-    global _global
+    """Send every event of this process to ``sink``; returns the function that stops it.
+
+    A sink may have an ``idle()`` method: while it returns True the sink drops whatever it
+    is sent, and ``active()`` leaves it out (so nobody builds events just for it).
+    """
     with _global_lock:
-        _global = (*_global, sink)
+        _set_global((*_global, sink))
 
     def unsubscribe() -> None:
-        global _global
         with _global_lock:
-            _global = tuple(s for s in _global if s is not sink)
+            _set_global(tuple(s for s in _global if s is not sink))
 
     return unsubscribe
 
@@ -110,7 +122,12 @@ def _trace_from_env() -> None:
         if _otel_wanted():
             from .sinks import OTelSink
 
-            subscribe(OTelSink())
+            try:
+                sink = OTelSink()
+            except Exception:  # a broken install never breaks the run
+                log.warning("desic: opentelemetry is installed but cannot be used; no spans", exc_info=True)
+            else:
+                subscribe(sink)
 
 
 def _otel_wanted() -> bool:
@@ -142,7 +159,13 @@ def active() -> bool:
     """Whether anyone listens (to skip building expensive event data)."""
     if not _trace_checked:
         _trace_from_env()
-    return bool(_global or _scoped.get())
+    always, idle = _interest
+    if always or _scoped.get():
+        return True
+    for check in idle:
+        if not check():
+            return True
+    return False
 
 
 class JsonlSink:

@@ -55,7 +55,6 @@ __all__ = [
 
 Metric = Callable[["Example", Any], Any]
 
-_PUNCT = re.compile(f"[{re.escape(string.punctuation)}]+$")
 _ALL_PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -63,7 +62,7 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 def normalize(value: Any) -> Any:
     """Case-, space- and trailing-punctuation-insensitive form of a value."""
     if isinstance(value, str):
-        return _PUNCT.sub("", " ".join(value.casefold().split()))
+        return " ".join(value.casefold().split()).rstrip(string.punctuation)
     if isinstance(value, BaseModel):
         return normalize(value.model_dump(mode="json"))
     if isinstance(value, dict):
@@ -110,7 +109,10 @@ def _pairs(example: Example, output: Any, who: str = "exact_match") -> list[tupl
 
 def exact_match(example: Example, output: Any) -> float:
     """1.0 when every labelled field equals the output's (normalised), else 0.0."""
-    return float(all(normalize(a) == normalize(b) for _, a, b in _pairs(example, output)))
+    for _, label, value in _pairs(example, output):
+        if normalize(label) != normalize(value):
+            return 0.0
+    return 1.0
 
 
 # --- text overlap -------------------------------------------------------------------------
@@ -236,9 +238,12 @@ async def ascore(metric: Metric, example: Example, output: Any) -> tuple[float, 
     """Score with ``metric`` from async code: awaits ``metric.acall`` or an async metric."""
     acall = getattr(metric, "acall", None)
     result = acall(example, output) if acall is not None else metric(example, output)
-    if inspect.isawaitable(result):
+    if type(result) not in _PLAIN_SCORES and inspect.isawaitable(result):
         result = await result
     return score_of(result)
+
+
+_PLAIN_SCORES = frozenset((float, int, bool, tuple))
 
 
 def metric_key(metric: Metric | None) -> str:

@@ -24,7 +24,7 @@ from .render import default_template, render_messages
 if TYPE_CHECKING:
     from .signature import Signature
 
-__all__ = ["Settings", "context", "current_lm", "settings", "RunState", "TraceEntry"]
+__all__ = ["RunState", "Settings", "TraceEntry", "context", "current_lm", "settings"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Settings:
 
 
 _settings: contextvars.ContextVar[Settings] = contextvars.ContextVar(
-    "desic_settings", default=Settings()
+    "desic_settings", default=Settings()  # noqa: B039 - Settings is frozen
 )
 
 
@@ -79,6 +79,9 @@ class TraceEntry:
     error: str | None = None
 
 
+_NO_USAGE = Usage()
+
+
 class _Capture(Exception):
     """Raised to stop a run after the prompt of a node was captured and no LM is available."""
 
@@ -92,7 +95,7 @@ class RunState:
     lm: LM | None = None
     capture_only: bool = False
     check_drift: bool = True
-    usage: Usage = Usage()
+    usage: Usage = _NO_USAGE
     node_usage: dict[str, Usage] = field(default_factory=dict)  # the run's usage by node id
     nodes_seen: dict[str, ir.Node] = field(default_factory=dict)
     edges: set[tuple[str, str, str]] = field(default_factory=set)
@@ -131,7 +134,8 @@ class RunState:
         with self._lock:
             self.usage = self.usage + usage
             if node_id is not None:
-                self.node_usage[node_id] = self.node_usage.get(node_id, Usage()) + usage
+                before = self.node_usage.get(node_id)
+                self.node_usage[node_id] = usage if before is None else before + usage
 
 
 _run: contextvars.ContextVar[RunState | None] = contextvars.ContextVar("desic_run", default=None)
@@ -141,13 +145,20 @@ def current_run() -> RunState | None:
     return _run.get()
 
 
-@contextmanager
-def run_scope(state: RunState) -> Iterator[RunState]:
-    token = _run.set(state)
-    try:
-        yield state
-    finally:
-        _run.reset(token)
+class run_scope:  # lower case: it replaced a context-manager function of this name
+    """``with run_scope(state):`` runs the block as part of ``state``'s run (this thread/task)."""
+
+    __slots__ = ("_token", "state")
+
+    def __init__(self, state: RunState) -> None:
+        self.state = state
+
+    def __enter__(self) -> RunState:
+        self._token = _run.set(self.state)
+        return self.state
+
+    def __exit__(self, *exc: object) -> None:
+        _run.reset(self._token)
 
 
 def default_node(sig: Signature[..., Any], node_id: str) -> ir.Node:
@@ -194,6 +205,20 @@ def prepare(sig: Signature[..., Any], inputs: dict[str, Any]) -> tuple[ir.Node, 
     return node, render_messages(node, inputs), state
 
 
+_params_cache: dict[ir.LMOverrides, LMParams] = {}
+
+
+def _params(o: ir.LMOverrides) -> LMParams:
+    """The request parameters of a node's LM overrides (both immutable: made once)."""
+    params = _params_cache.get(o)
+    if params is None:
+        if len(_params_cache) >= 1024:
+            _params_cache.clear()
+        params = LMParams(model=o.model, temperature=o.temperature, max_tokens=o.max_tokens, seed=o.seed)
+        _params_cache[o] = params
+    return params
+
+
 async def execute(
     sig: Signature[..., Any],
     inputs: dict[str, Any],
@@ -212,11 +237,10 @@ async def execute(
         if state.capture_only:
             raise _Capture(node.id)
     lm = (state.lm if state is not None and state.lm is not None else None) or current_lm()
-    o = node.lm
     request = LMRequest(
         messages=tuple(messages),
         response_model=sig.response_model(node.strategy),
-        params=LMParams(model=o.model, temperature=o.temperature, max_tokens=o.max_tokens, seed=o.seed),
+        params=_params(node.lm),
         node_id=node.id,
     )
     started = time.perf_counter()

@@ -19,7 +19,7 @@ from pydantic.fields import FieldInfo
 from . import ir
 from .errors import SignatureError
 
-__all__ = ["Signature", "signature", "STRATEGIES"]
+__all__ = ["STRATEGIES", "Signature", "signature"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -82,10 +82,9 @@ def _build(fn: Callable[..., Any], name: str) -> tuple[ir.SignatureSpec, type[Ba
             raise SignatureError(
                 f"{owner}: parameter {pname!r} has no type annotation; write e.g. '{pname}: str'"
             )
-        base, description, info = _split_annotated(hints[pname])
+        base, description, _ = _split_annotated(hints[pname])
         default: Any = param.default
         if isinstance(default, FieldInfo):
-            info = default
             description = default.description or description
             default = default.get_default() if not default.is_required() else param.empty
         required = default is param.empty

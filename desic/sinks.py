@@ -237,6 +237,17 @@ def progress(
 # --- OpenTelemetry ------------------------------------------------------------------------------
 
 _SPAN_KINDS = ("lm_call", "node_call", "example")
+_RECHECK_SECONDS = 1.0
+_UNSEEN = object()  # opentelemetry keeps its global provider elsewhere
+_NEVER = object()
+
+
+def _version() -> str:
+    from ._version import __version__
+
+    return __version__
+
+
 _ATTR_TYPES = (str, bool, int, float)
 
 
@@ -267,31 +278,46 @@ class OTelSink:
     """
 
     def __init__(self, tracer_provider: Any = None):
+        from opentelemetry import trace
+
+        self._trace = trace
         self._provider = tracer_provider
         self._tracer: Any = None
         self._runs: list[tuple[str, Any]] = []  # (run_id, span), innermost last
         self._lock = threading.Lock()
+        self._seen: Any = _NEVER  # the global provider when last looked at
+        self._recheck_at = 0.0
 
     def _get_tracer(self) -> Any:
-        from opentelemetry import trace
-
-        if self._provider is None:
-            provider = trace.get_tracer_provider()
-            if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
-                return None  # no SDK configured: spans would go nowhere
-        if self._tracer is None:
-            from ._version import __version__
-
-            provider = self._provider or trace.get_tracer_provider()
-            self._tracer = provider.get_tracer("desic", __version__)
+        if self._provider is not None:
+            if self._tracer is None:
+                self._tracer = self._provider.get_tracer("desic", _version())
+            return self._tracer
+        # Asking OpenTelemetry for the global provider reads os.environ: microseconds on
+        # every event. So ask again only when its module-level provider has changed (a
+        # ``set_tracer_provider`` call) or, while none is set, once a second (for one that
+        # the environment names). Until an SDK provider is set, the sink does nothing.
+        trace = self._trace
+        seen = getattr(trace, "_TRACER_PROVIDER", _UNSEEN)
+        if seen is self._seen and (self._tracer is not None or time.monotonic() < self._recheck_at):
+            return self._tracer
+        self._seen, self._recheck_at = seen, time.monotonic() + _RECHECK_SECONDS
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
+            self._tracer = None  # no SDK configured: spans would go nowhere
+        else:
+            self._tracer = provider.get_tracer("desic", _version())
         return self._tracer
+
+    def idle(self) -> bool:
+        """True while there is nothing to export to (no SDK provider yet): see ``subscribe``."""
+        return self._get_tracer() is None
 
     def __call__(self, event: Event) -> None:
         tracer = self._get_tracer()
         if tracer is None:
             return
-        from opentelemetry import trace
-
+        trace = self._trace
         end_ns = int(event.time * 1e9)
         with self._lock:
             parent = self._runs[-1][1] if self._runs else None

@@ -216,6 +216,118 @@ def test_otel_spans_for_a_run_and_its_lm_calls() -> None:
     assert call.end_time >= call.start_time
 
 
+def test_an_idle_global_sink_does_not_make_anyone_listen(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Sleepy:
+        def __init__(self) -> None:
+            self.asleep = True
+            self.seen: list[str] = []
+
+        def idle(self) -> bool:
+            return self.asleep
+
+        def __call__(self, event: Event) -> None:
+            self.seen.append(event.kind)
+
+    monkeypatch.setattr(events, "_trace_checked", True)  # no sinks from the environment
+    monkeypatch.setattr(events, "_global", ())
+    monkeypatch.setattr(events, "_interest", (False, ()))
+    sleepy = Sleepy()
+    unsubscribe = subscribe(sleepy)
+    try:
+        assert events.active() is False  # nobody builds events for a sink that drops them
+        emit("candidate", index=0)  # an event emitted anyway still reaches it
+        sleepy.asleep = False
+        assert events.active() is True
+        with listening(lambda e: None):
+            sleepy.asleep = True
+            assert events.active() is True  # a scoped sink always listens
+        plain = subscribe(lambda e: None)
+        assert events.active() is True  # so does a global one without ``idle``
+        plain()
+        assert events.active() is False
+    finally:
+        unsubscribe()
+    assert sleepy.seen == ["candidate"]
+
+
+def test_a_broken_opentelemetry_install_is_logged_not_raised(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import desic.sinks
+
+    def broken(self: object, tracer_provider: object = None) -> None:
+        raise ImportError("opentelemetry is broken")
+
+    monkeypatch.setattr(events, "_trace_checked", False)
+    monkeypatch.setattr(events, "_global", ())
+    monkeypatch.setattr(events, "_interest", (False, ()))
+    monkeypatch.setattr(events, "_otel_wanted", lambda: True)
+    monkeypatch.delenv("DESIC_TRACE", raising=False)
+    monkeypatch.setattr(desic.sinks.OTelSink, "__init__", broken)
+    with caplog.at_level(logging.WARNING, logger="desic"):
+        emit("candidate", index=0)
+    assert events._global == ()
+    assert "cannot be used" in caplog.text
+
+
+LATE_PROVIDER = '''
+import time
+import desic
+import desic.events as ev
+from desic.testing import FakeLM
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+@desic.signature
+def label(text: str) -> str:
+    """Label it."""
+
+with desic.context(lm=FakeLM(["a"], cycle=True)):
+    label(text="before any provider")
+    print([type(s).__name__ for s in ev._global])
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    start = time.monotonic()
+    label(text="right after the provider was set")
+    print(sorted(s.name for s in exporter.get_finished_spans()), time.monotonic() - start < 0.5)
+'''
+
+
+def test_otel_sink_exports_once_an_sdk_provider_is_set_after_import() -> None:
+    pytest.importorskip("opentelemetry.sdk.trace", reason="opentelemetry-sdk is not installed")
+    unset = ("DESIC_TRACE", "DESIC_OTEL", "OTEL_PYTHON_TRACER_PROVIDER")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    proc = subprocess.run(
+        [sys.executable, "-c", LATE_PROVIDER], env=env, check=False, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    subscribed, spans = proc.stdout.strip().splitlines()
+    assert subscribed == "['OTelSink']"
+    assert spans == "['desic.lm_call', 'desic.node_call'] True"  # at once, not a second later
+
+
+def test_otel_sink_asks_for_the_global_provider_once_while_none_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    trace = pytest.importorskip("opentelemetry.trace")
+    if getattr(trace, "_TRACER_PROVIDER", None) is not None:
+        pytest.skip("a global tracer provider is set in this process")
+    real = trace.get_tracer_provider
+    calls: list[object] = []
+
+    def counting() -> object:
+        calls.append(real())
+        return calls[-1]
+
+    monkeypatch.setattr(trace, "get_tracer_provider", counting)
+    sink = OTelSink()
+    for _ in range(100):
+        sink(Event("lm_call", {"latency": 0.1}))
+    assert len(calls) == 1
+
+
 def test_otel_sink_does_nothing_without_an_sdk() -> None:
     pytest.importorskip("opentelemetry.trace")
     sink = OTelSink()  # the global provider: no SDK configured in this process

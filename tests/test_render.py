@@ -210,10 +210,19 @@ def test_unknown_strategy_has_no_default_template() -> None:
 
 def test_compiled_templates_are_cached() -> None:
     template = default_template("predict") + "{# cache test #}"
-    node = node_of(echo, template=template)
-    first = render_messages(node, {"text": "same"})
+    first = render_messages(node_of(echo, template=template), {"text": "same"})
     hits = desic.render._compile.cache_info().hits
-    second = render_messages(node, {"text": "same"})
+    second = render_messages(node_of(echo, template=template), {"text": "same"})  # another node
     assert second == first
     assert desic.render._compile.cache_info().hits > hits
     assert desic.render._compile(template) is desic.render._compile(template)
+
+
+def test_a_node_is_prepared_for_rendering_once() -> None:
+    node = node_of(echo, instructions="Prepared once.")
+    first = render_messages(node, {"text": "a"})
+    rendering = desic.render._renderings[id(node)]
+    second = render_messages(node, {"text": "b"})
+    assert desic.render._renderings[id(node)] is rendering
+    assert first[0] == second[0] and first[0] is not second[0]  # callers get their own dicts
+    assert [first[-1]["content"], second[-1]["content"]] == ["text: a", "text: b"]

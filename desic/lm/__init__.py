@@ -109,6 +109,12 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
     def __add__(self, other: Usage) -> Usage:
+        # Most sums add nothing to one side (a run's first call, a cached answer): skip
+        # building a new object then (Usage is immutable, so sharing it is safe).
+        if not (other.calls or other.prompt_tokens or other.completion_tokens or other.cost):
+            return self
+        if not (self.calls or self.prompt_tokens or self.completion_tokens or self.cost):
+            return other
         return Usage(
             calls=self.calls + other.calls,
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,

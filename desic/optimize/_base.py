@@ -39,6 +39,7 @@ from ..pipeline import Pipeline, program_from_runs
 from ..runtime import RunState, TraceEntry, context, default_node, run_scope
 
 T = TypeVar("T")
+_NO_USAGE = Usage()
 
 Job = tuple[Example, "ir.Program | None"]
 
@@ -171,7 +172,7 @@ class Candidate:
     index: int
     program: ir.Program
     score: float | None
-    usage: Usage = Usage()
+    usage: Usage = _NO_USAGE
     note: str = ""
     split: str | None = None
     scores: list[float] | None = None
@@ -315,7 +316,7 @@ class CompileTask:
             outcome.score, outcome.feedback = await ascore(self.metric, outcome.example, outcome.output)
         except (DataError, ConfigError):
             raise
-        except Exception as exc:  # a failing metric scores 0 on this row
+        except Exception as exc:  # noqa: BLE001 - a failing metric scores 0 on this row
             outcome.score, outcome.feedback = 0.0, f"metric failed: {type(exc).__name__}: {exc}"
 
     def _observe(self, state: RunState) -> None:
@@ -385,9 +386,9 @@ class CompileTask:
                 on_outcome(i, outcome)
 
         await drive(len(jobs), work, concurrency=self.concurrency, stop=halt)
-        if self.meter.stopped is not None and any(r is None for r in results):
-            if stop is None or not stop():
-                self.meter.check()
+        unfinished = self.meter.stopped is not None and any(r is None for r in results)
+        if unfinished and (stop is None or not stop()):
+            self.meter.check()
         return results
 
     async def run(
@@ -510,7 +511,7 @@ class CompileTask:
                 value = await pending
             except BudgetExceeded:
                 raise
-            except Exception as exc:  # a failed proposal is skipped, not fatal
+            except Exception as exc:  # noqa: BLE001 - a failed proposal is skipped, not fatal
                 error = f"{type(exc).__name__}: {exc}"
             finally:
                 self.meter.finish(state.usage)

@@ -82,16 +82,19 @@ class _Acceptor:
         self.filled = False
         self.max_window = max_window
         self.accepted = 0
+        self._have = self._fewest_demos()
         self.window = self._window()  # recomputed as rows are looked at
         self._moved: asyncio.Event | None = None
 
     def full(self) -> bool:
         return self.filled
 
-    def _window(self) -> int:
+    def _fewest_demos(self) -> int:
         demos = self.found.demos
-        have = min((len(demos.get(n, [])) for n in self.seen_nodes), default=0)
-        need = max(1, self.want - have)
+        return min((len(demos.get(n, [])) for n in self.seen_nodes), default=0)
+
+    def _window(self) -> int:
+        need = max(1, self.want - self._have)
         rate = (self.accepted + 1) / (self.frontier + 2)
         return max(1, min(self.max_window, math.ceil(2 * need / rate)))
 
@@ -105,7 +108,13 @@ class _Acceptor:
 
     def __call__(self, pos: int, outcome: RunOutcome) -> None:
         self.done[pos] = outcome
+        if pos != self.frontier or self.filled:
+            return  # the finished prefix did not grow: nothing to look at, nobody to wake
         found = self.found
+        seen_nodes = self.seen_nodes
+        # ``enough()`` and the fewest demos per node change only when a node is first seen
+        # or a trace is accepted: ask again only then (and for the first row looked at).
+        changed = self.frontier == 0
         while not self.filled and self.frontier < len(self.done):
             o = self.done[self.frontier]
             if o is None:
@@ -115,18 +124,25 @@ class _Acceptor:
             if self.first:
                 found.states.append(o.state)
                 found.tried += 1
-            self.seen_nodes.update(o.state.nodes_seen)
+            nodes = o.state.nodes_seen
+            if not seen_nodes.issuperset(nodes):
+                seen_nodes.update(nodes)
+                changed = True
             if o.error is None and self.task.score(o) >= self.threshold:
                 found.accepted += 1
                 self.accepted += 1
                 found.used.add(row)
+                changed = True
                 for entry in o.state.trace or []:
                     if entry.output is None:
                         continue
                     bucket = found.demos.setdefault(entry.node_id, [])
                     if len(bucket) < self.want:
                         bucket.append(ir.Demo(inputs=entry.inputs, output=entry.output, source="bootstrap"))
-            self.filled = self.enough()
+            if changed:
+                self.filled = self.enough()
+                self._have = self._fewest_demos()
+                changed = False
         self.window = self._window()
         if self._moved is not None:
             self._moved.set()

@@ -4,6 +4,11 @@ A template is one ``.j2`` source with three blocks: ``system`` (rendered once),
 ``user`` (rendered for each demo's inputs and for the query) and ``assistant`` (each
 demo's answer). User inputs only ever enter as variables, never as template source, so a
 ticket containing ``{{ 7*7 }}`` reaches the LM verbatim. Undefined variables are errors.
+
+Per call only the query's user block is rendered (the rest is cached per node). For the
+shipped templates that block is built in plain Python, to the byte what Jinja renders
+(``tests/test_render_fast.py`` holds the two together); custom templates always go
+through the sandbox.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from .. import ir
 from .._utils import to_jsonable
 from ..errors import SignatureError
 
-__all__ = ["BLOCKS", "default_template", "render_messages", "format_value", "answer_json"]
+__all__ = ["BLOCKS", "answer_json", "default_template", "format_value", "render_messages"]
 
 BLOCKS = ("system", "user", "assistant")
 
@@ -110,10 +115,35 @@ def _output_fields(spec: ir.SignatureSpec) -> list[dict[str, str]]:
     return fields
 
 
-# The system message and demo turns depend on the node alone: render them once per node
-# object (nodes are immutable) and only the query per call.
-_prefixes: dict[int, tuple[ir.Node, tuple[dict[str, str], ...]]] = {}
-_PREFIX_CACHE_SIZE = 4096
+# The shipped templates' user block, which ``_fast_user`` produces without Jinja (the
+# bulk of the per-call rendering cost: a Jinja context and sandboxed attribute lookups).
+_SHIPPED_USER_BLOCK = """{% block user %}
+{% for f in fields %}
+{{ f.name }}: {{ f.value }}
+{% endfor %}
+{% endblock %}"""
+
+
+@lru_cache(maxsize=1)
+def _shipped_sources() -> frozenset[str]:
+    folder = files(__package__).joinpath("templates")
+    return frozenset(
+        entry.read_text("utf-8") for entry in folder.iterdir() if entry.name.endswith(".j2")
+    )
+
+
+def _fast_user_ok(source: str) -> bool:
+    """Whether ``source`` is a shipped template, whose user block ``_fast_user`` renders."""
+    return source in _shipped_sources() and _SHIPPED_USER_BLOCK in source
+
+
+def _fast_user(spec: ir.SignatureSpec, values: dict[str, Any]) -> str:
+    """The shipped user block for ``values``, exactly as Jinja renders it: one
+    ``name: value`` line per input given (``str`` of ``format_value``), then stripped."""
+    lines = [
+        f.name + ": " + str(format_value(values[f.name])) + "\n" for f in spec.inputs if f.name in values
+    ]
+    return "".join(lines).strip()
 
 
 def _user(template: jinja2.Template, spec: ir.SignatureSpec, values: dict[str, Any]) -> str:
@@ -125,43 +155,68 @@ def _user(template: jinja2.Template, spec: ir.SignatureSpec, values: dict[str, A
     return _block(template, "user", {"fields": fields, "inputs": values})
 
 
-def _prefix(node: ir.Node, template: jinja2.Template) -> tuple[dict[str, str], ...]:
-    hit = _prefixes.get(id(node))
-    if hit is not None and hit[0] is node:
-        return hit[1]
-    spec = node.signature
-    input_fields = [
-        {"name": f.name, "type": _type_text(f.schema), "description": f.description}
-        for f in spec.inputs
-    ]
-    system = _block(
-        template,
-        "system",
-        {
-            "instructions": node.instructions or spec.instructions,
-            "input_fields": input_fields,
-            "output_fields": _output_fields(spec),
-            "strategy": node.strategy,
-            "signature": spec.name,
-        },
-    )
-    messages: list[dict[str, str]] = [{"role": "system", "content": system}]
-    for demo in node.demos:
-        messages.append({"role": "user", "content": _user(template, spec, demo.inputs)})
-        answer = _block(
-            template, "assistant", {"answer": answer_json(demo.output), "output": demo.output}
+class _Rendering:
+    """What rendering a node's calls needs, worked out once per node object: the system
+    message and demo turns (they depend on the node alone; nodes are immutable), and how
+    to render the query's user block."""
+
+    __slots__ = ("fast", "node", "prefix", "template")
+
+    def __init__(self, node: ir.Node) -> None:
+        source = node.template or default_template(node.strategy)
+        template = _compile(source)
+        self.node = node
+        self.template = template
+        self.fast = _fast_user_ok(source)
+        spec = node.signature
+        input_fields = [
+            {"name": f.name, "type": _type_text(f.schema), "description": f.description}
+            for f in spec.inputs
+        ]
+        system = _block(
+            template,
+            "system",
+            {
+                "instructions": node.instructions or spec.instructions,
+                "input_fields": input_fields,
+                "output_fields": _output_fields(spec),
+                "strategy": node.strategy,
+                "signature": spec.name,
+            },
         )
-        messages.append({"role": "assistant", "content": answer})
-    prefix = tuple(messages)
-    if len(_prefixes) >= _PREFIX_CACHE_SIZE:
-        _prefixes.clear()
-    _prefixes[id(node)] = (node, prefix)
-    return prefix
+        messages: list[dict[str, str]] = [{"role": "system", "content": system}]
+        for demo in node.demos:
+            messages.append({"role": "user", "content": self.user(demo.inputs)})
+            answer = _block(
+                template, "assistant", {"answer": answer_json(demo.output), "output": demo.output}
+            )
+            messages.append({"role": "assistant", "content": answer})
+        self.prefix = tuple(messages)
+
+    def user(self, values: dict[str, Any]) -> str:
+        if self.fast:
+            return _fast_user(self.node.signature, values)
+        return _user(self.template, self.node.signature, values)
+
+
+_renderings: dict[int, _Rendering] = {}
+_RENDERING_CACHE_SIZE = 4096
+
+
+def _rendering(node: ir.Node) -> _Rendering:
+    hit = _renderings.get(id(node))
+    if hit is not None and hit.node is node:
+        return hit
+    rendering = _Rendering(node)
+    if len(_renderings) >= _RENDERING_CACHE_SIZE:
+        _renderings.clear()
+    _renderings[id(node)] = rendering
+    return rendering
 
 
 def render_messages(node: ir.Node, inputs: dict[str, Any]) -> list[dict[str, str]]:
     """The chat messages ``node`` sends for ``inputs`` (demos become example turns)."""
-    template = _compile(node.template or default_template(node.strategy))
-    messages = [dict(m) for m in _prefix(node, template)]
-    messages.append({"role": "user", "content": _user(template, node.signature, inputs)})
+    rendering = _rendering(node)
+    messages = [dict(m) for m in rendering.prefix]
+    messages.append({"role": "user", "content": rendering.user(inputs)})
     return messages

@@ -54,7 +54,7 @@ def prompt_snapshot(request: pytest.FixtureRequest) -> Any:
         snapshot = request.getfixturevalue("snapshot")
     except pytest.FixtureLookupError:
         raise RuntimeError("prompt_snapshot needs syrupy: pip install 'desic[dev]'") from None
-    from ..compile import CompiledPipeline
+    from .._compiled import CompiledPipeline
     from ..ir import Program
     from ..pipeline import as_pipeline
     from .snapshots import PromptSnapshotExtension, format_prompts
