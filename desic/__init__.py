@@ -34,13 +34,13 @@ if TYPE_CHECKING:
     from . import testing as testing
     from ._compiled import CompiledPipeline as CompiledPipeline
     from ._compiled import load as load
+    from .budget import Budget as Budget
     from .compile import compile as compile
     from .data import Example as Example
     from .data import load_dataset as load_dataset
     from .evaluate import EvaluationReport as EvaluationReport
     from .evaluate import aevaluate as aevaluate
     from .evaluate import evaluate as evaluate
-    from .budget import Budget as Budget
     from .ir import Program as Program
     from .lm import LM as LM
     from .lm import lm as lm
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from .signature import signature as signature
 
 __all__ = [
+    "LM",
     "ArtifactError",
     "Budget",
     "BudgetExceeded",
@@ -60,7 +61,6 @@ __all__ = [
     "DesicError",
     "EvaluationReport",
     "Example",
-    "LM",
     "LMError",
     "OutputValidationError",
     "Pipeline",

@@ -44,13 +44,13 @@ class _Builder:
                 options = [self.type_of(s) for s in schema[key]]
                 if len(options) == 2 and type(None) in options:
                     other = next(o for o in options if o is not type(None))
-                    return Optional[other]
-                return Union[tuple(options)]
+                    return Optional[other]  # noqa: UP045 (a type built at runtime)
+                return Union[tuple(options)]  # noqa: UP007 (a type built at runtime)
         if "allOf" in schema and len(schema["allOf"]) == 1:
             return self.type_of(schema["allOf"][0])
         kind = schema.get("type")
         if isinstance(kind, list):
-            return Union[tuple(_PRIMITIVES.get(k, Any) for k in kind)]
+            return Union[tuple(_PRIMITIVES.get(k, Any) for k in kind)]  # noqa: UP007
         if kind == "array":
             items = schema.get("items")
             if isinstance(items, dict):

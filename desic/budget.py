@@ -25,6 +25,9 @@ __all__ = ["BUDGET_NAMES", "Budget", "BudgetMeter"]
 BUDGET_NAMES = ("max_calls", "max_tokens", "max_dollars", "max_seconds")
 
 
+_NO_USAGE = Usage()
+
+
 @dataclass(frozen=True, slots=True)
 class Budget:
     """Limits on LM calls, tokens (prompt + completion), dollars and wall time.
@@ -66,7 +69,7 @@ class Budget:
         return any(getattr(self, name) is not None for name in BUDGET_NAMES)
 
     def exceeded(
-        self, usage: Usage, elapsed: float, pending: Usage = Usage(), next_unit: Usage = Usage()
+        self, usage: Usage, elapsed: float, pending: Usage = _NO_USAGE, next_unit: Usage = _NO_USAGE
     ) -> tuple[str, str] | None:
         """``(budget name, explanation)`` of the first limit that ``usage`` plus the work in
         flight (``pending``) plus one more unit (``next_unit``) would pass; else None."""
@@ -100,7 +103,7 @@ class BudgetMeter:
 
     budget: Budget | None
     started: float = field(default_factory=time.monotonic)
-    usage: Usage = Usage()
+    usage: Usage = _NO_USAGE  # frozen: sharing the default is safe
     in_flight: int = 0
     _units: int = 0
     stopped: tuple[str, str] | None = None

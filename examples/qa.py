@@ -24,7 +24,9 @@ import desic
 
 DATA = Path(__file__).parent / "data"
 _WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset("a an the of to in on is are was what which who when how does do for and or at by from it".split())
+_STOP = frozenset(
+    "a an the of to in on is are was what which who when how does do for and or at by from it".split()  # noqa: SIM905
+)
 
 
 def tokenize(text: str) -> list[str]:

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_package_is_strictly_typed() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "desic"],
+        check=False,
         cwd=ROOT,
         capture_output=True,
         text=True,
