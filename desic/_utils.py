@@ -67,6 +67,59 @@ def _run_on_thread_loop(coro: Coroutine[Any, Any, T]) -> T:
     return _thread_loop().run_until_complete(coro)
 
 
+class _Handoff:
+    """One coroutine run on another thread's loop while this thread waits.
+
+    What ``asyncio.run_coroutine_threadsafe(coro, loop).result()`` does, with a bare lock
+    for the wait instead of a ``concurrent.futures.Future`` (its condition variable and
+    callback machinery cost more than the coroutine itself for a fast LM call). The task
+    runs in a copy of the calling thread's context, as there.
+    """
+
+    __slots__ = ("coro", "done", "error", "result")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self.coro = coro
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:  # on the loop
+        try:
+            task = loop.create_task(self.coro)
+        except BaseException as exc:  # handed to the waiting thread, then raised here too
+            self.error = exc
+            self.done.release()
+            raise
+        task.add_done_callback(self.finish)
+
+    def finish(self, task: asyncio.Task[Any]) -> None:  # on the loop
+        if task.cancelled():  # as a cancelled concurrent future reports it
+            self.error = concurrent.futures.CancelledError()
+        else:
+            self.error = task.exception()
+            if self.error is None:
+                self.result = task.result()
+        self.done.release()
+
+
+def run_on_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on ``loop`` (running in another thread) and wait for its result."""
+    handoff = _Handoff(coro)
+    try:
+        loop.call_soon_threadsafe(handoff.start, loop)
+    except BaseException:
+        coro.close()
+        raise
+    handoff.done.acquire()
+    if handoff.error is not None:
+        error, handoff.error = handoff.error, None
+        raise error
+    result: T = handoff.result
+    return result
+
+
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion from synchronous code, wherever that code runs.
 
@@ -74,14 +127,11 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     - in a thread with no running loop: on that thread's own persistent loop (cheap);
     - inside a running loop (a notebook): on a helper thread, so the call still completes.
     """
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
+    running = asyncio._get_running_loop()  # None outside a loop (no exception to raise)
     if running is None:
         home = home_loop.get()
         if home is not None and home.is_running():
-            return asyncio.run_coroutine_threadsafe(coro, home).result()
+            return run_on_loop(home, coro)
         return _run_on_thread_loop(coro)
     global _pool
     with _pool_lock:

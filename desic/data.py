@@ -16,7 +16,7 @@ from .errors import DataError
 if TYPE_CHECKING:
     from .pipeline import Pipeline
 
-__all__ = ["Example", "load_dataset", "to_examples", "dataset_fingerprint"]
+__all__ = ["Example", "dataset_fingerprint", "load_dataset", "to_examples"]
 
 
 @dataclass(frozen=True)
@@ -70,24 +70,46 @@ def load_dataset(path: str | Path) -> list[dict[str, Any]]:
 
 def to_examples(pipe: Pipeline[..., Any], rows: Iterable[Any], *, what: str = "trainset") -> list[Example]:
     """Validate every row against ``pipe``'s inputs; extra keys become labels."""
+    names = pipe.inputs
+    # With no type to check (e.g. a bare signature's pipeline), a row whose required
+    # inputs are all there needs no validation: only the split into inputs and labels.
+    plain = all(adapter is None for adapter, _ in names.values())
+    required = frozenset(name for name, (_, needed) in names.items() if needed)
     out: list[Example] = []
     for i, row in enumerate(rows):
-        if isinstance(row, Example):
+        data: Mapping[str, Any]
+        if type(row) is dict:
+            data = row
+        elif isinstance(row, Example):
             data = row.to_dict()
         elif isinstance(row, Mapping):
-            data = dict(row)
+            data = row
         else:
             raise DataError(f"{what} row {i}: expected a dict or desic.Example, got {type(row).__name__}", row=i)
-        try:
-            inputs = pipe.validate_inputs(data, i)
-        except DataError as exc:
-            raise DataError(f"{what} {exc}", row=exc.row, field=exc.field) from None
-        labels = {k: v for k, v in data.items() if k not in pipe.inputs}
+        if plain and data.keys() >= required:
+            inputs = {name: data[name] for name in names if name in data}
+        else:
+            try:
+                inputs = pipe.validate_inputs(dict(data), i)
+            except DataError as exc:
+                raise DataError(f"{what} {exc}", row=exc.row, field=exc.field) from None
+        labels = {k: v for k, v in data.items() if k not in names}
         out.append(Example(inputs=inputs, labels=labels))
     if not out:
         raise DataError(f"{what} is empty; give at least one example")
     return out
 
 
+_PLAIN = frozenset((str, int, bool, type(None)))  # JSON data as they are
+
+
+def _row_data(example: Example) -> Any:
+    row = {**example.inputs, **example.labels}
+    for key, value in row.items():
+        if type(value) not in _PLAIN or type(key) is not str:
+            return to_jsonable(row)
+    return row  # what ``to_jsonable`` returns for it, without the conversion
+
+
 def dataset_fingerprint(examples: Iterable[Example]) -> str:
-    return ir.fingerprint([to_jsonable(e.to_dict()) for e in examples])
+    return ir.fingerprint([_row_data(e) for e in examples])

@@ -23,12 +23,13 @@ import asyncio
 import concurrent.futures
 import contextvars
 import os
+import queue
 import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from . import events, ir
 from ._bucket import TokenBucket
@@ -54,6 +55,7 @@ __all__ = [
 ]
 
 _NO_USAGE = Usage()
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -154,23 +156,92 @@ class RunOutcome:
 
 # --- the engine -----------------------------------------------------------------------------
 
-_pool: concurrent.futures.ThreadPoolExecutor | None = None
-_pool_size = 0
+class ThreadWorkers:
+    """Long-lived threads that run synchronous pipeline rows for an event loop.
+
+    What ``loop.run_in_executor`` over a ``ThreadPoolExecutor`` does, for less: a job is
+    a tuple on a queue and its result goes back with one ``call_soon_threadsafe``, with
+    no ``concurrent.futures.Future`` (condition variable, callbacks) in between. Threads
+    are started as jobs find none idle, up to ``size``, and then wait for the next job.
+    A job whose future was cancelled before a thread took it is not run.
+    """
+
+    def __init__(self, size: int, name: str = "desic-eval") -> None:
+        self.size = size
+        self._name = name
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0  # threads waiting for a job
+        self._queued = 0  # jobs no thread has taken yet
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """``fn(*args)`` in a worker thread; the future resolves on the running loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((loop, future, fn, args))
+        with self._lock:
+            self._queued += 1
+            if self._queued <= self._idle or self._threads >= self.size:
+                return future  # a waiting thread takes it, or it waits for a thread
+            self._threads += 1
+            self._idle += 1  # the new thread, about to wait for a job
+            number = self._threads
+        threading.Thread(target=self._serve, name=f"{self._name}_{number}", daemon=True).start()
+        return future
+
+    def _serve(self) -> None:
+        jobs, lock = self._jobs, self._lock
+        while True:
+            loop, future, fn, args = jobs.get()
+            with lock:
+                self._queued -= 1
+                self._idle -= 1
+            if not future.cancelled():
+                try:
+                    result = fn(*args)
+                except BaseException as exc:  # noqa: BLE001 - raised where the future is awaited
+                    _hand_back(loop, future, None, exc)
+                else:
+                    _hand_back(loop, future, result, None)
+                    result = None
+            loop = future = fn = args = None
+            with lock:
+                self._idle += 1
+
+
+def _hand_back(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    try:
+        loop.call_soon_threadsafe(_settle, future, result, error)
+    except RuntimeError:  # the loop is closed: nobody waits for this row any more
+        pass
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+_pool: ThreadWorkers | None = None
 _pool_lock = threading.Lock()
 
 
-def thread_pool(size: int) -> concurrent.futures.ThreadPoolExecutor:
-    """A process-wide pool for synchronous pipelines, grown to the largest concurrency asked.
+def thread_pool(size: int) -> ThreadWorkers:
+    """The process-wide threads for synchronous pipelines, grown to the largest concurrency asked.
 
-    Threads are reused across evaluations (an optimizer evaluates hundreds of candidates);
-    a pool is replaced only when a larger concurrency is asked for. The old one is not shut
-    down (an evaluation may still be using it): once unreferenced, its idle threads exit.
+    Threads are reused across evaluations (an optimizer evaluates hundreds of candidates)
+    and started only as rows need them.
     """
-    global _pool, _pool_size
+    global _pool
     with _pool_lock:
-        if _pool is None or _pool_size < size:
-            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=size, thread_name_prefix="desic-eval")
-            _pool_size = size
+        if _pool is None:
+            _pool = ThreadWorkers(size)
+        elif _pool.size < size:
+            _pool.size = size
         return _pool
 
 
@@ -262,7 +333,7 @@ async def run_one(
     lm: LM | None = None,
     trace: bool = False,
     index: int = 0,
-    executor: concurrent.futures.Executor | None = None,
+    executor: ThreadWorkers | concurrent.futures.Executor | None = None,
 ) -> RunOutcome:
     """Run ``pipe`` once on ``example``; an exception is recorded on the outcome."""
     state = RunState(program=program, lm=lm, trace=[] if trace else None)
@@ -278,12 +349,15 @@ async def run_one(
             outcome.output = await pipe.arun(example.inputs, state)
         else:
             ctx = contextvars.copy_context()
-            outcome.output = await asyncio.get_running_loop().run_in_executor(
-                executor or thread_pool(8), ctx.run, pipe.run, example.inputs, state
-            )
+            if executor is None or isinstance(executor, ThreadWorkers):
+                pending = (executor or thread_pool(8)).submit(ctx.run, pipe.run, example.inputs, state)
+            else:
+                pending = asyncio.get_running_loop().run_in_executor(executor, ctx.run, pipe.run, example.inputs, state)
+            outcome.output = await pending
     except Exception as exc:  # noqa: BLE001 - recorded on the row, never fatal
         outcome.error = f"{type(exc).__name__}: {exc}"
     outcome.latency = time.perf_counter() - start
+    state.finish()
     return outcome
 
 

@@ -19,7 +19,7 @@ from .errors import DataError, SignatureError
 from .runtime import RunState, current_run, run_scope
 from .signature import Signature
 
-__all__ = ["Pipeline", "pipeline", "as_pipeline", "program_from_runs"]
+__all__ = ["Pipeline", "as_pipeline", "observed_program", "pipeline", "program_from_runs"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -200,18 +200,31 @@ def as_pipeline(obj: Any) -> Pipeline[..., Any]:
 def program_from_runs(pipe: Pipeline[..., Any], runs: Iterable[RunState], base: ir.Program | None = None) -> ir.Program:
     """The program observed over ``runs``: nodes in order of first appearance, all edges."""
     nodes: dict[str, ir.Node] = {}
-    if base is not None:
-        nodes.update((n.id, n) for n in base.nodes)
-    edges: set[tuple[str, str, str]] = set(
-        (e.src, e.dst, e.field) for e in (base.edges if base is not None else ())
-    )
+    edges: set[tuple[str, str, str]] = set()
     for state in runs:
         for node_id, node in state.nodes_seen.items():
             nodes.setdefault(node_id, node)
-        edges |= state.edges
+        edges.update(state.observed_edges())
+    return observed_program(pipe, nodes, edges, base)
+
+
+def observed_program(
+    pipe: Pipeline[..., Any],
+    nodes: dict[str, ir.Node],
+    edges: Iterable[tuple[str, str, str]],
+    base: ir.Program | None = None,
+) -> ir.Program:
+    """The program of nodes and edges seen in runs (``base``'s first, kept as they are)."""
+    merged: dict[str, ir.Node] = {}
+    if base is not None:
+        merged.update((n.id, n) for n in base.nodes)
+    for node_id, node in nodes.items():
+        merged.setdefault(node_id, node)
+    all_edges = {(e.src, e.dst, e.field) for e in (base.edges if base is not None else ())}
+    all_edges.update(edges)
     return ir.Program(
         pipeline=pipe.ref,
-        nodes=tuple(nodes.values()),
-        edges=tuple(ir.Edge(s, d, f) for s, d, f in sorted(edges)),
+        nodes=tuple(merged.values()),
+        edges=tuple(ir.Edge(s, d, f) for s, d, f in sorted(all_edges)),
         meta=base.meta if base is not None else ir.ProgramMeta(),
     )

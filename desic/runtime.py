@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from . import events, ir
@@ -86,56 +86,137 @@ class _Capture(Exception):
     """Raised to stop a run after the prompt of a node was captured and no LM is available."""
 
 
-@dataclass
-class RunState:
-    """The state of one pipeline run."""
+_lock = threading.Lock()  # guards every run's bookkeeping (short, never nested)
 
-    program: ir.Program | None = None
-    trace: list[TraceEntry] | None = None
-    lm: LM | None = None
-    capture_only: bool = False
-    check_drift: bool = True
-    usage: Usage = _NO_USAGE
-    node_usage: dict[str, Usage] = field(default_factory=dict)  # the run's usage by node id
-    nodes_seen: dict[str, ir.Node] = field(default_factory=dict)
-    edges: set[tuple[str, str, str]] = field(default_factory=set)
-    _counters: dict[str, int] = field(default_factory=dict)
-    _origins: dict[int, tuple[str, Any]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _checked: set[str] = field(default_factory=set)
+
+class RunState:
+    """The state of one pipeline run.
+
+    Public: ``program``, ``trace``, ``lm``, ``capture_only``, ``check_drift``, ``usage``,
+    ``node_usage`` (usage by node id), ``nodes_seen``, ``edges``. An optimizer keeps
+    thousands of finished runs, so the containers most runs never fill are made on first
+    use and the bookkeeping only a running pipeline needs is dropped by :meth:`finish`.
+    """
+
+    __slots__ = (
+        "_checked",
+        "_counters",
+        "_edges",
+        "_node_usage",
+        "_origins",
+        "capture_only",
+        "check_drift",
+        "lm",
+        "nodes_seen",
+        "program",
+        "trace",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        program: ir.Program | None = None,
+        trace: list[TraceEntry] | None = None,
+        lm: LM | None = None,
+        capture_only: bool = False,
+        check_drift: bool = True,
+        usage: Usage = _NO_USAGE,
+    ) -> None:
+        self.program = program
+        self.trace = trace
+        self.lm = lm
+        self.capture_only = capture_only
+        self.check_drift = check_drift
+        self.usage = usage
+        self.nodes_seen: dict[str, ir.Node] = {}
+        self._node_usage: dict[str, Usage] | None = None
+        self._edges: set[tuple[str, str, str]] | None = None
+        self._counters: dict[str, int] | None = None
+        self._origins: dict[int, tuple[str, Any]] | None = None
+        self._checked: set[str] | None = None
+
+    def __repr__(self) -> str:
+        return f"RunState(nodes_seen={list(self.nodes_seen)}, usage={self.usage!r})"
+
+    @property
+    def node_usage(self) -> dict[str, Usage]:
+        """The run's usage by node id."""
+        if self._node_usage is None:
+            self._node_usage = {}
+        return self._node_usage
+
+    @property
+    def edges(self) -> set[tuple[str, str, str]]:
+        """The data edges observed: ``(source node, destination node, input field)``."""
+        if self._edges is None:
+            self._edges = set()
+        return self._edges
+
+    @edges.setter
+    def edges(self, value: set[tuple[str, str, str]]) -> None:
+        self._edges = value
+
+    def observed_edges(self) -> set[tuple[str, str, str]] | tuple[()]:
+        """``edges`` without making an empty set for a run that has none."""
+        return self._edges if self._edges is not None else ()
+
+    def finish(self) -> None:
+        """Drop what only a running pipeline needs (node counters, output origins, drift
+        checks); called once the run is over. A later call in this state starts over."""
+        self._counters = self._origins = self._checked = None
 
     def next_id(self, sig: Signature[..., Any]) -> str:
         if sig.node_name is not None:
             return sig.node_name
-        with self._lock:
-            n = self._counters.get(sig.spec.name, 0) + 1
-            self._counters[sig.spec.name] = n
-        return sig.spec.name if n == 1 else f"{sig.spec.name}#{n}"
+        name = sig.spec.name
+        with _lock:
+            counters = self._counters
+            if counters is None:
+                counters = self._counters = {}
+            n = counters.get(name, 0) + 1
+            counters[name] = n
+        return name if n == 1 else f"{name}#{n}"
 
     def note_output(self, node_id: str, value: Any) -> None:
         """Remember where output objects came from, to observe data edges."""
         items = [value]
         if hasattr(type(value), "model_fields"):
             items.extend(getattr(value, name) for name in type(value).model_fields)
-        with self._lock:
+        with _lock:
+            origins = self._origins
+            if origins is None:
+                origins = self._origins = {}
             for item in items:
                 if isinstance(item, (bool, int, float, type(None))):
                     continue  # small immutables are shared objects; identity means nothing
-                self._origins[id(item)] = (node_id, item)  # keep ``item`` alive: ids stay unique
+                origins[id(item)] = (node_id, item)  # keep ``item`` alive: ids stay unique
 
     def note_inputs(self, node_id: str, inputs: dict[str, Any]) -> None:
-        with self._lock:
+        origins = self._origins
+        if origins is None:
+            return
+        with _lock:
             for name, value in inputs.items():
-                origin = self._origins.get(id(value))
+                origin = origins.get(id(value))
                 if origin is not None and origin[1] is value and origin[0] != node_id:
                     self.edges.add((origin[0], node_id, name))
 
     def add_usage(self, usage: Usage, node_id: str | None = None) -> None:
-        with self._lock:
+        with _lock:
             self.usage = self.usage + usage
             if node_id is not None:
-                before = self.node_usage.get(node_id)
-                self.node_usage[node_id] = usage if before is None else before + usage
+                by_node = self.node_usage
+                before = by_node.get(node_id)
+                by_node[node_id] = usage if before is None else before + usage
+
+    def checked(self, node_id: str) -> bool:
+        return self._checked is not None and node_id in self._checked
+
+    def mark_checked(self, node_id: str) -> None:
+        with _lock:
+            if self._checked is None:
+                self._checked = set()
+            self._checked.add(node_id)
 
 
 _run: contextvars.ContextVar[RunState | None] = contextvars.ContextVar("desic_run", default=None)
@@ -183,10 +264,10 @@ def _node_for(sig: Signature[..., Any], node_id: str, state: RunState | None) ->
     node = state.program.node(node_id) if state is not None and state.program is not None else None
     if node is None:
         return default_node(sig, node_id)
-    if state is not None and state.check_drift and node_id not in state._checked:
+    if state is not None and state.check_drift and not state.checked(node_id):
         if node.fingerprint != sig.fingerprint and node.signature.fingerprint != sig.fingerprint:
             raise drift_error(node_id, node.signature, sig.spec)
-        state._checked.add(node_id)
+        state.mark_checked(node_id)
     return node
 
 

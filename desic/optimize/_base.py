@@ -119,7 +119,7 @@ def outcome_record(outcome: RunOutcome, metric: str = "") -> dict[str, Any]:
         "usage": _usage_list(state.usage),
         "trace": [[e.node_id, e.inputs, e.output, e.error] for e in state.trace or []],
         "nodes": [_node_builtins(n) for n in state.nodes_seen.values()],
-        "edges": sorted(state.edges),
+        "edges": sorted(state.observed_edges()),
         "metric": metric,
         "score": outcome.score,
         "feedback": outcome.feedback,
@@ -138,7 +138,9 @@ def outcome_from_record(
     for node_data in record.get("nodes", []):
         node = msgspec.convert(node_data, ir.Node)
         state.nodes_seen[node.id] = node
-    state.edges = {(a, b, c) for a, b, c in record.get("edges", [])}
+    edges = record.get("edges")
+    if edges:
+        state.edges = {(a, b, c) for a, b, c in edges}
     if state.trace is not None:
         for node_id, inputs, output, error in record.get("trace", []):
             state.trace.append(TraceEntry(node_id, inputs, output, [], error))
@@ -322,7 +324,7 @@ class CompileTask:
     def _observe(self, state: RunState) -> None:
         for node_id, node in state.nodes_seen.items():
             self._nodes.setdefault(node_id, node)
-        self._edges |= state.edges
+        self._edges.update(state.observed_edges())
 
     async def stream(
         self,
@@ -332,14 +334,17 @@ class CompileTask:
         stop: Callable[[], bool] | None = None,
         on_outcome: Callable[[int, RunOutcome], None] | None = None,
         gate: Callable[[int], Awaitable[bool]] | None = None,
+        keep: bool = True,
     ) -> list[RunOutcome | None]:
         """Run ``(example, program)`` jobs concurrently; recorded ones are replayed.
 
         Outcomes carry the metric's score. ``on_outcome(i, outcome)`` is called as each job
         finishes (in completion order: accept results by ``i`` to stay deterministic);
         ``stop()`` is asked before each job starts; ``await gate(i)`` may hold job ``i``
-        back, and skips it by returning False. Jobs never run are None. Raises
-        ``BudgetExceeded`` once the work started is done if a budget ran out.
+        back, and skips it by returning False. Jobs never run are None; with
+        ``keep=False`` no outcome is kept (all None: ``on_outcome`` saw them), so a long
+        stream does not hold every run alive. Raises ``BudgetExceeded`` once the work
+        started is done if a budget ran out.
         """
         active = lm or self.lm
         describe = active.describe() if active is not None else None
@@ -358,7 +363,10 @@ class CompileTask:
         def halt() -> bool:
             return self.meter.reason() is not None or (stop is not None and stop())
 
+        finished = 0
+
         async def work(i: int) -> None:
+            nonlocal finished
             if gate is not None and not await gate(i):
                 return
             example, program = jobs[i]
@@ -381,12 +389,14 @@ class CompileTask:
                     self.meter.finish(outcome.state.usage)
                 self._observe(outcome.state)
                 self.recorder.put_evaluation(key, outcome_record(outcome, self._metric_key))
-            results[i] = outcome
+            finished += 1
+            if keep:
+                results[i] = outcome
             if on_outcome is not None:
                 on_outcome(i, outcome)
 
         await drive(len(jobs), work, concurrency=self.concurrency, stop=halt)
-        unfinished = self.meter.stopped is not None and any(r is None for r in results)
+        unfinished = self.meter.stopped is not None and finished < len(jobs)
         if unfinished and (stop is None or not stop()):
             self.meter.check()
         return results

@@ -27,8 +27,7 @@ from ..data import Example
 from ..errors import BudgetExceeded
 from ..evaluate import RunOutcome
 from ..lm import LM
-from ..pipeline import program_from_runs
-from ..runtime import RunState
+from ..pipeline import observed_program
 from ._base import CompileTask, labeled_demo
 
 
@@ -38,11 +37,18 @@ class Traces:
 
     demos: dict[str, list[ir.Demo]] = field(default_factory=dict)
     used: set[int] = field(default_factory=set)  # positions in the examples given
-    states: list[RunState] = field(default_factory=list)
+    # The nodes and edges seen in the first round's runs (what ``program_from_runs``
+    # needs; the runs themselves are not kept).
+    nodes: dict[str, ir.Node] = field(default_factory=dict)
+    edges: set[tuple[str, str, str]] = field(default_factory=set)
     order: list[int] = field(default_factory=list)
     accepted: int = 0
     tried: int = 0
     stopped: BudgetExceeded | None = None
+
+    def program(self, task: CompileTask, base: ir.Program | None) -> ir.Program:
+        """The program observed in the first round's runs, over ``base``."""
+        return observed_program(task.pipeline, self.nodes, self.edges, base)
 
 
 class _Acceptor:
@@ -120,11 +126,14 @@ class _Acceptor:
             if o is None:
                 break
             row = self.pending[self.frontier]
+            self.done[self.frontier] = None  # looked at: let the run go
             self.frontier += 1
-            if self.first:
-                found.states.append(o.state)
-                found.tried += 1
             nodes = o.state.nodes_seen
+            if self.first:
+                for node_id, node in nodes.items():
+                    found.nodes.setdefault(node_id, node)
+                found.edges.update(o.state.observed_edges())
+                found.tried += 1
             if not seen_nodes.issuperset(nodes):
                 seen_nodes.update(nodes)
                 changed = True
@@ -189,7 +198,7 @@ async def collect_traces(
             break
         program = base
         if round_ > 0:
-            program = _sampling(program_from_runs(task.pipeline, found.states, base=base), round_)
+            program = _sampling(found.program(task, base), round_)
         acceptor = _Acceptor(
             task, found, pending, want, threshold, seen_nodes, first=round_ == 0, enough=enough,
             max_window=2 * max(1, task.concurrency),
@@ -201,6 +210,7 @@ async def collect_traces(
                 stop=acceptor.full,
                 on_outcome=acceptor,
                 gate=acceptor.gate,
+                keep=False,
             )
         except BudgetExceeded as exc:
             found.stopped = exc
@@ -218,7 +228,7 @@ def fill_program(
     base: ir.Program | None = None,
 ) -> ir.Program:
     """The program with each node's accepted demos, topped up with labelled ones."""
-    program = program_from_runs(task.pipeline, found.states, base=base)
+    program = found.program(task, base)
     if not program.nodes and task.observed_program().nodes:
         program = task.observed_program()
     for node in program.nodes:
