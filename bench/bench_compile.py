@@ -21,15 +21,17 @@ Method
   concurrency limit always full; 1.00 is perfect). desic figures are the best of
   ``--repeats`` runs (the machine is shared; the best run is the least disturbed);
   DSPy runs once per figure (its times are dominated by sleeping, not noise).
-* **Local model** (``--local``, slow). The triage example on the embedded Gemma 3 270M
-  (base): dev accuracy of zero-shot, bootstrap and ``--best`` (default ``mipro``) for
-  desic, and of zero-shot, ``BootstrapFewShot`` and ``MIPROv2`` for DSPy, which reaches
-  the same llama.cpp server through its OpenAI-compatible URL. Settings are small (the
-  model takes seconds per call) and the same for both where they have an equivalent.
-  DSPy gets ``max_tokens=64`` (a JSON answer takes ~10 tokens; without constrained decoding
-  the base model otherwise rambles to the limit on every call).
-* **Examples** (``--examples``, slower). Every desic optimizer on every shipped example
-  (triage, qa, booking) on the local model, dev score before/after and LM calls.
+* **Local model** (``--local``, slow) and **examples** (``--examples [LIST]``, slower): on the
+  embedded Gemma 3 270M (base), dev score before/after, compile LM calls, evaluation calls and
+  seconds of desic zero-shot and each desic optimizer (``--local``: triage, bootstrap and
+  ``--best``; ``--examples``: orders, triage, qa, booking, all six optimizers) with the
+  examples' ``LOCAL_PRESETS``, beside DSPy zero-shot, ``BootstrapFewShot`` and ``MIPROv2`` on
+  an equivalent program with the same rows, the same metric and small settings, reaching the
+  same llama.cpp server through its OpenAI-compatible URL. The method is in
+  ``_local_examples.py`` (desic, this process) and ``_dspy_local.py`` (DSPy, its venv).
+  Each figure is appended to ``--results`` (default ``bench/results/local.jsonl``) as it is
+  known; ``python bench/_local_examples.py --table FILE`` prints a results file's table.
+  Typical run, no fake-LM part: ``python bench/bench_compile.py --no-fake --examples``.
 
 DSPy lives in ``bench/.venv-dspy`` (created by ``bench_core.py``'s helper if missing).
 """
@@ -246,78 +248,15 @@ def fake_table(rows_: list[dict[str, Any]]) -> str:
 
 
 # --- the local model ----------------------------------------------------------------------------
-
-DSPY_LOCAL = r"""
-import json, sys, time
-import dspy
-url, mode, adapter = sys.argv[1], sys.argv[2], sys.argv[5]
-train = [json.loads(l) for l in open(sys.argv[3]) if l.strip()]
-dev = [json.loads(l) for l in open(sys.argv[4]) if l.strip()]
-dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
-lm = dspy.LM("openai/local", api_base=url, api_key="x", temperature=0.0, max_tokens=64, cache=False)
-dspy.configure(lm=lm, adapter=dspy.JSONAdapter() if adapter == "json" else dspy.ChatAdapter())
-from typing import Literal
-class Route(dspy.Signature):
-    "Route a customer support ticket to the team that should handle it."
-    ticket: str = dspy.InputField()
-    team: Literal["billing", "technical", "shipping", "account"] = dspy.OutputField()
-ex = lambda rows: [dspy.Example(**r).with_inputs("ticket") for r in rows]
-trainset, devset = ex(train), ex(dev)
-metric = lambda e, p, trace=None: e.team == getattr(p, "team", None)
-program = dspy.Predict(Route)
-def calls():
-    return len(lm.history)
-start = time.perf_counter()
-before = calls()
-if mode == "bootstrap":
-    program = dspy.BootstrapFewShot(metric=metric, max_bootstrapped_demos=3, max_labeled_demos=3).compile(program, trainset=trainset)
-elif mode == "mipro":
-    opt = dspy.MIPROv2(metric=metric, auto=None, num_candidates=3, max_bootstrapped_demos=3, max_labeled_demos=3,
-                       num_threads=4, verbose=False)
-    program = opt.compile(program, trainset=trainset, num_trials=4, minibatch_size=4, minibatch_full_eval_steps=4)
-compile_calls = calls() - before
-result = dspy.Evaluate(devset=devset, metric=metric, num_threads=4, display_progress=False, max_errors=10 * len(devset))(program)
-print(json.dumps({"mode": mode, "score": float(result.score) / 100.0, "compile_calls": compile_calls,
-                  "eval_calls": calls() - before - compile_calls, "seconds": time.perf_counter() - start}))
-"""
+# desic and DSPy on the shipped examples: bench/_local_examples.py (desic, in this process) runs
+# bench/_dspy_local.py (DSPy, in its own venv) against the same llama.cpp server.
 
 
-def local_part(python: str | None, best: str, adapter: str = "chat") -> list[dict[str, Any]]:
-    from _common import LOCAL_PRESETS  # type: ignore[import-not-found]
-    from triage import DATA, triage  # type: ignore[import-not-found]
+def local_part(python: str | None, examples: list[str], optimizers: list[str], results: Path,
+               adapter: str = "chat", dspy_modes: tuple[str, ...] = ("zero-shot", "bootstrap", "mipro")) -> list[dict[str, Any]]:
+    from _local_examples import run  # type: ignore[import-not-found]
 
-    import desic
-
-    lm = desic.lm("local")
-    train = desic.load_dataset(DATA / "triage_train.jsonl")
-    dev = desic.load_dataset(DATA / "triage_dev.jsonl")
-    metric = desic.metrics.exact_match
-    out = []
-    for optimizer in ("zero-shot", "bootstrap", best):
-        log(f"desic {optimizer} on the local model")
-        start = time.perf_counter()
-        compile_calls = 0
-        target: Any = triage
-        if optimizer != "zero-shot":
-            target = desic.compile(triage, train, metric=metric, optimizer=optimizer, lm=lm, concurrency=4,
-                                   **LOCAL_PRESETS[optimizer])
-            compile_calls = target.usage.calls
-        report = desic.evaluate(target, dev, metric, lm=lm, concurrency=4)
-        out.append({"framework": "desic", "mode": optimizer, "score": report.score, "compile_calls": compile_calls,
-                    "eval_calls": report.usage.calls, "seconds": time.perf_counter() - start})
-    if python is not None:
-        url = lm._endpoint()  # the llama.cpp server desic started, OpenAI-compatible
-        for mode in ("zero-shot", "bootstrap", "mipro"):
-            log(f"DSPy {mode} on the local model ({url})")
-            cmd = [python, "-c", DSPY_LOCAL, url, mode, str(DATA / "triage_train.jsonl"),
-                   str(DATA / "triage_dev.jsonl"), adapter]
-            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
-            if proc.returncode != 0:
-                log(f"DSPy {mode} failed:\n{proc.stderr[-3000:]}")
-                out.append({"framework": "dspy", "mode": mode, "error": proc.stderr.strip().splitlines()[-1:]})
-                continue
-            out.append({"framework": "dspy", **json.loads(proc.stdout.strip().splitlines()[-1])})
-    return out
+    return run(examples, optimizers, results, python=python, adapter=adapter, dspy_modes=dspy_modes)
 
 
 def main() -> int:
@@ -326,12 +265,20 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="desic runs per fake-LM figure (best kept)")
     parser.add_argument("--no-fake", action="store_true", help="skip the fake-LM part")
     parser.add_argument("--skip-slow-dspy", action="store_true", help="skip DSPy's sequential 2,000-row bootstrap at 50 ms (~100 s)")
-    parser.add_argument("--local", action="store_true", help="also compare on the local model (slow)")
-    parser.add_argument("--best", default="mipro", help="the desic optimizer to compare on the local model")
+    parser.add_argument("--local", action="store_true",
+                        help="triage on the local model: desic zero-shot, bootstrap and --best; DSPy zero-shot, "
+                             "BootstrapFewShot, MIPROv2 (slow)")
+    parser.add_argument("--best", default="mipro", help="the desic optimizer beside bootstrap for --local")
     parser.add_argument("--dspy-adapter", default="chat", choices=("chat", "json"),
                         help="DSPy's adapter on the local model (chat falls back to JSON by itself)")
-    parser.add_argument("--examples", action="store_true", help="every optimizer on every example (slower)")
-    parser.add_argument("--results", default=str(BENCH / "results_examples.jsonl"), help="where --examples writes")
+    parser.add_argument("--examples", nargs="?", const="orders,triage,qa,booking", default=None, metavar="LIST",
+                        help="every optimizer (desic and DSPy) on every shipped example, or on LIST "
+                             "(comma-separated) (1-2 hours per example on 2 cores)")
+    parser.add_argument("--optimizers", default="bootstrap,random_search,beam,genetic,mipro,reflective",
+                        help="desic optimizers for --examples")
+    parser.add_argument("--no-dspy", action="store_true", help="desic only on the local model")
+    parser.add_argument("--results", default=str(BENCH / "results" / "local.jsonl"),
+                        help="JSON lines appended by --local / --examples as each figure is known")
     parser.add_argument("--no-install", action="store_true", help="never create the DSPy venv")
     args = parser.parse_args()
 
@@ -339,14 +286,13 @@ def main() -> int:
     report: dict[str, Any] = {"python": sys.version.split()[0]}
     if not args.no_fake:
         report["fake"] = fake_part(python, args.repeats, args.skip_slow_dspy)
+    local_python = None if args.no_dspy else python
     if args.local:
-        report["local"] = local_part(python, args.best, args.dspy_adapter)
+        report["local"] = local_part(local_python, ["triage"], ["bootstrap", args.best], Path(args.results),
+                                     args.dspy_adapter)
     if args.examples:
-        from _local_examples import run  # type: ignore[import-not-found]
-
-        report["examples"] = run(["triage", "qa", "booking"],
-                                 ["bootstrap", "random_search", "beam", "genetic", "mipro", "reflective"],
-                                 Path(args.results))
+        report["examples"] = local_part(local_python, args.examples.split(","), [o for o in args.optimizers.split(",") if o],
+                                        Path(args.results), args.dspy_adapter)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return 0
@@ -355,9 +301,10 @@ def main() -> int:
         print(fake_table(report["fake"]))
     for part in ("local", "examples"):
         if part in report:
-            print(f"\n{part}:")
-            for row in report[part]:
-                print(json.dumps(row, default=str))
+            from _local_examples import table  # type: ignore[import-not-found]
+
+            print(f"\n{part} (dev score before -> after; all rows also in {args.results}):")
+            print(table(report[part]))
     return 0
 
 
