@@ -72,11 +72,26 @@ def test_results_come_back_in_devset_order_with_every_field(target: Any) -> None
 
 
 def test_workers_stream_instead_of_waiting_for_batches() -> None:
-    # one slow row must not hold up the others: with batches of 4 this takes 4 x 0.2 s
-    slow = Gauge(lambda r: 0.2 if last_input(r).endswith(" 0") or last_input(r).endswith(" 4") else 0.01)
-    start = time.perf_counter()
-    desic.evaluate(triage, rows(16), METRIC, lm=FunctionLM(slow), concurrency=4)
-    assert time.perf_counter() - start < 0.45
+    # one slow row must not hold up the others: row 0 answers only once the 15 others have
+    # (with batches of 4, rows 4-15 would wait for row 0, which gives up after 10 s)
+    done: list[str] = []
+    others_done_before_row_0: list[int] = []
+
+    async def slow_first_row(request: LMRequest) -> Any:
+        ticket = last_input(request)
+        if ticket.endswith(" 0"):
+            deadline = time.monotonic() + 10  # a safety net, not a speed target
+            while len(done) < 15 and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            others_done_before_row_0.append(len(done))
+        else:
+            await asyncio.sleep(0.01)
+        done.append(ticket)
+        return answer(request)
+
+    report = desic.evaluate(triage, rows(16), METRIC, lm=FunctionLM(slow_first_row), concurrency=4)
+    assert report.errors == 0 and len(done) == 16
+    assert others_done_before_row_0 == [15]
 
 
 def test_one_failure_is_recorded_on_its_row_and_never_stops_the_run() -> None:

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import pytest
+from overlap_support import InFlight
 from test_optimizers_support import answer, route, triage
 
 import desic
@@ -83,15 +84,19 @@ def test_sync_pipeline_errors_are_recorded_per_row_and_max_errors_stops() -> Non
 def test_a_sync_pipeline_blocking_in_its_thread_does_not_block_the_loop() -> None:
     lm = FunctionLM(answer)
 
+    # each row blocks its thread until all 16 are blocked at once: if one blocked the loop
+    # (or the rows ran one after the other), they would never all be in there together
+    inflight = InFlight(16)
+
     @desic.pipeline
     def slow(ticket: str) -> Any:
-        time.sleep(0.05)  # blocking I/O in user code
+        with inflight.sync():
+            time.sleep(0.05)  # blocking I/O in user code
         return route(ticket=ticket)
 
-    started = time.perf_counter()
     report = desic.evaluate(slow, rows(16), METRIC, lm=lm, concurrency=16)
     assert report.errors == 0
-    assert time.perf_counter() - started < 16 * 0.05 / 2  # the sleeps overlapped
+    assert inflight.peak == 16  # the blocking calls overlapped
 
 
 def test_thread_workers_start_threads_only_as_needed_and_skip_cancelled_jobs() -> None:

@@ -8,11 +8,14 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import pytest
+from overlap_support import InFlight
 
 import desic
+import desic._bucket
 from desic.lm import LMRequest, RetryLM, ThrottleLM
 from desic.lm._throttle import estimate_tokens
 from desic.testing import FakeLM, FakeOpenAIServer, Faults, FunctionLM, allow_model_requests
@@ -35,20 +38,26 @@ def test_evaluation_throttled_at_the_servers_rate_is_never_rejected() -> None:
     rate, n = 20, 60
     devset = [{"ticket": f"ticket {i}", "output": "tech"} for i in range(n)]
     faults = Faults(max_rps=rate)
+    # the server's first requests wait until 2 are in flight: a client sending one request
+    # at a time (rather than the throttle pacing a concurrent evaluation) never gets there
+    inflight = InFlight(2)
+
+    def handler(req: dict[str, Any]) -> dict[str, str]:
+        with inflight.sync():
+            return {"output": "tech"}
+
     with FakeOpenAIServer(handler=lambda req: {"output": "tech"}, faults=faults) as server:
         # retries=0: a rejection would show as an error instead of being hidden by a retry
         lm = desic.lm("openai:fake-model", base_url=server.url, api_key="x", rps=rate, retries=0)
         with desic.context(lm=lm):
-            team(ticket="warm-up")  # SDK imports and client set-up stay out of the timing
+            team(ticket="warm-up")  # SDK imports and client set-up happen once, before the run
         time.sleep(1.0)  # the warm-up request leaves the server's window
-        started = time.perf_counter()
+        server.handler = handler
         report = desic.evaluate(team, devset, desic.metrics.exact_match, lm=lm, concurrency=16)
-        wall = time.perf_counter() - started
-        assert server.counts["rejected_rate"] == 0
+        assert server.counts["rejected_rate"] == 0  # never faster than the rate
         assert server.counts["ok"] == n + 1
     assert report.errors == 0 and report.score == 1.0
-    # the throttle is the only brake: N/R, give or take 10%
-    assert wall <= 1.10 * n / rate, f"{wall:.2f}s for {n} requests at {rate}/s"
+    assert inflight.peak == 2  # and not one at a time (how fast it went is for bench/)
 
 
 def test_the_same_lm_object_shares_its_budget_across_threads_and_loops() -> None:
@@ -81,19 +90,31 @@ def test_the_same_lm_object_shares_its_budget_across_threads_and_loops() -> None
     assert sum(gaps) / len(gaps) >= 0.019
 
 
-def test_burst_lets_the_first_requests_through_at_once() -> None:
+def test_burst_lets_the_first_requests_through_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     lm = desic.lm.throttle(FakeLM(default="tech"), rps=2, burst=5)
+    assert isinstance(lm, ThrottleLM) and lm.requests is not None
+    waits: list[float] = []
+    reserve = lm.requests.reserve
 
-    async def main() -> float:
-        started = time.monotonic()
+    def recording_reserve(tokens: float = 1.0) -> float:
+        waits.append(reserve(tokens))
+        return waits[-1]
+
+    monkeypatch.setattr(lm.requests, "reserve", recording_reserve)
+
+    async def main() -> None:
         with desic.context(lm=lm):
             await asyncio.gather(*(team.acall(ticket=str(i)) for i in range(5)))
-        return time.monotonic() - started
 
-    assert asyncio.run(main()) < 0.2
+    asyncio.run(main())
+    assert waits == [0.0] * 5  # the throttle held none of the five back
 
 
-def test_tokens_per_minute_reserves_an_estimate_and_settles_with_the_usage() -> None:
+def test_tokens_per_minute_reserves_an_estimate_and_settles_with_the_usage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the bucket's clock stands still, so the time the call took (load) cannot blur the sum
+    monkeypatch.setattr(desic._bucket, "time", SimpleNamespace(monotonic=lambda: 1000.0, sleep=time.sleep))
     fake = FakeLM(default="tech")
     lm = desic.lm.throttle(fake, tpm=6000)  # 100 tokens a second, a burst of 6000
     assert isinstance(lm, ThrottleLM) and lm.tokens is not None
@@ -104,12 +125,11 @@ def test_tokens_per_minute_reserves_an_estimate_and_settles_with_the_usage() -> 
     async def main() -> Any:
         return await lm.request(request)
 
-    before = time.monotonic()
     response = asyncio.run(main())
     used = response.usage.total_tokens
     assert used != estimate
     # the bucket was charged exactly what the call used: its "full again" time moved by used/rate
-    assert lm.tokens._tat - before == pytest.approx(used / 100, abs=0.05)
+    assert lm.tokens._tat - 1000.0 == pytest.approx(used / 100)
 
 
 def test_tokens_per_minute_slows_large_prompts() -> None:

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, Literal
 
 import pytest
+from overlap_support import InFlight
 from pydantic import BaseModel
 
 import desic
@@ -166,18 +166,23 @@ def test_async_pipeline_gathers_independent_calls_concurrently() -> None:
         return a, b
 
     assert both.is_async
-    lm = FakeLM({"!": "loud"}, default="calm", latency=0.2)
+    # each call waits inside the LM until the other has arrived: one after the other, they never meet
+    inflight = InFlight(2)
+
+    async def meet(request: LMRequest) -> str:
+        async with inflight.aio():
+            return "loud" if "!" in last_input(request) else "calm"
+
+    lm = FunctionLM(meet)
 
     async def main() -> tuple[str, str]:
         with desic.context(lm=lm):
             return await both(ticket="hello")
 
-    start = time.perf_counter()
     result = asyncio.run(main())
-    elapsed = time.perf_counter() - start
     assert result == ("calm", "loud")
     assert len(lm.calls) == 2
-    assert elapsed < 0.35, f"the two 0.2 s calls ran one after the other ({elapsed:.2f} s)"
+    assert inflight.peak == 2, "the two calls ran one after the other"
 
 
 def test_async_pipeline_node_ids_follow_call_order_when_gathered() -> None:
