@@ -37,7 +37,10 @@ def _allowed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_evaluation_throttled_at_the_servers_rate_is_never_rejected() -> None:
     rate, n = 20, 60
     devset = [{"ticket": f"ticket {i}", "output": "tech"} for i in range(n)]
-    faults = Faults(max_rps=rate)
+    # The server rejects more than `rate` requests within 0.6 s: arrivals may bunch up by
+    # a few hundred ms on a loaded machine (a stalled process sends what was due together),
+    # while a client without the throttle (16 at once) is still rejected at once.
+    faults = Faults(max_rps=rate, rps_slack=0.4)
     # the server's first requests wait until 2 are in flight: a client sending one request
     # at a time (rather than the throttle pacing a concurrent evaluation) never gets there
     inflight = InFlight(2)
@@ -53,11 +56,15 @@ def test_evaluation_throttled_at_the_servers_rate_is_never_rejected() -> None:
             team(ticket="warm-up")  # SDK imports and client set-up happen once, before the run
         time.sleep(1.0)  # the warm-up request leaves the server's window
         server.handler = handler
+        started = time.monotonic()
         report = desic.evaluate(team, devset, desic.metrics.exact_match, lm=lm, concurrency=16)
-        assert server.counts["rejected_rate"] == 0  # never faster than the rate
+        wall = time.monotonic() - started
+        assert server.counts["rejected_rate"] == 0  # never in bursts above the rate
         assert server.counts["ok"] == n + 1
     assert report.errors == 0 and report.score == 1.0
     assert inflight.peak == 2  # and not one at a time (how fast it went is for bench/)
+    # no faster than the rate on average either: a lower bound, which load cannot break
+    assert wall >= 0.95 * (n - 1) / rate, f"{n} requests in {wall:.2f} s at {rate}/s"
 
 
 def test_the_same_lm_object_shares_its_budget_across_threads_and_loops() -> None:
