@@ -1,12 +1,15 @@
-"""Small shared helpers: the UNSET sentinel, JSON-able conversion, running async code from sync."""
+"""Small shared helpers: the UNSET sentinel, JSON-able conversion, running async code from
+sync, retrying sqlite's immediate "database is locked"."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import contextvars
+import random
 import threading
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from enum import Enum
 from typing import Any, Final, TypeVar
 
@@ -141,3 +144,26 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
             )
     ctx = contextvars.copy_context()
     return _pool.submit(ctx.run, _run_on_thread_loop, coro).result()
+
+
+def retry_sqlite_busy(operation: Callable[[], T], timeout: float) -> T:
+    """Run ``operation``, again after a short jittered sleep while sqlite says busy/locked.
+
+    sqlite's busy timeout does not cover every case: a connection that would deadlock
+    (several processes switching one new file to WAL, each holding a shared lock) is
+    told "database is locked" at once. Other errors, and busy past ``timeout`` seconds,
+    are raised.
+    """
+    import sqlite3
+
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        try:
+            return operation()
+        except sqlite3.OperationalError as exc:
+            message = str(exc)
+            if ("locked" not in message and "busy" not in message) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 0.1)

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -240,8 +242,11 @@ def test_threads_share_one_sqlite_store_safely(tmp_path: Path) -> None:
 
 
 _WRITER = """
-import sys
+import sys, time
 from desic.lm._stores import SqliteStore
+start = float(sys.argv[3])
+while time.time() < start:  # all processes open the new file at the same moment
+    pass
 store = SqliteStore(sys.argv[1])
 proc = sys.argv[2]
 for i in range(150):
@@ -253,22 +258,55 @@ print("ok")
 
 def test_processes_share_one_sqlite_file_safely(tmp_path: Path) -> None:
     path = tmp_path / "shared.sqlite3"
+    start = time.time() + 2.0
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _WRITER, str(path), str(p)],
+            [sys.executable, "-c", _WRITER, str(path), str(p), str(start)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for p in range(4)
+        for p in range(6)
     ]
     outputs = [p.communicate(timeout=60) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]
     store = SqliteStore(path)
-    assert len(store) == 600
+    assert len(store) == 900
     assert store.get("3-149") == b"3" * 50
     mode = store._connection().execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
+
+
+def test_busy_database_is_retried_and_other_errors_are_not(tmp_path: Path) -> None:
+    # sqlite answers "database is locked" at once, without its busy wait, to a process
+    # that would deadlock (two processes switching one new file to WAL); the store retries.
+    store = SqliteStore(tmp_path / "busy.sqlite3", busy_timeout=5.0)
+    attempts: list[int] = []
+
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise sqlite3.OperationalError("database is locked")
+        return "done"
+
+    assert store._retry_busy(flaky) == "done" and len(attempts) == 3
+
+    def broken() -> None:
+        attempts.append(1)
+        raise sqlite3.OperationalError("no such table: entries")
+
+    attempts.clear()
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        store._retry_busy(broken)
+    assert len(attempts) == 1
+
+    impatient = SqliteStore(tmp_path / "busy.sqlite3", busy_timeout=0.05)
+
+    def always_locked() -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        impatient._retry_busy(always_locked)
 
 
 # --- through a compile ------------------------------------------------------------------------

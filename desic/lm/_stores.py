@@ -16,11 +16,15 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, TypeVar, runtime_checkable
+
+from desic._utils import retry_sqlite_busy
 
 log = logging.getLogger("desic.lm")
 
 CACHE_FILE = "lm.sqlite3"
+
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -77,23 +81,37 @@ class SqliteStore:
             conn = sqlite3.connect(
                 self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
             )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS entries ("
-                "key TEXT PRIMARY KEY, value BLOB NOT NULL, created REAL NOT NULL) WITHOUT ROWID"
-            )
+            try:
+                # Switching a fresh file to WAL takes an exclusive lock in rollback mode,
+                # where sqlite answers "database is locked" at once (no busy wait) to a
+                # process that would deadlock; several processes opening one new file
+                # race here, so the set-up is retried until busy_timeout.
+                self._retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
+                conn.execute("PRAGMA synchronous=NORMAL")
+                self._retry_busy(
+                    lambda: conn.execute(
+                        "CREATE TABLE IF NOT EXISTS entries ("
+                        "key TEXT PRIMARY KEY, value BLOB NOT NULL, created REAL NOT NULL) WITHOUT ROWID"
+                    )
+                )
+            except BaseException:
+                conn.close()
+                raise
             self._conn, self._pid = conn, os.getpid()
         return self._conn
+
+    def _retry_busy(self, operation: Callable[[], T]) -> T:
+        return retry_sqlite_busy(operation, self.busy_timeout)
 
     def get(self, key: str) -> bytes | None:
         import sqlite3
 
         try:
             with self._lock:
-                row = self._connection().execute(
-                    "SELECT value FROM entries WHERE key = ?", (key,)
-                ).fetchone()
+                conn = self._connection()
+                row = self._retry_busy(
+                    lambda: conn.execute("SELECT value FROM entries WHERE key = ?", (key,)).fetchone()
+                )
         except sqlite3.Error as exc:
             log.warning("LM cache %s cannot be read (%s); calling the LM", self.path, exc)
             return None
@@ -104,9 +122,12 @@ class SqliteStore:
 
         try:
             with self._lock:
-                self._connection().execute(
-                    "INSERT OR REPLACE INTO entries (key, value, created) VALUES (?, ?, ?)",
-                    (key, value, time.time()),
+                conn = self._connection()
+                self._retry_busy(
+                    lambda: conn.execute(
+                        "INSERT OR REPLACE INTO entries (key, value, created) VALUES (?, ?, ?)",
+                        (key, value, time.time()),
+                    )
                 )
         except sqlite3.Error as exc:
             log.warning("LM cache %s cannot be written (%s); the answer is not cached", self.path, exc)

@@ -34,6 +34,7 @@ from ._base import (
     run_exists,
     run_not_found,
 )
+from .._utils import retry_sqlite_busy
 from ._fs import encode_json, ensure_dir
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStorage"]
@@ -108,7 +109,11 @@ class SQLiteStorage(BaseStorage):
         try:
             with self._errors():
                 self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                self._db.execute("PRAGMA journal_mode = WAL")
+                # retried: the switch to WAL can meet "locked" at once (see retry_sqlite_busy)
+                db = self._db
+                retry_sqlite_busy(
+                    lambda: db.execute("PRAGMA journal_mode = WAL").fetchone(), BUSY_TIMEOUT_MS / 1000
+                )
                 self._db.execute("PRAGMA synchronous = NORMAL")
                 self._migrate()
         except BaseException:
