@@ -334,6 +334,7 @@ def test_a_budget_stops_compile_cleanly_and_saves_the_best_so_far(
     assert (tmp_path / "b.json").is_file()
 
     # bootstrap wants more demos than the 8 rows give, so it would run every row: 8 calls
+    # (after one run that discovers the node for the labelled demos shown while bootstrapping)
     store = f"sqlite://{tmp_path / 'budget.db'}"
     out = tmp_path / "tight.json"
     args = ["compile", "cliproj:triage", "-t", "train.jsonl", "-o", str(out), "--storage", store,
@@ -357,7 +358,7 @@ def test_a_budget_stops_compile_cleanly_and_saves_the_best_so_far(
     resumed = cli(*args, "--resume", run_id)  # no budget: the rest of the run, replaying the 3 calls
     assert resumed.exit_code == 0, resumed.output
     assert "stopped by" not in resumed.stdout and "budget ran out" not in resumed.stderr
-    assert len(server.requests) - before == 8
+    assert len(server.requests) - before == 9  # one run discovers the node, then 8 rows
     with open_store(store) as runs:  # type: ignore[attr-defined]
         assert runs.get_run(run_id).status == "finished"
 

@@ -154,11 +154,11 @@ def test_progress_is_silent_off_a_terminal() -> None:
 def test_progress_follows_a_real_compile() -> None:
     console, buffer = terminal()
     train = [{"text": f"win money {i}", "output": "spam"} for i in range(4)]
+    lm = FakeLM(["spam"], cycle=True)
     with progress(console, what="compile") as sink:  # type: ignore[arg-type]
-        desic.compile(filter_mail, train, metric=desic.metrics.exact_match, optimizer="bootstrap",
-                      lm=FakeLM(["spam"], cycle=True))
-    assert sink is not None and sink.calls == 4
-    assert "4 calls" in buffer.getvalue()
+        desic.compile(filter_mail, train, metric=desic.metrics.exact_match, optimizer="bootstrap", lm=lm)
+    assert sink is not None and sink.calls == len(lm.calls) == 5  # discovering the node, then 4 rows
+    assert "5 calls" in buffer.getvalue()
 
 
 # --- OpenTelemetry ------------------------------------------------------------------------------

@@ -58,7 +58,8 @@ def test_interrupted_run_resumes_without_repeating(backend: str, tmp_path: Path)
     reference_lm = FunctionLM(answer)
     reference = desic.compile(triage, TRAIN, lm=reference_lm, **OPTIONS)
     total = len(reference_lm.calls)
-    assert total == len(TRAIN)
+    # one run discovers the node (for the labelled demos shown while bootstrapping), then every row
+    assert total == 1 + len(TRAIN)
 
     with pytest.raises(Crash):
         desic.compile(triage, TRAIN, lm=crashing_after(5), storage=url, **OPTIONS)
@@ -285,7 +286,7 @@ def test_sigkilled_compile_resumes_in_a_new_process(backend: str, tmp_path: Path
     reference.communicate(timeout=60)
     assert (resumed.returncode, reference.returncode) == (0, 0)
     total, calls_after_resume = _calls(ref_log), _calls(resumed_log)
-    assert total == 30
+    assert total == 1 + 30  # the discovering run, then the 30 rows
     assert calls_after_resume == total - recorded  # no finished evaluation repeated
     assert calls_before_kill + calls_after_resume <= total + 1  # at most the one in flight
     assert resumed_stdout.strip() == run.id

@@ -124,9 +124,19 @@ async def bootstrap_seed(
     max_demos: int,
     max_labeled: int,
     threshold: float = 1.0,
+    teacher_demos: int | None = None,
 ) -> tuple[ir.Program, Traces]:
-    """One bootstrap pass over ``train`` (teacher-first), its program, and the pool recorded."""
-    found = await collect_traces(task, train, want=want, threshold=threshold, lm=task.teacher_lm)
+    """One bootstrap pass over ``train`` (teacher-first, the trace-producing model shown
+    ``teacher_demos`` labelled demos, default ``max_labeled``), its program, and the pool
+    recorded."""
+    found = await collect_traces(
+        task,
+        train,
+        want=want,
+        threshold=threshold,
+        lm=task.teacher_lm,
+        teacher_demos=max_labeled if teacher_demos is None else teacher_demos,
+    )
     program = fill_program(task, train, found, max_demos=max_demos, max_labeled=max_labeled)
     record_pool(task, program, found)
     return program, found

@@ -7,8 +7,12 @@ same seed gives the same demos however the calls interleave; a row that finished
 the quota was filled is simply not used. Remaining slots are filled with labelled demos
 (up to ``max_labeled``) where the rows carry every field a node needs.
 
-With ``teacher_lm`` the traces come from the teacher (a stronger model) and the demos
-teach the student. ``rounds > 1`` retries the rejected rows with sampling (temperature
+While bootstrapping, the model producing the traces (the student, or ``teacher_lm``)
+sees up to ``teacher_demos`` labelled demos (default: ``max_labeled``) drawn from the
+other trainset rows: a row never sees its own label. A small model that cannot do the
+task zero-shot often can with a few labelled examples in front of it, and its accepted
+traces then teach the student. With ``teacher_lm`` the traces come from the teacher (a
+stronger model) and the demos teach the student. ``rounds > 1`` retries the rejected rows with sampling (temperature
 0.7, a different seed each round) to find more accepted traces.
 """
 
@@ -24,7 +28,7 @@ import msgspec
 
 from .. import ir
 from ..data import Example
-from ..errors import BudgetExceeded
+from ..errors import BudgetExceeded, ConfigError, LMError
 from ..evaluate import RunOutcome
 from ..lm import LM
 from ..pipeline import observed_program
@@ -158,6 +162,50 @@ class _Acceptor:
             self._moved = None
 
 
+class _TeacherPrograms:
+    """The program each bootstrap row runs under: ``program`` with up to ``k`` labelled
+    demos per node (the first rows in seeded order that cover the node's fields), never
+    the row's own. At most k + 1 distinct programs exist, so their fingerprints are
+    computed once however many rows run.
+    """
+
+    def __init__(self, program: ir.Program, examples: list[Example], order: list[int], k: int):
+        self.plain = program
+        only_node = len(program.nodes) == 1
+        picks: dict[str, list[tuple[int, ir.Demo]]] = {}
+        for node in program.nodes:
+            found: list[tuple[int, ir.Demo]] = []
+            for i in order:
+                demo = labeled_demo(node, examples[i], only_node=only_node)
+                if demo is not None:
+                    found.append((i, demo))
+                    if len(found) > k:
+                        break
+            if found:
+                picks[node.id] = found
+        self._picks = picks
+        self.k = k
+        self.default = self._build(None)
+        self._special = {i: self._build(i) for f in picks.values() for i, _ in f[:k]}
+
+    def _build(self, exclude: int | None) -> ir.Program:
+        program = self.plain
+        for node_id, found in self._picks.items():
+            node = program.node(node_id)
+            assert node is not None
+            demos = tuple(d for i, d in found if i != exclude)[: self.k]
+            program = program.with_node(msgspec.structs.replace(node, demos=demos + node.demos))
+        return program
+
+    def __call__(self, row: int) -> ir.Program:
+        return self._special.get(row, self.default)
+
+    def plain_node(self, node: ir.Node) -> ir.Node:
+        """``node`` as the student's program has it (without the teacher's labelled demos)."""
+        plain = self.plain.node(node.id)
+        return plain if plain is not None and node.id in self._picks else node
+
+
 def _sampling(program: ir.Program, round_: int) -> ir.Program:
     """``program`` with every node sampling (for retry rounds)."""
     for node in program.nodes:
@@ -176,11 +224,14 @@ async def collect_traces(
     base: ir.Program | None = None,
     rounds: int = 1,
     salt: str = "bootstrap",
+    teacher_demos: int = 0,
 ) -> Traces:
     """Accepted traces, up to ``want`` per node, from running ``examples`` (seeded order).
 
-    A budget stop is not raised but kept on ``traces.stopped`` (the caller records what
-    was found, then re-raises).
+    With ``teacher_demos`` > 0 each row runs with that many labelled demos of other rows
+    per node (see ``_TeacherPrograms``); the nodes are first discovered (one run) when
+    neither ``base`` nor an earlier run shows them. A budget stop is not raised but kept
+    on ``traces.stopped`` (the caller records what was found, then re-raises).
     """
     task.need_metric("bootstrap")
     found = Traces()
@@ -192,6 +243,19 @@ async def collect_traces(
     def enough() -> bool:
         return bool(seen_nodes) and all(len(found.demos.get(n, [])) >= want for n in seen_nodes)
 
+    known: ir.Program | None = None
+    if teacher_demos > 0:
+        known = base if base is not None and base.nodes else None
+        if known is None:
+            observed = task.observed_program()
+            try:
+                known = observed if observed.nodes else await task.discover(base)
+            except BudgetExceeded as exc:
+                found.stopped = exc
+                return found
+            except LMError:
+                known = None  # row 0 could not be traced: bootstrap without labelled demos
+
     for round_ in range(max(1, rounds)):
         pending = [i for i in order if i not in found.used]
         if not pending or (round_ > 0 and enough()):
@@ -199,13 +263,17 @@ async def collect_traces(
         program = base
         if round_ > 0:
             program = _sampling(found.program(task, base), round_)
+        teacher: _TeacherPrograms | None = None
+        if known is not None:
+            plain = program if program is not None else known
+            teacher = _TeacherPrograms(plain, examples, order, teacher_demos)
         acceptor = _Acceptor(
             task, found, pending, want, threshold, seen_nodes, first=round_ == 0, enough=enough,
             max_window=2 * max(1, task.concurrency),
         )
         try:
             await task.stream(
-                [(examples[i], program) for i in pending],
+                [(examples[i], teacher(i) if teacher is not None else program) for i in pending],
                 lm=lm,
                 stop=acceptor.full,
                 on_outcome=acceptor,
@@ -215,6 +283,10 @@ async def collect_traces(
         except BudgetExceeded as exc:
             found.stopped = exc
             break
+        finally:
+            if teacher is not None and round_ == 0:
+                # the nodes as the student has them, not with the teacher's labelled demos
+                found.nodes = {k: teacher.plain_node(n) for k, n in found.nodes.items()}
     return found
 
 
@@ -263,11 +335,22 @@ def record_pool(task: CompileTask, program: ir.Program, found: Traces, what: str
 class Bootstrap:
     name = "bootstrap"
 
-    def __init__(self, max_demos: int = 4, max_labeled: int = 4, threshold: float = 1.0, rounds: int = 1):
+    def __init__(
+        self,
+        max_demos: int = 4,
+        max_labeled: int = 4,
+        threshold: float = 1.0,
+        rounds: int = 1,
+        teacher_demos: int | None = None,
+    ):
         self.max_demos = max_demos
         self.max_labeled = max_labeled
         self.threshold = threshold
         self.rounds = rounds
+        # labelled demos the trace-producing model sees while bootstrapping (None: max_labeled)
+        self.teacher_demos = max_labeled if teacher_demos is None else teacher_demos
+        if self.teacher_demos < 0:
+            raise ConfigError(f"teacher_demos={teacher_demos!r}: use 0 (none) or a positive count")
 
     def config(self) -> dict[str, Any]:
         return {
@@ -275,6 +358,7 @@ class Bootstrap:
             "max_labeled": self.max_labeled,
             "threshold": self.threshold,
             "rounds": self.rounds,
+            "teacher_demos": self.teacher_demos,
         }
 
     takes_examples = True  # initial_program may restrict it to a training split
@@ -292,6 +376,7 @@ class Bootstrap:
             lm=task.teacher_lm,
             base=base,
             rounds=self.rounds,
+            teacher_demos=self.teacher_demos,
         )
         program = fill_program(
             task, rows, found, max_demos=self.max_demos, max_labeled=self.max_labeled, base=base

@@ -65,7 +65,8 @@ class Mipro(SearchOptimizer):
     async def optimize(self, task: CompileTask) -> ir.Program:
         train, val = self.splits(task)
         base, found = await bootstrap_seed(
-            task, train, want=2 * self.max_demos, max_demos=self.max_demos, max_labeled=0
+            task, train, want=2 * self.max_demos, max_demos=self.max_demos, max_labeled=0,
+            teacher_demos=self.max_demos,
         )
         nodes = list(base.nodes)
         rng = task.rng("mipro")
