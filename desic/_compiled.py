@@ -9,14 +9,13 @@ both names.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import ir
 from ._utils import run_sync
-from .errors import ArtifactError
+from .errors import ArtifactError, StorageError
 from .lm import Usage
 from .pipeline import Pipeline, as_pipeline
 from .render import render_messages
@@ -116,7 +115,8 @@ class CompiledPipeline:
         return "\n".join(lines)
 
     def save(self, path: str | os.PathLike[str]) -> Any:
-        """Write the artifact (versioned JSON, atomically: temp file, fsync, rename).
+        """Write the artifact (versioned JSON, atomically: temp file, fsync, rename, directory
+        fsync); a path that cannot be written raises ``StorageError`` naming it.
 
         A store URL with an artifact name (``"sqlite://.desic/desic.db#triage"``, or
         ``#triage@prod`` to tag it) saves the next version there and returns its
@@ -126,19 +126,14 @@ class CompiledPipeline:
             from .storage._artifacts import save_url
 
             return save_url(self.program, path)
+        from .storage._fs import atomic_write
+
         target = Path(path)
-        data = ir.encode_program(self.program)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create {target.parent} for {target}: {exc.strerror or exc}") from exc
+        atomic_write(target, ir.encode_program(self.program), sync_dir=True)
         return target
 
     def __repr__(self) -> str:

@@ -108,6 +108,22 @@ def test_save_then_load_gives_the_same_program(
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["triage.json"]
 
 
+def test_save_to_an_unwritable_place_names_it_and_keeps_the_old_file(
+    tmp_path: Path, compiled_triage: desic.CompiledPipeline
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file")
+    with pytest.raises(desic.StorageError, match="not-a-dir"):
+        compiled_triage.save(blocker / "triage.json")
+    target = compiled_triage.save(tmp_path / "t.json")
+    before = target.read_bytes()
+    (tmp_path / "t.json.blocked").mkdir()
+    with pytest.raises(desic.StorageError, match="t.json.blocked"):
+        compiled_triage.save(tmp_path / "t.json.blocked")  # a directory is in the way
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-dir", "t.json", "t.json.blocked"]
+
+
 def test_loaded_pipeline_answers_with_its_demos(
     tmp_path: Path, compiled_triage: desic.CompiledPipeline
 ) -> None:
