@@ -66,6 +66,11 @@ def test_labelled_demos_let_a_weak_model_produce_traces(target: Any) -> None:
     for word, demos in bootstrapping:
         assert len(demos) == 2  # teacher_demos defaults to max_labeled
         assert word not in demos  # a row never sees its own label
+    # a bare signature's node is known; a @pipeline's is found with one zero-shot run first
+    # (the discovering run is the only call without demos)
+    assert [bool(d) for _, d in model.seen].count(False) == (1 if target is loud else 0)
+    if target is shout:
+        assert len(model.seen) == 3  # every row accepted: the quota filled with no call wasted
     # at most 3 distinct demo sets: the first two labelled rows, or (for those two rows) the
     # other one and the spare third
     assert len({tuple(d) for _, d in bootstrapping}) <= 3

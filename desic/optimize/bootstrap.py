@@ -32,6 +32,7 @@ from ..errors import BudgetExceeded, ConfigError, LMError
 from ..evaluate import RunOutcome
 from ..lm import LM
 from ..pipeline import observed_program
+from ..runtime import default_node
 from ._base import CompileTask, labeled_demo
 
 
@@ -229,8 +230,8 @@ async def collect_traces(
     """Accepted traces, up to ``want`` per node, from running ``examples`` (seeded order).
 
     With ``teacher_demos`` > 0 each row runs with that many labelled demos of other rows
-    per node (see ``_TeacherPrograms``); the nodes are first discovered (one run) when
-    neither ``base`` nor an earlier run shows them. A budget stop is not raised but kept
+    per node (see ``_TeacherPrograms``); a ``@pipeline``'s nodes are first discovered (one
+    run) when neither ``base`` nor an earlier run shows them. A budget stop is not raised but kept
     on ``traces.stopped`` (the caller records what was found, then re-raises).
     """
     task.need_metric("bootstrap")
@@ -246,6 +247,9 @@ async def collect_traces(
     known: ir.Program | None = None
     if teacher_demos > 0:
         known = base if base is not None and base.nodes else None
+        sig = getattr(task.pipeline, "signature", None)
+        if known is None and sig is not None:  # a bare signature: its one node is known
+            known = ir.Program(pipeline=task.pipeline.ref, nodes=(default_node(sig, sig.spec.name),))
         if known is None:
             observed = task.observed_program()
             try:
