@@ -132,3 +132,39 @@ def test_negative_teacher_demos_is_refused() -> None:
     with pytest.raises(ConfigError, match="teacher_demos=-1"):
         desic.compile(shout, ROWS, metric=desic.metrics.exact_match, optimizer="bootstrap", teacher_demos=-1,
                       lm=FunctionLM(Shown()))
+
+
+# --- distinct answers first -----------------------------------------------------------------
+
+
+def test_pick_diverse_covers_distinct_answers_first_and_keeps_order() -> None:
+    from desic import ir
+    from desic.optimize.bootstrap import pick_diverse
+
+    def demo(answer: str, reasoning: str = "") -> ir.Demo:
+        return ir.Demo(inputs={"q": answer}, output={"reasoning": reasoning, "answer": answer})
+
+    rows = [(i, demo(a, reasoning=str(i))) for i, a in enumerate(["none", "none", "A", "none", "B", "A"])]
+    assert [i for i, _ in pick_diverse(rows, 3)] == [0, 2, 4]  # one "none", then A and B
+    assert [i for i, _ in pick_diverse(rows, 4)] == [0, 1, 2, 4]  # the 4th: the first repeat
+    assert [i for i, _ in pick_diverse(rows, 2, taken=[demo("none")])] == [2, 4]  # reasoning ignored
+    assert [i for i, _ in pick_diverse(rows, 10)] == [0, 1, 2, 3, 4, 5]
+    assert pick_diverse(rows, 0) == []
+
+
+def test_labelled_top_up_prefers_answers_the_demos_lack() -> None:
+    rows = [{"word": w, "output": "none"} for w in ("a", "b", "c", "d", "e", "f")] + [
+        {"word": "plum", "output": "PLUM"},
+        {"word": "fig", "output": "FIG"},
+    ]
+
+    def never(request: LMRequest) -> Any:
+        return "wrong"
+
+    compiled = desic.compile(
+        shout, rows, metric=desic.metrics.exact_match, optimizer="bootstrap", max_demos=2, max_labeled=3,
+        lm=FunctionLM(never),
+    )
+    (node,) = compiled.program.nodes
+    answers = sorted(d.output["output"] for d in node.demos)
+    assert answers == ["FIG", "PLUM", "none"]  # not three "none" rows, whatever the seeded order

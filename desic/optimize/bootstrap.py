@@ -19,8 +19,9 @@ stronger model) and the demos teach the student. ``rounds > 1`` retries the reje
 from __future__ import annotations
 
 import asyncio
+import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,10 +164,49 @@ class _Acceptor:
             self._moved = None
 
 
+def _output_key(demo: ir.Demo) -> str:
+    return json.dumps({k: v for k, v in demo.output.items() if k != "reasoning"}, sort_keys=True, default=str)
+
+
+def pick_diverse(
+    candidates: Iterable[tuple[int, ir.Demo]], k: int, taken: Iterable[ir.Demo] = ()
+) -> list[tuple[int, ir.Demo]]:
+    """Up to ``k`` of ``candidates`` (in their order), those whose output no demo chosen so
+    far (``taken``, or an earlier pick) has first, then the others.
+
+    A small model copies the answer most of its demos show: four demos answering "none"
+    teach it to answer "none". Covering distinct answers first is the cheap guard. Looks
+    at no more than ``20 * k + 20`` candidates, so a huge trainset costs no more.
+    """
+    seen = {_output_key(d) for d in taken}
+    fresh: list[tuple[int, int, ir.Demo]] = []
+    repeats: list[tuple[int, int, ir.Demo]] = []
+    for n, (i, demo) in enumerate(candidates):
+        if n >= 20 * k + 20 or len(fresh) >= k:
+            break
+        key = _output_key(demo)
+        if key in seen:
+            repeats.append((n, i, demo))
+        else:
+            seen.add(key)
+            fresh.append((n, i, demo))
+    chosen = sorted(fresh + repeats[: max(0, k - len(fresh))], key=lambda t: t[0])
+    return [(i, demo) for _, i, demo in chosen]
+
+
+def _labeled_rows(
+    node: ir.Node, examples: list[Example], order: Iterable[int], only_node: bool
+) -> Iterator[tuple[int, ir.Demo]]:
+    for i in order:
+        demo = labeled_demo(node, examples[i], only_node=only_node)
+        if demo is not None:
+            yield i, demo
+
+
 class _TeacherPrograms:
     """The program each bootstrap row runs under: ``program`` with up to ``k`` labelled
-    demos per node (the first rows in seeded order that cover the node's fields), never
-    the row's own. At most k + 1 distinct programs exist, so their fingerprints are
+    demos per node (rows in seeded order that cover the node's fields, distinct answers
+    first: ``pick_diverse``), never the row's own. At most k + 1 distinct programs exist, so their fingerprints are
     computed once however many rows run.
     """
 
@@ -175,13 +215,7 @@ class _TeacherPrograms:
         only_node = len(program.nodes) == 1
         picks: dict[str, list[tuple[int, ir.Demo]]] = {}
         for node in program.nodes:
-            found: list[tuple[int, ir.Demo]] = []
-            for i in order:
-                demo = labeled_demo(node, examples[i], only_node=only_node)
-                if demo is not None:
-                    found.append((i, demo))
-                    if len(found) > k:
-                        break
+            found = pick_diverse(_labeled_rows(node, examples, order, only_node), k + 1)
             if found:
                 picks[node.id] = found
         self._picks = picks
@@ -303,22 +337,18 @@ def fill_program(
     max_labeled: int,
     base: ir.Program | None = None,
 ) -> ir.Program:
-    """The program with each node's accepted demos, topped up with labelled ones."""
+    """The program with each node's accepted demos, topped up with ``max_labeled``
+    labelled ones from the rows not accepted (answers the demos lack first)."""
     program = found.program(task, base)
     if not program.nodes and task.observed_program().nodes:
         program = task.observed_program()
+    only_node = len(program.nodes) == 1
     for node in program.nodes:
         chosen = list(found.demos.get(node.id, []))[:max_demos]
-        extra = 0
-        for i in found.order:
-            if extra >= max_labeled or len(chosen) >= max_demos + max_labeled:
-                break
-            if i in found.used:
-                continue
-            demo = labeled_demo(node, examples[i], only_node=len(program.nodes) == 1)
-            if demo is not None:
-                chosen.append(demo)
-                extra += 1
+        if max_labeled > 0:
+            unused = (i for i in found.order if i not in found.used)
+            extra = pick_diverse(_labeled_rows(node, examples, unused, only_node), max_labeled, taken=chosen)
+            chosen.extend(demo for _, demo in extra)
         program = program.with_node(msgspec.structs.replace(node, demos=tuple(chosen)))
     return program
 
