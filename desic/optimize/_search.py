@@ -16,7 +16,8 @@ optimizer's sampling temperature and ``PROPOSAL_TOKENS``; the caller names the r
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import random
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .. import ir
@@ -31,7 +32,7 @@ from ._propose import (
     failures_text,
     propose_instruction,
 )
-from .bootstrap import Traces, collect_traces, fill_program, record_pool
+from .bootstrap import Traces, collect_traces, fill_program, labeled_rows, pick_diverse, record_pool
 
 __all__ = [
     "Child",
@@ -40,6 +41,8 @@ __all__ = [
     "ask",
     "best_of",
     "bootstrap_seed",
+    "demo_pool",
+    "sample_demos",
     "rank",
     "rewrite",
     "rotate",
@@ -140,6 +143,31 @@ async def bootstrap_seed(
     program = fill_program(task, train, found, max_demos=max_demos, max_labeled=max_labeled)
     record_pool(task, program, found)
     return program, found
+
+
+def demo_pool(
+    node: ir.Node, accepted: list[ir.Demo], rows: list[Example], *, only_node: bool, labeled: int
+) -> list[ir.Demo]:
+    """A node's demo pool: the accepted traces, then up to ``labeled`` labelled demos of
+    ``rows`` whose inputs no demo in the pool has (answers the pool lacks first)."""
+    pool = list(accepted)
+    inputs = {ir.fingerprint(d.inputs) for d in pool}
+
+    def fresh() -> Iterator[tuple[int, ir.Demo]]:
+        for i, demo in labeled_rows(node, rows, range(len(rows)), only_node):
+            key = ir.fingerprint(demo.inputs)
+            if key not in inputs:
+                inputs.add(key)
+                yield i, demo
+
+    pool.extend(demo for _, demo in pick_diverse(fresh(), max(0, labeled), taken=pool))
+    return pool
+
+
+def sample_demos(pool: list[ir.Demo], k: int, rng: random.Random) -> tuple[ir.Demo, ...]:
+    """``k`` demos of ``pool`` drawn at random, distinct answers first (see ``pick_diverse``)."""
+    shuffled = rng.sample(pool, len(pool))
+    return tuple(demo for _, demo in pick_diverse(enumerate(shuffled), k))
 
 
 def rotate(rows: list[Example], by: int) -> list[Example]:

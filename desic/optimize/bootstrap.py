@@ -194,7 +194,7 @@ def pick_diverse(
     return [(i, demo) for _, i, demo in chosen]
 
 
-def _labeled_rows(
+def labeled_rows(
     node: ir.Node, examples: list[Example], order: Iterable[int], only_node: bool
 ) -> Iterator[tuple[int, ir.Demo]]:
     for i in order:
@@ -215,7 +215,7 @@ class _TeacherPrograms:
         only_node = len(program.nodes) == 1
         picks: dict[str, list[tuple[int, ir.Demo]]] = {}
         for node in program.nodes:
-            found = pick_diverse(_labeled_rows(node, examples, order, only_node), k + 1)
+            found = pick_diverse(labeled_rows(node, examples, order, only_node), k + 1)
             if found:
                 picks[node.id] = found
         self._picks = picks
@@ -347,7 +347,7 @@ def fill_program(
         chosen = list(found.demos.get(node.id, []))[:max_demos]
         if max_labeled > 0:
             unused = (i for i in found.order if i not in found.used)
-            extra = pick_diverse(_labeled_rows(node, examples, unused, only_node), max_labeled, taken=chosen)
+            extra = pick_diverse(labeled_rows(node, examples, unused, only_node), max_labeled, taken=chosen)
             chosen.extend(demo for _, demo in extra)
         program = program.with_node(msgspec.structs.replace(node, demos=tuple(chosen)))
     return program

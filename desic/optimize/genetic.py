@@ -21,9 +21,19 @@ from typing import Any
 import msgspec
 
 from .. import ir
-from ._base import CompileTask, Scored, labeled_demo, program_key, with_node_changes
+from ._base import CompileTask, Scored, program_key, with_node_changes
 from ._propose import TIPS
-from ._search import Child, Ranked, SearchOptimizer, bootstrap_seed, rewrite, rotate, score_into
+from ._search import (
+    Child,
+    Ranked,
+    SearchOptimizer,
+    bootstrap_seed,
+    demo_pool,
+    rewrite,
+    rotate,
+    sample_demos,
+    score_into,
+)
 
 
 @dataclass
@@ -106,16 +116,7 @@ class Genetic(SearchOptimizer):
     # --- genome operations (all randomness drawn here, in a fixed order) -------------------
 
     def _pool(self, node: ir.Node, accepted: list[ir.Demo], train: list[Any], nodes: int) -> list[ir.Demo]:
-        pool = list(accepted)
-        inputs = {ir.fingerprint(d.inputs) for d in pool}
-        for e in train:
-            if len(pool) >= 3 * self.max_demos:
-                break
-            demo = labeled_demo(node, e, only_node=nodes == 1)
-            if demo is not None and ir.fingerprint(demo.inputs) not in inputs:
-                pool.append(demo)
-                inputs.add(ir.fingerprint(demo.inputs))
-        return pool
+        return demo_pool(node, accepted, train, only_node=nodes == 1, labeled=3 * self.max_demos - len(accepted))
 
     def _random_demos(self, program: ir.Program, pools: dict[str, list[ir.Demo]], rng: random.Random) -> ir.Program:
         for node in program.nodes:
@@ -123,7 +124,7 @@ class Genetic(SearchOptimizer):
             if not pool:
                 continue
             k = rng.randint(1, min(self.max_demos, len(pool)))
-            program = with_node_changes(program, node.id, demos=tuple(rng.sample(pool, k)))
+            program = with_node_changes(program, node.id, demos=sample_demos(pool, k, rng))
         return program
 
     def _tournament(self, population: list[Ranked], rng: random.Random) -> Ranked:

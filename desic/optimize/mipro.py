@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 
 from .. import ir
-from ._base import CompileTask, labeled_demo
+from ._base import CompileTask
 from ._propose import (
     TIPS,
     clean_instruction,
@@ -35,7 +35,8 @@ from ._propose import (
     examples_text,
     propose_instruction,
 )
-from ._search import SearchOptimizer, ask, bootstrap_seed, rotate
+from ._search import SearchOptimizer, ask, bootstrap_seed, demo_pool, rotate, sample_demos
+from .bootstrap import pick_diverse
 
 Combo = tuple[int, ...]  # per node: instruction index, demo-set index (interleaved)
 
@@ -130,21 +131,15 @@ class Mipro(SearchOptimizer):
     def _demo_sets(
         self, node: ir.Node, accepted: list[ir.Demo], train: list[Any], nodes: int, rng: random.Random
     ) -> list[tuple[ir.Demo, ...]]:
-        pool = list(accepted)
-        for e in train:
-            if len(pool) >= 3 * self.max_demos:
-                break
-            demo = labeled_demo(node, e, only_node=nodes == 1)
-            if demo is not None and all(demo.inputs != d.inputs for d in pool):
-                pool.append(demo)
+        pool = demo_pool(node, accepted, train, only_node=nodes == 1, labeled=3 * self.max_demos - len(accepted))
         sets: list[tuple[ir.Demo, ...]] = [()]
         if pool:
-            sets.append(tuple(pool[: self.max_demos]))
+            sets.append(tuple(d for _, d in pick_diverse(enumerate(pool), self.max_demos)))
         attempts = 0
         while len(sets) < self.num_demo_sets and pool and attempts < 10 * self.num_demo_sets:
             attempts += 1
             k = rng.randint(1, min(self.max_demos, len(pool)))
-            subset = tuple(rng.sample(pool, k))
+            subset = sample_demos(pool, k, rng)
             if subset not in sets:
                 sets.append(subset)
         return sets

@@ -17,8 +17,8 @@ from typing import Any
 import msgspec
 
 from .. import ir
-from ._base import CompileTask, labeled_demo
-from ._search import SearchOptimizer, bootstrap_seed
+from ._base import CompileTask
+from ._search import SearchOptimizer, bootstrap_seed, demo_pool, sample_demos
 
 
 @dataclass(eq=False)
@@ -56,7 +56,7 @@ class RandomSearch(SearchOptimizer):
             for node in bootstrapped.nodes:
                 choices = pools.get(node.id, [])
                 k = rng.randint(1, max(1, min(self.max_demos, len(choices)))) if choices else 0
-                picked = rng.sample(choices, k) if k else []
+                picked = sample_demos(choices, k, rng) if k else ()
                 sizes.append(f"{node.id}:{k}")
                 program = program.with_node(msgspec.structs.replace(node, demos=tuple(picked)))
             key = ir.fingerprint(msgspec.to_builtins(program.nodes))
@@ -77,18 +77,8 @@ class RandomSearch(SearchOptimizer):
         self, task: CompileTask, train: list[Any], demos: dict[str, list[ir.Demo]], program: ir.Program
     ) -> dict[str, list[ir.Demo]]:
         """Per node: the accepted traces, then labelled demos from the training rows."""
-        pools: dict[str, list[ir.Demo]] = {}
-        for node in program.nodes:
-            pool = list(demos.get(node.id, []))
-            seen = {ir.fingerprint(d.inputs) for d in pool}
-            labeled = 0
-            for e in train:
-                if labeled >= self.max_labeled:
-                    break
-                demo = labeled_demo(node, e, only_node=len(program.nodes) == 1)
-                if demo is not None and ir.fingerprint(demo.inputs) not in seen:
-                    pool.append(demo)
-                    seen.add(ir.fingerprint(demo.inputs))
-                    labeled += 1
-            pools[node.id] = pool
-        return pools
+        only_node = len(program.nodes) == 1
+        return {
+            node.id: demo_pool(node, demos.get(node.id, []), train, only_node=only_node, labeled=self.max_labeled)
+            for node in program.nodes
+        }
