@@ -30,6 +30,7 @@ from typing import Annotated
 
 import typer
 
+from ._cache import cache_app
 from ._commands import compile_cmd, eval_cmd, prompts_cmd, run_cmd
 from ._common import EXIT_CODES, exit_code
 from ._doctor import doctor_cmd
@@ -101,6 +102,7 @@ app.command("run", no_args_is_help=True)(run_cmd)
 app.command("prompts", no_args_is_help=True)(prompts_cmd)
 app.command("doctor")(doctor_cmd)
 app.add_typer(runs_app, name="runs")
+app.add_typer(cache_app, name="cache")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,19 +6,28 @@ writer waits up to ``busy_timeout`` for another. Within a process one connection
 file is shared under a lock (entries are small; each statement takes microseconds).
 A store that cannot be read or written is logged and treated as empty: a broken cache
 slows a run down but never fails it.
+
+The file only grows as answers are cached; ``SqliteStore.stats()`` describes it and
+``prune()`` / ``clear()`` bound it (``desic cache info|prune|clear`` on the command line).
+These run in one write transaction, so processes using the cache meanwhile stay safe, and
+raise ``StorageError`` when the file cannot be read or written.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from desic._utils import retry_sqlite_busy
+from desic.errors import StorageError
 
 log = logging.getLogger("desic.lm")
 
@@ -62,6 +71,23 @@ class MemoryStore:
         return len(self._data)
 
 
+@dataclass(frozen=True)
+class CacheStats:
+    """What a sqlite cache file holds: ``SqliteStore.stats()``.
+
+    ``value_bytes`` sums the cached answers; ``file_bytes`` is the space on disk (the file
+    and its ``-wal``). ``oldest`` and ``newest`` are the ``created`` times (seconds since
+    the epoch) of the oldest and newest entries, None when the cache is empty.
+    """
+
+    path: Path
+    entries: int
+    value_bytes: int
+    file_bytes: int
+    oldest: float | None
+    newest: float | None
+
+
 class SqliteStore:
     """Entries in a sqlite file (WAL mode), shared by threads and processes."""
 
@@ -94,11 +120,29 @@ class SqliteStore:
                         "key TEXT PRIMARY KEY, value BLOB NOT NULL, created REAL NOT NULL) WITHOUT ROWID"
                     )
                 )
+                self._create_created_index(conn)
             except BaseException:
                 conn.close()
                 raise
             self._conn, self._pid = conn, os.getpid()
         return self._conn
+
+    def _create_created_index(self, conn: Any) -> None:
+        """The index that lets ``prune`` find the oldest entries without a full scan.
+
+        Files written before it existed get it on first open; a read-only file without
+        it still serves ``get`` (only pruning it would be slower).
+        """
+        import sqlite3
+
+        try:
+            self._retry_busy(
+                lambda: conn.execute("CREATE INDEX IF NOT EXISTS entries_created ON entries (created)")
+            )
+        except sqlite3.OperationalError as exc:
+            if "readonly" not in str(exc):
+                raise
+            log.debug("LM cache %s is read-only; not adding the index on created", self.path)
 
     def _retry_busy(self, operation: Callable[[], T]) -> T:
         return retry_sqlite_busy(operation, self.busy_timeout)
@@ -136,6 +180,140 @@ class SqliteStore:
         with self._lock:
             return int(self._connection().execute("SELECT count(*) FROM entries").fetchone()[0])
 
+    # --- administration: stats, prune, clear ------------------------------------------------
+
+    def file_bytes(self) -> int:
+        """The space the cache takes on disk: the file and its ``-wal`` (0 if absent)."""
+        total = 0
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:
+                pass
+        return total
+
+    def stats(self) -> CacheStats:
+        """How many entries the file holds, their size, the file's size, oldest and newest."""
+        import sqlite3
+
+        try:
+            with self._lock:
+                conn = self._connection()
+                count, value_bytes, oldest, newest = self._retry_busy(
+                    lambda: conn.execute(
+                        "SELECT count(*), coalesce(sum(length(value)), 0), min(created), max(created) FROM entries"
+                    ).fetchone()
+                )
+        except sqlite3.Error as exc:
+            raise self._error("read", exc) from exc
+        return CacheStats(
+            path=self.path,
+            entries=int(count),
+            value_bytes=int(value_bytes),
+            file_bytes=self.file_bytes(),
+            oldest=None if oldest is None else float(oldest),
+            newest=None if newest is None else float(newest),
+        )
+
+    def prune(
+        self,
+        *,
+        older_than: float | None = None,
+        max_entries: int | None = None,
+        max_bytes: int | None = None,
+        vacuum: bool = False,
+    ) -> int:
+        """Delete old entries; return how many were deleted.
+
+        In order: entries created more than ``older_than`` seconds ago, then the oldest
+        beyond ``max_entries``, then the oldest until the values total at most
+        ``max_bytes``. Limits left as None do not apply. One write transaction does it
+        all, so other threads and processes see the cache before or after, never between.
+        Freed pages are reused by later entries; ``vacuum=True`` also gives them back to
+        the disk (it rewrites the file, so it takes a while on a large cache).
+        """
+        _check_limit("older_than", older_than, "the age in seconds past which entries go", integer=False)
+        _check_limit("max_entries", max_entries, "the most entries to keep", integer=True)
+        _check_limit("max_bytes", max_bytes, "the most bytes of cached answers to keep", integer=True)
+
+        def delete(conn: Any) -> int:
+            removed = 0
+            if older_than is not None:
+                cutoff = time.time() - older_than
+                removed += conn.execute("DELETE FROM entries WHERE created < ?", (cutoff,)).rowcount
+            if max_entries is not None:
+                excess = conn.execute("SELECT count(*) FROM entries").fetchone()[0] - max_entries
+                if excess > 0:
+                    removed += conn.execute(
+                        "DELETE FROM entries WHERE key IN "
+                        "(SELECT key FROM entries ORDER BY created, key LIMIT ?)",
+                        (excess,),
+                    ).rowcount
+            if max_bytes is not None:
+                # keep the newest entries whose running total (newest first) fits
+                removed += conn.execute(
+                    "DELETE FROM entries WHERE key IN (SELECT key FROM ("
+                    "SELECT key, sum(length(value)) OVER "
+                    "(ORDER BY created DESC, key DESC ROWS UNBOUNDED PRECEDING) AS kept "
+                    "FROM entries) WHERE kept > ?)",
+                    (max_bytes,),
+                ).rowcount
+            return int(removed)
+
+        return self._write(delete, vacuum=vacuum)
+
+    def clear(self, *, vacuum: bool = False) -> int:
+        """Delete every entry; return how many there were (``vacuum`` as in ``prune``)."""
+        return self._write(lambda conn: int(conn.execute("DELETE FROM entries").rowcount), vacuum=vacuum)
+
+    def _write(self, body: Callable[[Any], int], *, vacuum: bool) -> int:
+        """``body(conn)`` in one write transaction, then VACUUM if asked, then a checkpoint."""
+        import sqlite3
+
+        def transaction(conn: Any) -> int:
+            conn.execute("BEGIN IMMEDIATE")  # takes the write lock now: no upgrade deadlock later
+            try:
+                result = body(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+        try:
+            with self._lock:
+                conn = self._connection()
+                removed = self._retry_busy(lambda: transaction(conn))
+                if vacuum:
+                    self._retry_busy(lambda: conn.execute("VACUUM"))
+                self._checkpoint(conn)
+        except sqlite3.Error as exc:
+            raise self._error("written", exc) from exc
+        return removed
+
+    def _checkpoint(self, conn: Any) -> None:
+        """Fold the WAL into the file and truncate it, if no other process is in the way.
+
+        Best effort: a checkpoint waits for readers, so it gets a second, not busy_timeout.
+        """
+        import sqlite3
+
+        try:
+            conn.execute("PRAGMA busy_timeout = 1000")
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        except sqlite3.OperationalError as exc:
+            log.debug("LM cache %s: checkpoint skipped (%s)", self.path, exc)
+
+    def _error(self, action: str, exc: BaseException) -> StorageError:
+        return StorageError(
+            f"the LM cache {self.path} cannot be {action} ({exc}); check that the file is "
+            "readable and writable, or delete it to start an empty cache"
+        )
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():
@@ -159,17 +337,37 @@ _shared: dict[Path, SqliteStore] = {}
 _shared_lock = threading.Lock()
 
 
-def sqlite_store(path: str | os.PathLike[str] | None = None) -> SqliteStore:
-    """The process's store for ``path`` (a file, or a directory holding ``lm.sqlite3``)."""
+def cache_file(path: str | os.PathLike[str] | None = None) -> Path:
+    """The sqlite file for ``path`` (a file, or a directory holding ``lm.sqlite3``).
+
+    None means the default: ``lm.sqlite3`` in ``default_cache_dir()``.
+    """
     target = Path(path).expanduser() if path is not None else default_cache_dir()
     if target.is_dir() or path is None or (not target.suffix and not target.exists()):
         target = target / CACHE_FILE
-    target = target.resolve()
+    return target.resolve()
+
+
+def sqlite_store(path: str | os.PathLike[str] | None = None) -> SqliteStore:
+    """The process's store for ``path`` (a file, or a directory holding ``lm.sqlite3``)."""
+    target = cache_file(path)
     with _shared_lock:
         store = _shared.get(target)
         if store is None:
             store = _shared[target] = SqliteStore(target)
         return store
+
+
+def _check_limit(name: str, value: float | None, meaning: str, *, integer: bool) -> None:
+    """``value`` is None, or a number >= 0 (an int when ``integer``)."""
+    if value is None:
+        return
+    number = "a whole number" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        raise TypeError(f"{name}={value!r}: pass {number}, {meaning}, or None for no limit")
+    if math.isnan(value) or value < 0:
+        problem = "is not a number" if math.isnan(value) else "is negative"
+        raise ValueError(f"{name}={value!r} {problem}; pass {number} >= 0, {meaning}, or None for no limit")
 
 
 def open_store(spec: Any) -> CacheStore:
