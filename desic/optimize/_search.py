@@ -42,10 +42,10 @@ __all__ = [
     "best_of",
     "bootstrap_seed",
     "demo_pool",
-    "sample_demos",
     "rank",
     "rewrite",
     "rotate",
+    "sample_demos",
     "score_into",
     "start_pool",
 ]

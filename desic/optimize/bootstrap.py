@@ -12,8 +12,9 @@ sees up to ``teacher_demos`` labelled demos (default: ``max_labeled``) drawn fro
 other trainset rows: a row never sees its own label. A small model that cannot do the
 task zero-shot often can with a few labelled examples in front of it, and its accepted
 traces then teach the student. With ``teacher_lm`` the traces come from the teacher (a
-stronger model) and the demos teach the student. ``rounds > 1`` retries the rejected rows with sampling (temperature
-0.7, a different seed each round) to find more accepted traces.
+stronger model) and the demos teach the student. ``rounds > 1`` retries the rejected
+rows with sampling (temperature 0.7, a different seed each round) to find more accepted
+traces.
 """
 
 from __future__ import annotations
@@ -206,8 +207,8 @@ def labeled_rows(
 class _TeacherPrograms:
     """The program each bootstrap row runs under: ``program`` with up to ``k`` labelled
     demos per node (rows in seeded order that cover the node's fields, distinct answers
-    first: ``pick_diverse``), never the row's own. At most k + 1 distinct programs exist, so their fingerprints are
-    computed once however many rows run.
+    first: ``pick_diverse``), never the row's own. At most k + 1 distinct programs exist,
+    so their fingerprints are computed once however many rows run.
     """
 
     def __init__(self, program: ir.Program, examples: list[Example], order: list[int], k: int):
@@ -265,8 +266,8 @@ async def collect_traces(
 
     With ``teacher_demos`` > 0 each row runs with that many labelled demos of other rows
     per node (see ``_TeacherPrograms``); a ``@pipeline``'s nodes are first discovered (one
-    run) when neither ``base`` nor an earlier run shows them. A budget stop is not raised but kept
-    on ``traces.stopped`` (the caller records what was found, then re-raises).
+    run) when neither ``base`` nor an earlier run shows them. A budget stop is not raised
+    but kept on ``traces.stopped`` (the caller records what was found, then re-raises).
     """
     task.need_metric("bootstrap")
     found = Traces()

@@ -21,6 +21,7 @@ from typing import Any, Unpack
 
 import msgspec
 
+from .._utils import retry_sqlite_busy
 from ..errors import ArtifactError, ConfigError, StorageError
 from ._artifacts import artifact_info, check_tag
 from ._base import (
@@ -34,7 +35,6 @@ from ._base import (
     run_exists,
     run_not_found,
 )
-from .._utils import retry_sqlite_busy
 from ._fs import encode_json, ensure_dir
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "SQLiteStorage"]
