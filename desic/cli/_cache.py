@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -41,30 +42,36 @@ _SIZE_UNITS = {
 _NUMBER = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*")
 
 
-def parse_duration(text: str) -> float:
-    """``30d``, ``12h``, ``90m``, ``3600s`` (also ``2w``, ``1.5h``) -> seconds."""
+def _scaled(text: str, units: dict[str, int], problem: str, hint: str) -> float:
+    """``text`` as a number times one of ``units`` (BadParameter saying ``problem`` if not)."""
     match = _NUMBER.fullmatch(text)
     unit = match.group(2).lower() if match else ""
-    if match is None or unit not in _DURATION_UNITS:
-        raise typer.BadParameter(
-            f"{text!r} is not a duration; write a number and a unit: s, m, h, d or w "
-            "(e.g. 3600s, 90m, 12h, 30d, 2w)",
-            param_hint="--older-than",
-        )
-    return float(match.group(1)) * _DURATION_UNITS[unit]
+    if match is None or unit not in units:
+        raise typer.BadParameter(f"{text!r} is not {problem}", param_hint=hint)
+    return float(match.group(1)) * units[unit]
+
+
+def parse_duration(text: str) -> float:
+    """``30d``, ``12h``, ``90m``, ``3600s`` (also ``2w``, ``1.5h``) -> seconds."""
+    return _scaled(
+        text,
+        _DURATION_UNITS,
+        "a duration; write a number and a unit: s, m, h, d or w (e.g. 3600s, 90m, 12h, 30d, 2w)",
+        "--older-than",
+    )
 
 
 def parse_size(text: str) -> int:
     """``500MB``, ``2GB``, ``1.5G``, ``100KiB``, ``4096`` (bytes) -> bytes."""
-    match = _NUMBER.fullmatch(text)
-    unit = match.group(2).lower() if match else ""
-    if match is None or unit not in _SIZE_UNITS:
-        raise typer.BadParameter(
-            f"{text!r} is not a size; write bytes or a number and a unit: B, KB, MB, GB, TB "
+    return int(
+        _scaled(
+            text,
+            _SIZE_UNITS,
+            "a size; write bytes or a number and a unit: B, KB, MB, GB, TB "
             "(powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024), e.g. 500MB, 2GB",
-            param_hint="--max-size",
+            "--max-size",
         )
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    )
 
 
 def human_size(n: int) -> str:
@@ -111,14 +118,7 @@ def open_cache(path: Path | None) -> Iterator[SqliteStore]:
 
 
 def _stats_json(stats: CacheStats) -> dict[str, object]:
-    return {
-        "path": str(stats.path),
-        "entries": stats.entries,
-        "value_bytes": stats.value_bytes,
-        "file_bytes": stats.file_bytes,
-        "oldest": stats.oldest,
-        "newest": stats.newest,
-    }
+    return {**dataclasses.asdict(stats), "path": str(stats.path)}
 
 
 @cache_app.command("info")
