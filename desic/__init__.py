@@ -13,6 +13,7 @@ import sys as _sys
 import types as _types
 from typing import TYPE_CHECKING, Any
 
+from . import _hooks
 from ._version import __version__
 from .errors import (
     ArtifactError,
@@ -148,3 +149,12 @@ class _Package(_types.ModuleType):
 
 
 _sys.modules[__name__].__class__ = _Package
+
+
+def _environment_sinks() -> None:
+    from .sinks import subscribe_from_env
+
+    subscribe_from_env()
+
+
+_hooks.first_event.append(_environment_sinks)

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import ir
-from ._utils import run_sync
+from ._aio import run_sync
 from .errors import ArtifactError, StorageError
 from .lm import Usage
 from .pipeline import Pipeline, as_pipeline
 from .render import render_messages
-from .runtime import RunState, _Capture, drift_error, settings
+from .runtime import CaptureStop, RunState, drift_error, settings
 from .signature import Signature, registered
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ class CompiledPipeline:
         state = RunState(program=self.program, trace=[], capture_only=not has_lm)
         try:
             self.pipeline.run(inputs, state)
-        except _Capture:
+        except CaptureStop:
             pass
         out: dict[str, list[dict[str, str]]] = {}
         for entry in state.trace or []:
@@ -123,10 +123,10 @@ class CompiledPipeline:
         ``ArtifactInfo``; a path returns the ``Path`` written.
         """
         if isinstance(path, str) and "://" in path:
-            from .storage._artifacts import save_url
+            from .storage import save_url
 
             return save_url(self.program, path)
-        from .storage._fs import atomic_write
+        from .storage import atomic_write
 
         target = Path(path)
         try:
@@ -164,7 +164,7 @@ def load(path: str | os.PathLike[str], pipeline: Any = None) -> CompiledPipeline
     """
     p: str | Path
     if isinstance(path, str) and "://" in path:  # a store: "sqlite://.desic/desic.db#triage@prod"
-        from .storage._artifacts import load_url
+        from .storage import load_url
 
         program, p = load_url(path)
     else:

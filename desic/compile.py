@@ -1,5 +1,9 @@
 """``desic.compile``: optimize a pipeline into a ``CompiledPipeline``.
 
+The top of the compile: it checks every row, resolves the LM once (handed down on the
+task), owns the run's lifecycle in a store (``desic._lifecycle``), runs the optimizer over
+the engine and turns its result into a scored, stamped program.
+
 ``CompiledPipeline`` and ``load`` live in the light ``desic._compiled`` (loading an
 artifact imports no optimizer); they are re-exported here for compatibility.
 """
@@ -9,22 +13,30 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Iterable
 from contextlib import nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import events, ir
+from ._aio import run_sync
 from ._compiled import CompiledPipeline, load
-from ._utils import run_sync
+from ._lifecycle import compile_run
 from ._version import __version__
 from .budget import Budget
 from .data import dataset_fingerprint, to_examples
+from .engine import default_concurrency
 from .errors import BudgetExceeded
-from .evaluate import _progress_sink, _want_bar, default_concurrency, pipeline_of
 from .lm import LM
 from .metrics import Metric
-from .optimize import CompileTask, MemoryRecorder, Optimizer, RunRecorder, resolve
-from .optimize._base import program_key
-from .pipeline import Pipeline
-from .runtime import context, current_lm
+from .optimize import CompileTask, Optimizer, RunRecorder, resolve
+from .pipeline import Pipeline, as_pipeline
+from .record import program_key
+from .runtime import current_lm
+from .sinks import progress_display
+
+if TYPE_CHECKING:
+    from .signature import Signature
+    from .storage import Storage
+
+    Compilable = Pipeline[..., Any] | Signature[..., Any] | CompiledPipeline
 
 __all__ = ["CompiledPipeline", "acompile", "compile", "load"]
 
@@ -34,7 +46,7 @@ def _now() -> str:
 
 
 async def acompile(
-    pipeline: Any,
+    pipeline: Compilable,
     trainset: Iterable[Any],
     *,
     metric: Metric | None = None,
@@ -45,7 +57,7 @@ async def acompile(
     seed: int = 0,
     concurrency: int | None = None,
     recorder: RunRecorder | None = None,
-    storage: Any = None,
+    storage: Storage | str | None = None,
     resume: str | None = None,
     budget: Budget | None = None,
     max_calls: int | None = None,
@@ -55,10 +67,10 @@ async def acompile(
     progress: bool | None = None,
     **optimizer_options: Any,
 ) -> CompiledPipeline:
+    """The async form of :func:`compile` (same options)."""
     from .lm import lm as make_lm
-    from .storage._run import compile_run
 
-    pipe = pipeline_of(pipeline)
+    pipe = as_pipeline(pipeline)
     train = to_examples(pipe, trainset, what="trainset")  # every row checked before any LM call
     val = to_examples(pipe, valset, what="valset") if valset is not None else None
     opt = resolve(optimizer, **optimizer_options)
@@ -67,8 +79,8 @@ async def acompile(
     )
     student = make_lm(lm) if isinstance(lm, str) else lm
     teacher = make_lm(teacher_lm) if isinstance(teacher_lm, str) else teacher_lm
-    with context(**({"lm": student} if student is not None else {})), compile_run(storage, resume, recorder) as run:
-        active = current_lm()
+    active = student if student is not None else current_lm()  # resolved once, handed down on the task
+    with compile_run(storage, resume, recorder) as run:
         run.start(pipeline=pipe.ref, optimizer=opt.name, optimizer_config={**opt.config(), "seed": seed}, seed=seed, lm=active.describe())
         task = CompileTask(
             pipeline=pipe,
@@ -79,7 +91,7 @@ async def acompile(
             valset=val,
             seed=seed,
             concurrency=default_concurrency(concurrency),
-            recorder=run.recorder or MemoryRecorder(),
+            recorder=run.recorder,
             budget=limits,
             optimizer_name=opt.name,
         )
@@ -141,7 +153,7 @@ async def _optimize(
     opt: Optimizer, task: CompileTask, run_id: str, progress: bool | None
 ) -> tuple[ir.Program, BudgetExceeded | None]:
     """Run the optimizer; a budget stop yields the best program so far and the stop."""
-    bar = _progress_sink("compile", budget=task.budget) if _want_bar(progress) else None
+    bar = progress_display("compile", budget=task.budget, show=progress)
     if bar is not None:
         bar.start()
     stopped: BudgetExceeded | None = None
@@ -183,25 +195,60 @@ async def _final_score(
     return scored.score, "valset"
 
 
-def compile(pipeline: Any, trainset: Iterable[Any], **options: Any) -> CompiledPipeline:
+def compile(
+    pipeline: Compilable,
+    trainset: Iterable[Any],
+    *,
+    metric: Metric | None = None,
+    optimizer: str | Optimizer = "bootstrap",
+    valset: Iterable[Any] | None = None,
+    lm: LM | str | None = None,
+    teacher_lm: LM | str | None = None,
+    seed: int = 0,
+    concurrency: int | None = None,
+    recorder: RunRecorder | None = None,
+    storage: Storage | str | None = None,
+    resume: str | None = None,
+    budget: Budget | None = None,
+    max_calls: int | None = None,
+    max_tokens: int | None = None,
+    max_dollars: float | None = None,
+    max_seconds: float | None = None,
+    progress: bool | None = None,
+    **optimizer_options: Any,
+) -> CompiledPipeline:
     """Optimize ``pipeline`` on ``trainset`` and return it bound to the best program.
 
-    Options: ``metric``, ``optimizer`` (a registered name or an instance), ``valset``,
-    ``lm``, ``teacher_lm``, ``seed``, ``concurrency``, ``recorder`` (where evaluations are
-    recorded; a run given the recorder of an interrupted one resumes it without repeating
-    finished evaluations), ``storage`` (a store or URL where the run is recorded as it goes;
-    default ``desic.context(storage=...)`` or ``$DESIC_STORAGE``, else nothing is written),
-    ``resume`` (the id of a stored run to continue: finished evaluations are replayed, not
-    repeated), ``budget`` (a ``desic.Budget``) or its shortcuts ``max_calls``,
-    ``max_tokens``, ``max_dollars``, ``max_seconds`` (when one runs out the compile stops
-    cleanly with the best program so far, ``compiled.stopped_by`` names it and a stored
-    run is marked ``stopped``),
-    ``progress`` (a status line on stderr; default: when stderr is a terminal), and the
-    optimizer's own options.
+    - ``metric``: scores an output against a row's labels (``desic.metrics``);
+    - ``optimizer``: a registered name (``"bootstrap"``, ``"mipro"``, ...) or an instance;
+      the optimizer's own options follow as keywords (a misspelt one is a ``ConfigError``
+      listing the valid names);
+    - ``valset``: validation rows (default: a seeded split of the trainset);
+    - ``lm`` / ``teacher_lm``: the student LM (default: ``desic.context``'s) and the one
+      that bootstraps demos and proposes instructions (default: the student);
+    - ``seed``: every random choice of the optimizer derives from it;
+    - ``concurrency``: rows running at once (default as for ``desic.evaluate``);
+    - ``storage``: a store or URL where the run is recorded as it goes (default
+      ``desic.context(storage=...)`` or ``$DESIC_STORAGE``, else nothing is written);
+      ``resume``: the id of a stored run to continue (finished evaluations are replayed,
+      not repeated); ``recorder``: record into this object instead of a store;
+    - ``budget`` (a ``desic.Budget``) or its shortcuts ``max_calls``, ``max_tokens``,
+      ``max_dollars``, ``max_seconds``: when one runs out the compile stops cleanly with
+      the best program so far, ``compiled.stopped_by`` names it and a stored run is
+      marked ``stopped``;
+    - ``progress``: a status line on stderr (default: when stderr is a terminal).
 
     Events: ``run_start`` (``what="compile"``, ``run_id``, ``pipeline``, ``optimizer``,
     ``trainset``/``valset`` sizes, ``seed``) and, however the compile ends, ``run_end``
     (``score``, ``calls``, ``cost``, ``seconds``, ``candidates``, ``stopped_by``, and
     ``error`` when it failed) bracket everything it emits.
     """
-    return run_sync(acompile(pipeline, trainset, **options))
+    return run_sync(
+        acompile(
+            pipeline, trainset, metric=metric, optimizer=optimizer, valset=valset, lm=lm,
+            teacher_lm=teacher_lm, seed=seed, concurrency=concurrency, recorder=recorder,
+            storage=storage, resume=resume, budget=budget, max_calls=max_calls,
+            max_tokens=max_tokens, max_dollars=max_dollars, max_seconds=max_seconds,
+            progress=progress, **optimizer_options,
+        )
+    )

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import ir
-from ._utils import to_jsonable
+from ._json import to_jsonable
 from .errors import DataError
 
 if TYPE_CHECKING:

@@ -19,11 +19,10 @@ Kinds emitted by desic (``data`` keys in brackets):
 - ``run_start`` / ``run_end``  a compile or evaluation began / ended [run_id, what, total or
   examples, ...; run_end: score/best, errors, stopped_by]
 
-Sinks that come with desic: ``LoggingSink`` (standard logging with structured fields),
-``JsonlSink`` (a trace file; ``DESIC_TRACE=path`` subscribes one for the whole process, and
-``read_trace(path)`` reads it back), and in :mod:`desic.sinks` a rich progress display for
-terminals and OpenTelemetry spans. When ``opentelemetry-api`` is installed, spans are on
-unless ``DESIC_OTEL=0``; they cost nothing until an OpenTelemetry SDK is configured.
+This module is the bus only. The sinks that come with desic live in :mod:`desic.sinks`:
+``LoggingSink``, ``JsonlSink`` (``DESIC_TRACE=path`` subscribes one for the whole
+process; ``read_trace(path)`` reads it back), a rich progress display and OpenTelemetry
+spans (on when ``opentelemetry-api`` is installed, unless ``DESIC_OTEL=0``).
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,17 +37,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = [
-    "Event",
-    "JsonlSink",
-    "LoggingSink",
-    "Sink",
-    "active",
-    "emit",
-    "listening",
-    "read_trace",
-    "subscribe",
-]
+from . import _hooks
+
+__all__ = ["Event", "Sink", "active", "emit", "listening", "subscribe"]
 
 log = logging.getLogger("desic")
 
@@ -110,35 +100,19 @@ def listening(sink: Sink) -> Iterator[Sink]:
 
 
 def _trace_from_env() -> None:
-    """Subscribe the sinks the environment asks for, once per process (on the first event)."""
+    """Run the hooks that subscribe the sinks the environment asks for, once per process
+    (on the first event): :mod:`desic.sinks` registers its own (``DESIC_TRACE``,
+    OpenTelemetry) through ``desic._hooks.first_event``."""
     global _trace_checked
     with _env_lock:
         if _trace_checked:
             return
         _trace_checked = True
-        path = os.environ.get("DESIC_TRACE")
-        if path:
-            subscribe(JsonlSink(path))
-        if _otel_wanted():
-            from .sinks import OTelSink
-
+        for hook in _hooks.first_event:
             try:
-                sink = OTelSink()
-            except Exception:  # a broken install never breaks the run
-                log.warning("desic: opentelemetry is installed but cannot be used; no spans", exc_info=True)
-            else:
-                subscribe(sink)
-
-
-def _otel_wanted() -> bool:
-    if os.environ.get("DESIC_OTEL", "").strip().lower() in ("0", "false", "no", "off"):
-        return False
-    import importlib.util
-
-    try:
-        return all(importlib.util.find_spec(m) is not None for m in ("opentelemetry", "opentelemetry.trace"))
-    except (ImportError, ValueError):  # a broken or blocked install counts as absent
-        return False
+                hook()
+            except Exception:  # a broken sink setup never breaks the run
+                log.warning("desic: an event sink could not be set up", exc_info=True)
 
 
 def emit(kind: str, **data: Any) -> None:
@@ -166,44 +140,3 @@ def active() -> bool:
         if not check():
             return True
     return False
-
-
-class JsonlSink:
-    """Appends each event as one JSON line (thread-safe, flushed per line)."""
-
-    def __init__(self, path: str | os.PathLike[str]):
-        self.path = os.fspath(path)
-        self._lock = threading.Lock()
-
-    def __call__(self, event: Event) -> None:
-        line = event.to_json() + "\n"
-        with self._lock, open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(line)
-
-
-def read_trace(path: str | os.PathLike[str]) -> list[Event]:
-    """The events of a JSONL trace file (as written by ``JsonlSink`` / ``DESIC_TRACE``)."""
-    out: list[Event] = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if not line.strip():
-                continue
-            data = json.loads(line)
-            kind = data.pop("kind")
-            when = data.pop("time")
-            out.append(Event(kind, data, when))
-    return out
-
-
-class LoggingSink:
-    """Logs each event on the ``desic`` logger with its fields in ``extra``."""
-
-    def __init__(self, level: int = logging.INFO, logger: logging.Logger | None = None):
-        self.level = level
-        self.logger = logger or log
-
-    def __call__(self, event: Event) -> None:
-        if self.logger.isEnabledFor(self.level):
-            fields = " ".join(f"{k}={v}" for k, v in event.data.items())
-            extra = {"desic_event": event.kind, **{f"desic_{k}": v for k, v in event.data.items()}}
-            self.logger.log(self.level, "%s %s", event.kind, fields, extra=extra)

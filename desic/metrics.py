@@ -297,7 +297,7 @@ class _LMMetric:
         raise NotImplementedError
 
     def __call__(self, example: Example, output: Any) -> tuple[float, str | None]:
-        from ._utils import run_sync
+        from ._aio import run_sync
 
         return run_sync(self.acall(example, output))
 
@@ -366,7 +366,7 @@ class Judge(_LMMetric):
 
     async def acall(self, example: Example, output: Any) -> tuple[float, str | None]:
         from .render import format_value
-        from .runtime import RunState, run_scope
+        from .runtime import RunState, run_isolated
 
         sig = _judge_signature()
         inputs = {
@@ -376,10 +376,8 @@ class Judge(_LMMetric):
             "output": format_value(_as_data(output)),
         }
         state = RunState(lm=_pick_lm(self.lm))
-        with run_scope(state):  # its own run: never a node of the pipeline being scored
-            pending = sig.acall(**inputs)
-        try:
-            verdict = await pending
+        try:  # its own run: never a node of the pipeline being scored
+            verdict = await run_isolated(sig, inputs, state=state)
         finally:
             _report(state.usage)
         score = max(0.0, min(1.0, float(verdict.score)))

@@ -19,14 +19,21 @@ from .errors import DataError, SignatureError
 from .runtime import RunState, current_run, run_scope
 from .signature import Signature
 
-__all__ = ["Pipeline", "as_pipeline", "observed_program", "pipeline", "program_from_runs"]
+__all__ = ["Pipeline", "SignaturePipeline", "as_pipeline", "observed_program", "pipeline", "program_from_runs"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
 class Pipeline(Generic[P, R]):
-    """A traced pipeline. Call it like the function it wraps."""
+    """A traced pipeline. Call it like the function it wraps.
+
+    ``signature`` is None for a ``@pipeline``; a ``SignaturePipeline`` (a bare signature
+    used as a pipeline) sets it, and the engine then runs the signature straight on its
+    event loop instead of in a worker thread.
+    """
+
+    signature: Signature[..., Any] | None = None
 
     def __init__(self, fn: Callable[P, R], *, name: str | None = None):
         self.fn = fn
@@ -109,7 +116,7 @@ class Pipeline(Generic[P, R]):
     def run(self, inputs: dict[str, Any], state: RunState) -> Any:
         """Run once on ``inputs`` within ``state`` (sync; an async pipeline runs to completion)."""
         if self.is_async:
-            from ._utils import run_sync
+            from ._aio import run_sync
 
             return run_sync(self._acall(state, (), inputs))
         fn: Callable[..., Any] = self.fn
@@ -117,31 +124,18 @@ class Pipeline(Generic[P, R]):
             return fn(**inputs)
 
     async def arun(self, inputs: dict[str, Any], state: RunState) -> Any:
-        """Run once on ``inputs`` within ``state`` from async code."""
+        """Run once on ``inputs`` within ``state`` from async code (a synchronous pipeline
+        runs on one of desic's worker threads)."""
         if self.is_async:
             return await self._acall(state, (), inputs)
-        import asyncio
         import contextvars
 
-        ctx = contextvars.copy_context()
-        return await asyncio.get_running_loop().run_in_executor(
-            _executor(), ctx.run, self.run, inputs, state
-        )
+        from ._aio import workers
+
+        return await workers().submit(contextvars.copy_context().run, self.run, inputs, state)
 
     def __repr__(self) -> str:
         return f"<desic.Pipeline {self.name}({', '.join(self.inputs)})>"
-
-
-_pool: Any = None
-
-
-def _executor() -> Any:
-    global _pool
-    if _pool is None:
-        import concurrent.futures
-
-        _pool = concurrent.futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="desic-run")
-    return _pool
 
 
 @overload
@@ -161,16 +155,11 @@ def pipeline(
     return decorate
 
 
-def as_pipeline(obj: Any) -> Pipeline[..., Any]:
-    """A pipeline from a pipeline, a compiled pipeline, or a bare signature."""
-    if isinstance(obj, Pipeline):
-        return obj
-    inner = getattr(obj, "pipeline", None)
-    if isinstance(inner, Pipeline):
-        return inner
-    if isinstance(obj, Signature):
-        sig = obj
+class SignaturePipeline(Pipeline[..., Any]):
+    """A bare signature used as a pipeline (``desic.evaluate(sig, ...)``, a loaded
+    single-node artifact): one node, inputs and positional order as the signature's."""
 
+    def __init__(self, sig: Signature[..., Any]) -> None:
         def single(*args: Any, **inputs: Any) -> Any:
             return sig(*args, **inputs)
 
@@ -187,11 +176,22 @@ def as_pipeline(obj: Any) -> Pipeline[..., Any]:
             default = inspect.Parameter.empty if f.required else f.default
             params.append(inspect.Parameter(f.name, kind, default=default))
         single.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-        wrapped: Pipeline[..., Any] = Pipeline(single, name=sig.spec.name)
-        wrapped.ref = sig.spec.ref
+        super().__init__(single, name=sig.spec.name)
+        self.signature = sig
+        self.ref = sig.spec.ref
         if sig.spec.output_field is None:
-            wrapped.output_adapter = TypeAdapter(sig.output_model)
-        return wrapped
+            self.output_adapter = TypeAdapter(sig.output_model)
+
+
+def as_pipeline(obj: Any) -> Pipeline[..., Any]:
+    """A pipeline from a pipeline, a compiled pipeline, or a bare signature."""
+    if isinstance(obj, Pipeline):
+        return obj
+    inner = getattr(obj, "pipeline", None)
+    if isinstance(inner, Pipeline):
+        return inner
+    if isinstance(obj, Signature):
+        return SignaturePipeline(obj)
     raise TypeError(
         f"expected a @desic.pipeline, a @desic.signature or a compiled pipeline, got {obj!r}"
     )

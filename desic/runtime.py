@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from . import events, ir
-from ._utils import UNSET, run_sync, to_jsonable
+from ._aio import run_sync
+from ._json import UNSET, to_jsonable
 from .errors import ArtifactError
 from .lm import LM, LMParams, LMRequest, Usage, default_lm
 from .render import default_template, render_messages
@@ -24,7 +25,19 @@ from .render import default_template, render_messages
 if TYPE_CHECKING:
     from .signature import Signature
 
-__all__ = ["RunState", "Settings", "TraceEntry", "context", "current_lm", "settings"]
+__all__ = [
+    "CaptureStop",
+    "RunState",
+    "Settings",
+    "TraceEntry",
+    "context",
+    "current_lm",
+    "default_node",
+    "drift_error",
+    "run_isolated",
+    "run_scope",
+    "settings",
+]
 
 
 @dataclass(frozen=True)
@@ -82,7 +95,7 @@ class TraceEntry:
 _NO_USAGE = Usage()
 
 
-class _Capture(Exception):
+class CaptureStop(Exception):
     """Raised to stop a run after the prompt of a node was captured and no LM is available."""
 
 
@@ -242,9 +255,17 @@ class run_scope:  # lower case: it replaced a context-manager function of this n
         _run.reset(self._token)
 
 
+_default_nodes: dict[tuple[str, str, str, str], ir.Node] = {}
+
+
 def default_node(sig: Signature[..., Any], node_id: str) -> ir.Node:
-    """The node a signature runs as when no program configures it (cached per signature)."""
-    cached = sig._default_nodes.get(node_id)
+    """The node a signature runs as when no program configures it.
+
+    Made once per (signature ref and fingerprint, strategy, node id) and kept here: the
+    node is immutable and the same for every signature object of that spec.
+    """
+    key = (sig.spec.ref, sig.fingerprint, sig.strategy, node_id)
+    cached = _default_nodes.get(key)
     if cached is not None:
         return cached
     spec = sig.spec
@@ -256,7 +277,9 @@ def default_node(sig: Signature[..., Any], node_id: str) -> ir.Node:
         template=default_template(sig.strategy),
         fingerprint=sig.fingerprint,
     )
-    sig._default_nodes[node_id] = node
+    if len(_default_nodes) >= 4096:
+        _default_nodes.clear()
+    _default_nodes[key] = node
     return node
 
 
@@ -316,7 +339,7 @@ async def execute(
             entry = TraceEntry(node.id, {k: to_jsonable(v) for k, v in inputs.items()}, None, messages)
             state.trace.append(entry)
         if state.capture_only:
-            raise _Capture(node.id)
+            raise CaptureStop(node.id)
     lm = (state.lm if state is not None and state.lm is not None else None) or current_lm()
     request = LMRequest(
         messages=tuple(messages),
@@ -365,3 +388,26 @@ def acall_signature(sig: Signature[..., Any], inputs: dict[str, Any]) -> Awaitab
     # coroutines are gathered.
     node, messages, state = prepare(sig, inputs)
     return execute(sig, inputs, node, messages, state)
+
+
+async def run_isolated(
+    sig: Signature[..., Any],
+    inputs: dict[str, Any],
+    *,
+    lm: LM | None = None,
+    program: ir.Program | None = None,
+    state: RunState | None = None,
+) -> Any:
+    """Run ``sig`` on ``inputs`` as a run of its own, never a node of the caller's run.
+
+    The one way desic runs a signature apart from a user's pipeline: a bare signature
+    evaluated as a pipeline, an optimizer's own proposals, an LLM judge. The run happens
+    in ``state`` (default: a new one with ``lm`` and ``program``), whose ``usage`` and
+    ``trace`` the caller reads afterwards.
+    """
+    if state is None:
+        state = RunState(program=program, lm=lm)
+    bound = sig.bind((), inputs)
+    with run_scope(state):
+        node, messages, current = prepare(sig, bound)
+    return await execute(sig, bound, node, messages, current)

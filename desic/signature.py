@@ -175,7 +175,6 @@ class Signature(Generic[P, R]):
         self._param_order = spec.input_names
         self._cot_model: type[BaseModel] | None = None
         self.fingerprint = spec.fingerprint
-        self._default_nodes: dict[str, ir.Node] = {}
         if fn is not None:
             self.__doc__ = fn.__doc__
             self.__name__ = getattr(fn, "__name__", spec.name)

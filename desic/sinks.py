@@ -6,7 +6,10 @@
 - ``OTelSink``: one OpenTelemetry span per LM call, node call and evaluated example, nested
   under a span per run; other events become span events on the run's span. desic turns it
   on by itself when ``opentelemetry-api`` is installed (``DESIC_OTEL=0`` turns it off).
-- ``JsonlSink`` and ``LoggingSink`` live in :mod:`desic.events` and are re-exported here.
+- ``JsonlSink`` appends each event to a JSON-lines trace (``read_trace`` reads it back),
+  ``LoggingSink`` logs each one on the ``desic`` logger;
+- ``subscribe_from_env``: ``DESIC_TRACE=path`` and OpenTelemetry, set up on desic's first
+  event (registered in ``desic._hooks`` by the package itself).
 
 Any callable taking an ``Event`` is a sink: ``desic.events.subscribe(my_sink)``.
 
@@ -15,19 +18,108 @@ rich and opentelemetry are imported only when a sink of theirs is built.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import os
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Self
 
-from .events import Event, JsonlSink, LoggingSink, subscribe
+from .events import Event, subscribe
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["JsonlSink", "LoggingSink", "OTelSink", "ProgressSink", "format_eta", "progress"]
+    from .budget import Budget
+
+__all__ = [
+    "JsonlSink",
+    "LoggingSink",
+    "OTelSink",
+    "ProgressSink",
+    "format_eta",
+    "progress",
+    "progress_display",
+    "read_trace",
+    "subscribe_from_env",
+    "want_progress",
+]
+
+log = logging.getLogger("desic")
+
+# --- files and logs ----------------------------------------------------------------------------
+
+class JsonlSink:
+    """Appends each event as one JSON line (thread-safe, flushed per line)."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = os.fspath(path)
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        line = event.to_json() + "\n"
+        with self._lock, open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+
+
+def read_trace(path: str | os.PathLike[str]) -> list[Event]:
+    """The events of a JSONL trace file (as written by ``JsonlSink`` / ``DESIC_TRACE``)."""
+    out: list[Event] = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            data = json.loads(line)
+            kind = data.pop("kind")
+            when = data.pop("time")
+            out.append(Event(kind, data, when))
+    return out
+
+
+class LoggingSink:
+    """Logs each event on the ``desic`` logger with its fields in ``extra``."""
+
+    def __init__(self, level: int = logging.INFO, logger: logging.Logger | None = None):
+        self.level = level
+        self.logger = logger or log
+
+    def __call__(self, event: Event) -> None:
+        if self.logger.isEnabledFor(self.level):
+            fields = " ".join(f"{k}={v}" for k, v in event.data.items())
+            extra = {"desic_event": event.kind, **{f"desic_{k}": v for k, v in event.data.items()}}
+            self.logger.log(self.level, "%s %s", event.kind, fields, extra=extra)
+
+
+def subscribe_from_env() -> None:
+    """Subscribe the sinks the environment asks for: a ``JsonlSink`` at ``$DESIC_TRACE``,
+    and OpenTelemetry spans when ``opentelemetry-api`` is installed (``DESIC_OTEL=0`` turns
+    them off). Runs once per process, on desic's first event."""
+    path = os.environ.get("DESIC_TRACE")
+    if path:
+        subscribe(JsonlSink(path))
+    if _otel_wanted():
+        try:
+            sink = OTelSink()
+        except Exception:  # a broken install never breaks the run
+            log.warning("desic: opentelemetry is installed but cannot be used; no spans", exc_info=True)
+        else:
+            subscribe(sink)
+
+
+def _otel_wanted() -> bool:
+    if os.environ.get("DESIC_OTEL", "").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    import importlib.util
+
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in ("opentelemetry", "opentelemetry.trace"))
+    except (ImportError, ValueError):  # a broken or blocked install counts as absent
+        return False
+
 
 #: budget keys the progress ETA understands, and the usage counter each one limits
 _BUDGET_USAGE = {"calls": "calls", "tokens": "tokens", "dollars": "cost", "seconds": "seconds"}
@@ -232,6 +324,39 @@ def progress(
     finally:
         unsubscribe()
         sink.stop()
+
+
+def progress_display(
+    what: str,
+    *,
+    total: int | None = None,
+    budget: Budget | None = None,
+    show: bool | None = None,
+) -> ProgressSink | None:
+    """The progress line of one compile or evaluation, or None when none is wanted.
+
+    ``show``: True or False, or None for "only when stderr is a terminal". The line's
+    ETA without a ``total`` comes from the limits of ``budget``.
+    """
+    if not want_progress(show):
+        return None
+    limits: dict[str, float] = {}
+    if budget:
+        for name, key in (("max_calls", "calls"), ("max_tokens", "tokens"), ("max_dollars", "dollars"), ("max_seconds", "seconds")):
+            value = getattr(budget, name)
+            if value is not None:
+                limits[key] = value
+    return ProgressSink(what=what, total=total, budget=limits)
+
+
+def want_progress(show: bool | None) -> bool:
+    """``show``, or for None whether stderr is a terminal."""
+    if show is None:
+        try:
+            return sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            return False
+    return show
 
 
 # --- OpenTelemetry ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from desic import events
 from desic.budget import Budget, BudgetMeter
 from desic.lm import Usage
 from desic.optimize import MemoryRecorder
-from desic.optimize._base import program_key
+from desic.record import program_key
 from desic.testing import FunctionLM
 
 METRIC = desic.metrics.exact_match

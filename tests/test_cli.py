@@ -364,7 +364,7 @@ def test_a_budget_stops_compile_cleanly_and_saves_the_best_so_far(
 
 
 def test_trace_option_writes_events(env: dict[str, str], tmp_path: Path) -> None:
-    from desic.events import read_trace
+    from desic.sinks import read_trace
 
     trace = tmp_path / "trace.jsonl"
     result = cli("--trace", str(trace), "run", "cliproj:triage", "--input", '{"ticket": "invoice"}')

@@ -184,10 +184,10 @@ def test_compiled_pipelines_evaluate_with_their_program_and_options() -> None:
 
 
 def test_silent_off_a_terminal_and_rows_export() -> None:
-    from desic.evaluate import _want_bar
+    from desic.sinks import want_progress
 
-    assert _want_bar(None) is False  # pytest captures stderr: not a terminal
-    assert _want_bar(True) is True
+    assert want_progress(None) is False  # pytest captures stderr: not a terminal
+    assert want_progress(True) is True
     report = desic.evaluate(triage, rows(2), METRIC, lm=FunctionLM(answer))
     data = report.to_rows()
     assert data[0]["inputs"] == {"ticket": "charge 0"} and data[0]["calls"] == 1

@@ -20,12 +20,12 @@ from test_optimizers_support import answer, route, triage
 
 import desic
 from desic import ir
-from desic._utils import home_loop, run_on_loop
+from desic._aio import ThreadWorkers, home_loop, run_on_loop
 from desic.data import Example, dataset_fingerprint, to_examples
-from desic.evaluate import ThreadWorkers, run_one
+from desic.engine import run_one
 from desic.lm import LMRequest, Usage
-from desic.optimize._base import outcome_record
 from desic.pipeline import as_pipeline, program_from_runs
+from desic.record import outcome_record
 from desic.render import render_messages
 from desic.runtime import RunState, current_run, default_node, settings
 from desic.testing import FunctionLM
@@ -264,7 +264,7 @@ def test_to_examples_fast_path_matches_validation() -> None:
 
 
 def test_dataset_fingerprint_is_the_fingerprint_of_the_rows_as_json() -> None:
-    from desic._utils import to_jsonable
+    from desic._json import to_jsonable
 
     examples = [
         Example({"ticket": "a"}, {"team": "billing", "n": 1, "ok": True, "none": None}),

@@ -15,8 +15,16 @@ import pytest
 
 import desic
 from desic import events
-from desic.events import Event, JsonlSink, LoggingSink, emit, listening, read_trace, subscribe
-from desic.sinks import OTelSink, ProgressSink, format_eta, progress
+from desic.events import Event, emit, listening, subscribe
+from desic.sinks import (
+    JsonlSink,
+    LoggingSink,
+    OTelSink,
+    ProgressSink,
+    format_eta,
+    progress,
+    read_trace,
+)
 from desic.testing import FakeLM
 
 
@@ -166,10 +174,12 @@ def test_progress_follows_a_real_compile() -> None:
 
 def test_otel_is_off_without_opentelemetry_or_when_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "opentelemetry", None)  # as if not installed
-    assert events._otel_wanted() is False
+    import desic.sinks
+
+    assert desic.sinks._otel_wanted() is False
     monkeypatch.delitem(sys.modules, "opentelemetry")
     monkeypatch.setenv("DESIC_OTEL", "0")
-    assert events._otel_wanted() is False
+    assert desic.sinks._otel_wanted() is False
 
 
 def test_a_process_without_opentelemetry_runs_with_no_otel_sink() -> None:
@@ -261,7 +271,7 @@ def test_a_broken_opentelemetry_install_is_logged_not_raised(
     monkeypatch.setattr(events, "_trace_checked", False)
     monkeypatch.setattr(events, "_global", ())
     monkeypatch.setattr(events, "_interest", (False, ()))
-    monkeypatch.setattr(events, "_otel_wanted", lambda: True)
+    monkeypatch.setattr(desic.sinks, "_otel_wanted", lambda: True)
     monkeypatch.delenv("DESIC_TRACE", raising=False)
     monkeypatch.setattr(desic.sinks.OTelSink, "__init__", broken)
     with caplog.at_level(logging.WARNING, logger="desic"):

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 import desic
 from desic.lm import CacheLM, LMParams, LMRequest
-from desic.lm._stores import MemoryStore, SqliteStore, default_cache_dir, sqlite_store
+from desic.lm.stores import MemoryStore, SqliteStore, default_cache_dir, sqlite_store
 from desic.testing import FakeLM, FakeOpenAIServer, FunctionLM, allow_model_requests, last_input
 
 
@@ -243,7 +243,7 @@ def test_threads_share_one_sqlite_store_safely(tmp_path: Path) -> None:
 
 _WRITER = """
 import sys, time
-from desic.lm._stores import SqliteStore
+from desic.lm.stores import SqliteStore
 start = float(sys.argv[3])
 while time.time() < start:  # all processes open the new file at the same moment
     pass

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from desic.cli import app
 from desic.cli._cache import human_size, parse_duration, parse_size
 from desic.errors import StorageError
-from desic.lm._stores import CacheStats, SqliteStore
+from desic.lm.stores import CacheStats, SqliteStore
 
 DAY = 86400.0
 
@@ -226,7 +226,7 @@ def test_a_cache_file_from_before_the_index_keeps_working(path: Path) -> None:
 
 _WRITER = """
 import sys, time
-from desic.lm._stores import SqliteStore
+from desic.lm.stores import SqliteStore
 start = float(sys.argv[3])
 while time.time() < start:
     pass

@@ -214,7 +214,7 @@ def test_mipro_spends_full_evaluations_only_on_promising_combinations() -> None:
 
 
 def test_reflective_pareto_selection_keeps_specialists() -> None:
-    from desic.optimize._base import Scored
+    from desic.optimize import Scored
 
     prog = ir.Program()
     generalist = Scored(prog, 0.5, [1.0, 1.0, 0.0, 0.0], [])

@@ -63,7 +63,8 @@ def _root(
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="log every event (-vv: debug logging too)")] = 0,
     trace: Annotated[Path | None, typer.Option("--trace", help="append every event to this JSONL file (like DESIC_TRACE)")] = None,
 ) -> None:
-    from ..events import JsonlSink, LoggingSink, subscribe
+    from ..events import subscribe
+    from ..sinks import JsonlSink, LoggingSink
 
     if verbose:
         handler = logging.StreamHandler()

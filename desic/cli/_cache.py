@@ -17,7 +17,7 @@ import typer
 from ._common import EXIT_STORAGE, EXIT_USAGE, echo_err, handle_errors
 
 if TYPE_CHECKING:
-    from ..lm._stores import CacheStats, SqliteStore
+    from ..lm.stores import CacheStats, SqliteStore
 
 cache_app = typer.Typer(
     help="The LM answer cache on disk (--cache PATH, default $DESIC_CACHE_DIR/lm.sqlite3 or ~/.cache/desic/lm.sqlite3).",
@@ -100,7 +100,7 @@ def _fail(message: str, fix: str, code: int) -> NoReturn:
 @contextmanager
 def open_cache(path: Path | None) -> Iterator[SqliteStore]:
     """The cache at ``path`` (default: the one LMs use); a missing file is an error, not created."""
-    from ..lm._stores import SqliteStore, cache_file
+    from ..lm.stores import SqliteStore, cache_file
 
     target = cache_file(path)
     if not target.is_file():
@@ -181,7 +181,7 @@ def clear_cmd(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="confirm: remove every cached answer")] = False,
 ) -> None:
     """Remove every cached answer (the next calls go to the LM again)."""
-    from ..lm._stores import cache_file
+    from ..lm.stores import cache_file
 
     if not yes:
         _fail(

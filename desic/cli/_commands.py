@@ -57,7 +57,7 @@ ArtifactArg = Annotated[
 
 
 def _jsonable(value: Any) -> Any:
-    from .._utils import to_jsonable
+    from .._json import to_jsonable
 
     return to_jsonable(value)
 
@@ -319,15 +319,15 @@ def _run_one(compiled: CompiledPipeline, data: dict[str, Any], lm: str | None) -
 
 
 def _run_many(compiled: CompiledPipeline, rows: list[dict[str, Any]], lm: str | None, concurrency: int, *, source: str) -> None:
-    from .._utils import run_sync
+    from .._aio import run_sync
     from ..data import to_examples
-    from ..evaluate import run_examples
+    from ..engine import run_all
     from ..runtime import current_lm
 
     pipe = compiled.pipeline
     examples = to_examples(pipe, rows, what=source)  # every row is checked before any LM call
     with lm_context(lm):
-        outcomes = run_sync(run_examples(pipe, examples, program=compiled.program, lm=current_lm(), concurrency=concurrency))
+        outcomes = run_sync(run_all(pipe, examples, program=compiled.program, lm=current_lm(), concurrency=concurrency))
     failed = 0
     for o in outcomes:
         if o.error is None:

@@ -85,7 +85,7 @@ def lm_check(spec: str | None, *, offline: bool, timeout: float) -> Check:
 
     from pydantic import BaseModel
 
-    from .._utils import run_sync
+    from .._aio import run_sync
     from ..lm import LMParams, LMRequest
 
     class Ping(BaseModel):

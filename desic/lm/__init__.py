@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
-from .._utils import run_sync
+from .._aio import run_sync
 from ..errors import ConfigError, LMError
 
 if TYPE_CHECKING:

@@ -26,8 +26,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from . import LM, LMRequest, LMResponse, Usage
-from ._stores import CacheStore, open_store
 from ._wrapper import WrapperLM, unwrap
+from .stores import CacheStore, open_store
 
 log = logging.getLogger("desic.lm")
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from ..errors import ConfigError, LMError
 from . import LMRequest, LMResponse
-from ._guard import check_allowed
 from ._openai import OpenAILM
+from .guard import check_allowed
 
 DEFAULT_MODEL = "gemma-3-270m (q4_k_m, base)"
 EMBED_CTX = 2048  # tokens per embedded text (per server slot)

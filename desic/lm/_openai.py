@@ -22,8 +22,8 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from .. import events
 from ..errors import ConfigError, LMError, OutputValidationError, RateLimited, Timeout
 from . import BaseLM, LMParams, LMRequest, LMResponse, Usage
-from ._guard import check_allowed
 from ._retry import transient
+from .guard import check_allowed
 from .pricing import Price, PriceSpec, cost, normalize_prices
 
 log = logging.getLogger("desic.lm")

@@ -23,7 +23,9 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ConfigError
-from ._base import Candidate, CompileTask, MemoryRecorder, RunRecorder, Scored
+from ..record import MemoryRecorder, RunRecorder
+from .history import Candidate, Scored
+from .task import CompileTask
 
 __all__ = [
     "Candidate",

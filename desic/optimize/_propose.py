@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from .. import ir
-from ..evaluate import RunOutcome
+from ..engine import RunOutcome
 from ..render import format_value
 from ..signature import signature
 

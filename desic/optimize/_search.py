@@ -22,8 +22,7 @@ from typing import Any
 
 from .. import ir
 from ..data import Example
-from ..evaluate import RunOutcome
-from ._base import CompileTask, Scored, initial_program
+from ..engine import RunOutcome
 from ._propose import (
     PROPOSAL_TOKENS,
     clean_instruction,
@@ -33,6 +32,8 @@ from ._propose import (
     propose_instruction,
 )
 from .bootstrap import Traces, collect_traces, fill_program, labeled_rows, pick_diverse, record_pool
+from .history import Scored
+from .task import CompileTask
 
 __all__ = [
     "Child",
@@ -227,3 +228,20 @@ async def rewrite(
         temperature=temperature,
     )
     return clean_instruction(value, node.instructions or node.signature.instructions)
+
+
+async def initial_program(task: CompileTask, init: Any, train: list[Example] | None = None) -> ir.Program:
+    """The starting point of an instruction optimizer: zero-shot (``None``) or what another
+    optimizer (a registered name or an instance, e.g. ``"bootstrap"``) produces.
+
+    The built-in demo optimizers draw their demos from ``train`` only, so validation rows
+    never show up as demos (their scores would flatter the program).
+    """
+    if init is None or init == "zero_shot":
+        return await task.discover()
+    from . import resolve  # the registry sits above the strategies
+
+    opt = resolve(init)
+    if train is not None and getattr(opt, "takes_examples", False):
+        return await opt.optimize(task, examples=train)  # type: ignore[call-arg, no-any-return]
+    return await opt.optimize(task)  # type: ignore[no-any-return]

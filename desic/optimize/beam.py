@@ -17,9 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import ir
-from ._base import CompileTask, Scored, program_key, with_node_changes
+from ..record import program_key
 from ._propose import TIPS
 from ._search import Child, Ranked, SearchOptimizer, rewrite, rotate, score_into, start_pool
+from .demos import with_node_changes
+from .history import Scored
+from .task import CompileTask
 
 
 @dataclass(eq=False)

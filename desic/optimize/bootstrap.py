@@ -30,12 +30,13 @@ import msgspec
 
 from .. import ir
 from ..data import Example
+from ..engine import RunOutcome
 from ..errors import BudgetExceeded, ConfigError, LMError
-from ..evaluate import RunOutcome
 from ..lm import LM
 from ..pipeline import observed_program
 from ..runtime import default_node
-from ._base import CompileTask, labeled_demo
+from .demos import labeled_demo
+from .task import CompileTask
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from .. import ir
-from ._base import CompileTask, Scored, program_key, with_node_changes
+from ..record import program_key
 from ._propose import TIPS
 from ._search import (
     Child,
@@ -34,6 +34,9 @@ from ._search import (
     sample_demos,
     score_into,
 )
+from .demos import with_node_changes
+from .history import Scored
+from .task import CompileTask
 
 
 @dataclass

@@ -8,7 +8,8 @@ import msgspec
 
 from .. import ir
 from ..data import Example
-from ._base import CompileTask, labeled_demo
+from .demos import labeled_demo
+from .task import CompileTask
 
 
 class Labeled:

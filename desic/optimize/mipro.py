@@ -26,7 +26,6 @@ from typing import Any
 import msgspec
 
 from .. import ir
-from ._base import CompileTask
 from ._propose import (
     TIPS,
     clean_instruction,
@@ -37,6 +36,7 @@ from ._propose import (
 )
 from ._search import SearchOptimizer, ask, bootstrap_seed, demo_pool, rotate, sample_demos
 from .bootstrap import pick_diverse
+from .task import CompileTask
 
 Combo = tuple[int, ...]  # per node: instruction index, demo-set index (interleaved)
 

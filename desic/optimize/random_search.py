@@ -17,8 +17,8 @@ from typing import Any
 import msgspec
 
 from .. import ir
-from ._base import CompileTask
 from ._search import SearchOptimizer, bootstrap_seed, demo_pool, sample_demos
+from .task import CompileTask
 
 
 @dataclass(eq=False)

@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import ir
-from ._base import CompileTask, program_key, with_node_changes
+from ..record import program_key
 from ._propose import clean_instruction, describe_node, reflect_instruction, reflection_text
 from ._search import Ranked, SearchOptimizer, ask, best_of, start_pool
+from .demos import with_node_changes
+from .task import CompileTask
 
 
 @dataclass(eq=False)

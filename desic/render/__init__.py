@@ -22,7 +22,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .. import ir
-from .._utils import to_jsonable
+from .._json import to_jsonable
 from ..errors import SignatureError
 
 __all__ = ["BLOCKS", "answer_json", "default_template", "format_value", "render_messages"]

@@ -50,18 +50,27 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ArtifactError, ConfigError, StorageError
-from ._artifacts import ArtifactRef, load_program, parse_ref, resolve_artifact, save_program
+from ._artifacts import (
+    ArtifactRef,
+    load_program,
+    load_url,
+    parse_ref,
+    resolve_artifact,
+    save_program,
+    save_url,
+)
+from ._backend import BaseStorage
 from ._base import (
     REQUIRED_METHODS,
     ArtifactInfo,
-    BaseStorage,
     RunInfo,
     RunStatus,
     Storage,
     check_name,
     new_run_id,
 )
-from ._recorder import StorageRecorder
+from ._fs import atomic_write
+from ._recorder import StorageRecorder, redact
 
 __all__ = [
     "DEFAULT_URL",
@@ -75,17 +84,21 @@ __all__ = [
     "Storage",
     "StorageError",
     "StorageRecorder",
+    "atomic_write",
     "check_name",
     "default_url",
     "is_url",
     "load_program",
+    "load_url",
     "new_run_id",
     "open",
     "parse_ref",
+    "redact",
     "register",
     "resolve",
     "resolve_artifact",
     "save_program",
+    "save_url",
     "schemes",
     "split_url",
 ]
@@ -207,16 +220,13 @@ def open(url: str | None = None) -> Storage:
 
 
 def resolve(storage: Storage | str | None) -> Storage | None:
-    """A store from an object, a URL, or the context/``DESIC_STORAGE`` when ``None``.
+    """A store from an object or a URL; ``None`` (nothing configured) gives ``None``.
 
-    Returns ``None`` when nothing is configured (no store: nothing is written).
+    The caller decides the default: ``desic.compile`` passes ``storage=``, else
+    ``desic.context(storage=...)``, else ``$DESIC_STORAGE``.
     """
     if storage is None:
-        from ..runtime import settings
-
-        storage = settings().storage or os.environ.get("DESIC_STORAGE") or None
-        if storage is None:
-            return None
+        return None
     if isinstance(storage, str):
         return open(storage)
     missing = _missing_methods(storage)

@@ -24,20 +24,16 @@ from __future__ import annotations
 import datetime as _dt
 import re
 import secrets
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypedDict, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
 import msgspec
 
 from ..errors import ConfigError
 
-if TYPE_CHECKING:
-    from .. import ir
-
 __all__ = [
     "RUN_STATUSES",
     "ArtifactInfo",
-    "BaseStorage",
     "RunInfo",
     "RunStatus",
     "RunUpdate",
@@ -194,71 +190,11 @@ class Storage(Protocol):
     def close(self) -> None: ...
 
 
-#: The methods a backend must define; ``register`` refuses a class missing one.
-REQUIRED_METHODS: tuple[str, ...] = (
-    "create_run",
-    "get_run",
-    "list_runs",
-    "update_run",
-    "add_candidate",
-    "history",
-    "put_evaluation",
-    "get_evaluation",
-    "put_checkpoint",
-    "get_checkpoint",
-    "put_run_program",
-    "get_run_program",
-    "put_artifact",
-    "get_artifact",
-    "list_artifacts",
-    "tag_artifact",
-    "close",
+#: The methods a backend must define (every public method of ``Storage``); ``register``
+#: refuses a class missing one.
+REQUIRED_METHODS: tuple[str, ...] = tuple(
+    name for name, member in vars(Storage).items() if callable(member) and not name.startswith("_")
 )
-
-
-class BaseStorage:
-    """Optional base class for backends: context management and artifact conveniences.
-
-    The conveniences delegate to the functions of ``desic.storage`` (``save_program``,
-    ``load_program``, ``resolve_artifact``), which work with any ``Storage``.
-    """
-
-    url: str = ""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:  # pragma: no cover - overridden where there is something to close
-        pass
-
-    def save_program(
-        self, name: str, program: ir.Program, *, tags: tuple[str, ...] = ()
-    ) -> ArtifactInfo:
-        from ._artifacts import save_program
-
-        return save_program(self, name, program, tags=tags)  # type: ignore[arg-type]
-
-    def load_program(self, ref: str) -> ir.Program:
-        """``ref`` is ``name``, ``name@3``, ``name@latest`` or ``name@<tag>``."""
-        from ._artifacts import load_program
-
-        return load_program(self, ref)  # type: ignore[arg-type]
-
-    def resolve_artifact(self, ref: str) -> ArtifactInfo:
-        from ._artifacts import resolve_artifact
-
-        return resolve_artifact(self, ref)  # type: ignore[arg-type]
-
-    def iter_runs(self, status: RunStatus | None = None) -> Iterator[RunInfo]:
-        for run in self.list_runs():  # type: ignore[attr-defined]
-            if status is None or run.status == status:
-                yield run
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.url}>"
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")

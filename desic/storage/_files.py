@@ -32,9 +32,9 @@ import msgspec
 
 from ..errors import ArtifactError, ConfigError, StorageError
 from ._artifacts import artifact_info, check_tag
+from ._backend import BaseStorage
 from ._base import (
     ArtifactInfo,
-    BaseStorage,
     RunInfo,
     RunUpdate,
     apply_update,

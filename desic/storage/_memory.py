@@ -16,9 +16,9 @@ import msgspec
 
 from ..errors import ArtifactError
 from ._artifacts import artifact_info, check_tag
+from ._backend import BaseStorage
 from ._base import (
     ArtifactInfo,
-    BaseStorage,
     RunInfo,
     RunUpdate,
     apply_update,

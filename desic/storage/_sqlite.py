@@ -21,12 +21,12 @@ from typing import Any, Unpack
 
 import msgspec
 
-from .._utils import retry_sqlite_busy
+from .._sqlite import retry_sqlite_busy
 from ..errors import ArtifactError, ConfigError, StorageError
 from ._artifacts import artifact_info, check_tag
+from ._backend import BaseStorage
 from ._base import (
     ArtifactInfo,
-    BaseStorage,
     RunInfo,
     RunUpdate,
     apply_update,

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError, OutputValidationError
 from ..lm import BaseLM, LMRequest, LMResponse, Usage
-from ..lm._guard import allow_model_requests
+from ..lm.guard import allow_model_requests
 
 if TYPE_CHECKING:
     from ._server import FakeOpenAIServer, Faults, HTTPFault, fake_embedding

@@ -24,7 +24,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     if item.get_closest_marker("live") is None:
         yield
         return
-    from ..lm._guard import allow_model_requests
+    from ..lm.guard import allow_model_requests
 
     with allow_model_requests():
         yield
@@ -33,7 +33,7 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
 @pytest.fixture
 def desic_live() -> Iterator[None]:
     """Allow real LM calls inside the requesting test (same effect as the ``live`` marker)."""
-    from ..lm._guard import allow_model_requests
+    from ..lm.guard import allow_model_requests
 
     with allow_model_requests():
         yield

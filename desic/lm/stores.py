@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from desic._utils import retry_sqlite_busy
 from desic.errors import StorageError
+
+from .._sqlite import retry_sqlite_busy
 
 log = logging.getLogger("desic.lm")
 

@@ -1,4 +1,4 @@
-"""How ``desic.compile`` keeps a run in a store: create or resume it, record, finish or fail.
+"""How ``desic.compile`` runs its lifecycle in a store: create or resume it, record, finish or fail.
 
 ``compile_run(storage, resume, recorder)`` is a context manager around the body of
 ``acompile``; it gives the run id (also written into ``program.meta.run_id``) and the
@@ -17,17 +17,16 @@ import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
-from ..errors import BudgetExceeded, ConfigError, StorageError
-from ._base import RunInfo, Storage, check_name, new_run_id
-from ._recorder import StorageRecorder, redact
-
-if TYPE_CHECKING:
-    from .. import ir
-    from ..optimize import RunRecorder
+from . import ir
+from .errors import BudgetExceeded, ConfigError, StorageError
+from .record import MemoryRecorder, RunRecorder
+from .runtime import settings
+from .storage import RunInfo, Storage, StorageRecorder, check_name, default_url, new_run_id, redact
+from .storage import resolve as resolve_store
 
 __all__ = ["CompileRun", "compile_run"]
 
@@ -47,7 +46,7 @@ class CompileRun:
         self.resume = resume
         self.run_id = ""
         self._given_recorder = recorder
-        self.recorder: RunRecorder | None = None
+        self.recorder: RunRecorder = MemoryRecorder()
         self.started = False
         self.finished = False
 
@@ -61,8 +60,6 @@ class CompileRun:
         lm: dict[str, Any],
     ) -> None:
         if self.store is None:
-            from ..optimize import MemoryRecorder
-
             self.run_id = uuid.uuid4().hex[:12]
             self.recorder = (
                 self._given_recorder if self._given_recorder is not None else MemoryRecorder()
@@ -108,8 +105,6 @@ class CompileRun:
         budget (``stopped``) ended the search early (the program is the best so far)."""
         if self.store is None or not self.started:
             return
-        from .. import ir
-
         self.store.put_run_program(self.run_id, ir.encode_program(program))
         best = getattr(self.recorder, "best_score", None)
         if best is None and program.meta.score is not None:
@@ -175,9 +170,6 @@ def compile_run(
     """The run of one ``compile`` (see the module docstring); closes a store it opened."""
     import os
 
-    from ..runtime import settings
-    from . import default_url, resolve
-
     if resume is not None:
         check_name(resume, "run id")
     source: Storage | str | None = storage
@@ -188,7 +180,7 @@ def compile_run(
     if source is None and resume is not None:
         source = default_url()  # resuming needs a store: the default one
     owned = isinstance(source, str)  # opened here from a URL, so closed here
-    store = resolve(source) if source is not None else None
+    store = resolve_store(source)
     if store is not None and recorder is not None:
         if owned:
             store.close()

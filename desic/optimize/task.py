@@ -1,0 +1,405 @@
+"""What an optimizer is given: ``CompileTask``, a thin layer over the engine and the record.
+
+Every piece of LM work an optimizer does goes through the task:
+
+- ``task.stream`` / ``run`` / ``run_many`` / ``run_pairs`` run the pipeline on examples
+  under a program through the engine's executor, score each outcome with the metric, and
+  record both under a deterministic key (program configuration + example + LM + metric);
+- ``task.call`` runs a signature of the optimizer's own (an instruction proposal, a
+  rewrite) as a run of its own and records its answer under a key the optimizer salts.
+
+A rerun with the same recorder therefore answers every finished piece from the record:
+zero LM calls for work already done, and, because optimizers draw every random choice
+from ``task.rng(salt)`` and accept results in a fixed order (never in completion order),
+the same program at the end. Budgets are checked before each piece of work starts
+(``BudgetExceeded`` is raised to the optimizer; ``compile`` returns the best so far).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgspec
+
+from .. import events, ir
+from .._json import to_jsonable
+from ..budget import Budget, BudgetMeter
+from ..data import Example
+from ..engine import LOCAL, Executor, Job, RunOutcome, score_outcome
+from ..errors import BudgetExceeded, ConfigError, LMError
+from ..lm import LM, Usage
+from ..metrics import Metric, metric_key
+from ..pipeline import Pipeline, observed_program, program_from_runs
+from ..record import (
+    MemoryRecorder,
+    NodeEncoder,
+    RunRecorder,
+    outcome_from_record,
+    outcome_record,
+    program_key,
+    usage_list,
+)
+from ..runtime import RunState, default_node, run_isolated
+from .history import Candidate, Scored
+
+__all__ = ["CompileTask"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class CompileTask:
+    """One compile run as an optimizer sees it: data, metric, LMs, limits and records.
+
+    ``lm`` is the student (whose scores count), ``teacher_lm`` (optional) bootstraps demos
+    and proposes instructions; ``concurrency`` bounds every batch of work; ``budget`` is
+    checked before each unit of work starts; ``recorder`` memoizes everything; ``history``
+    is every candidate recorded, in order; ``executor`` runs the batches.
+    """
+
+    pipeline: Pipeline[..., Any]
+    trainset: list[Example]
+    metric: Metric | None
+    lm: LM | None = None
+    teacher_lm: LM | None = None
+    valset: list[Example] | None = None
+    seed: int = 0
+    concurrency: int = 8
+    history: list[Candidate] = field(default_factory=list)
+    on_candidate: Callable[[Candidate], None] | None = None
+    recorder: RunRecorder = field(default_factory=MemoryRecorder)
+    budget: Budget | None = None
+    optimizer_name: str = ""
+    executor: Executor = LOCAL
+    memo_hits: int = 0
+    meter: BudgetMeter = field(init=False)
+    _example_keys: dict[int, tuple[Example, str]] = field(default_factory=dict)
+    _nodes: dict[str, ir.Node] = field(default_factory=dict)
+    _edges: set[tuple[str, str, str]] = field(default_factory=set)
+    _splits: dict[tuple[float, int | None], tuple[list[Example], list[Example]]] = field(default_factory=dict)
+    _encode: NodeEncoder = field(default_factory=NodeEncoder)
+
+    def __post_init__(self) -> None:
+        self.meter = BudgetMeter(self.budget)
+        self._metric_key = metric_key(self.metric)
+
+    @property
+    def usage(self) -> Usage:
+        """LM usage of the work this run did itself (replayed records cost nothing)."""
+        return self.meter.usage
+
+    @property
+    def proposer_lm(self) -> LM | None:
+        """The LM that proposes instructions: the teacher if given, else the task LM."""
+        return self.teacher_lm or self.lm
+
+    def rng(self, salt: str = "") -> random.Random:
+        return random.Random(f"{self.seed}:{salt}")
+
+    def need_metric(self, who: str) -> Metric:
+        if self.metric is None:
+            raise ConfigError(f"optimizer {who!r} needs a metric: compile(..., metric=desic.metrics.exact_match)")
+        return self.metric
+
+    def split(self, *, fraction: float = 0.5, max_val: int | None = None) -> tuple[list[Example], list[Example]]:
+        """(train, validation) examples: the valset when given, else a seeded split of the
+        trainset (``fraction`` of it, at most ``max_val`` rows, for validation)."""
+        if self.valset is not None:
+            return self.trainset, self.valset
+        key = (fraction, max_val)
+        if key not in self._splits:
+            n = len(self.trainset)
+            if n < 2:
+                self._splits[key] = (self.trainset, self.trainset)
+            else:
+                k = max(1, min(n - 1, round(n * fraction)))
+                if max_val is not None:
+                    k = max(1, min(k, max_val))
+                order = list(range(n))
+                self.rng("split").shuffle(order)
+                val = set(order[:k])
+                self._splits[key] = (
+                    [e for i, e in enumerate(self.trainset) if i not in val],
+                    [e for i, e in enumerate(self.trainset) if i in val],
+                )
+        return self._splits[key]
+
+    @property
+    def val_name(self) -> str:
+        return "valset" if self.valset is not None else "trainset holdout"
+
+    # --- running the pipeline -------------------------------------------------------------
+
+    def _example_key(self, example: Example) -> str:
+        hit = self._example_keys.get(id(example))
+        if hit is not None and hit[0] is example:
+            return hit[1]
+        data = example.to_dict()
+        try:
+            key = ir.fingerprint(data)  # plain JSON data: no conversion needed
+        except TypeError:
+            key = ir.fingerprint(to_jsonable(data))
+        self._example_keys[id(example)] = (example, key)
+        return key
+
+    async def _score(self, outcome: RunOutcome) -> None:
+        """The metric's score on ``outcome``; a failed run or a failing metric scores 0."""
+        if self.metric is None:
+            return
+        if outcome.error is not None:
+            outcome.score, outcome.feedback = 0.0, None
+            return
+        await score_outcome(self.metric, outcome, lm=self.lm)
+        if outcome.metric_error is not None:
+            outcome.score, outcome.feedback = 0.0, outcome.metric_error
+
+    async def stream(
+        self,
+        jobs: Sequence[Job],
+        *,
+        lm: LM | None = None,
+        stop: Callable[[], bool] | None = None,
+        on_outcome: Callable[[int, RunOutcome], None] | None = None,
+        gate: Callable[[int], Awaitable[bool]] | None = None,
+        keep: bool = True,
+    ) -> list[RunOutcome | None]:
+        """Run ``(example, program)`` jobs concurrently; recorded ones are replayed.
+
+        Outcomes carry the metric's score and the trace of node inputs and outputs.
+        ``on_outcome(i, outcome)`` is called as each job finishes (in completion order:
+        accept results by ``i`` to stay deterministic); ``stop()`` is asked before each
+        job starts; ``await gate(i)`` may hold job ``i`` back, and skips it by returning
+        False. Jobs never run are None; with ``keep=False`` no outcome is kept (all None:
+        ``on_outcome`` saw them), so a long stream does not hold every run alive. Raises
+        ``BudgetExceeded`` once the work started is done if a budget ran out.
+        """
+        active = lm or self.lm
+        describe = active.describe() if active is not None else None
+        bases: dict[int, tuple[ir.Program | None, str]] = {}
+        results: list[RunOutcome | None] = [None] * len(jobs)
+        keys: list[str] = [""] * len(jobs)
+        finished = 0
+
+        def key_of(i: int) -> str:
+            example, program = jobs[i]
+            hit = bases.get(id(program))
+            if hit is None or hit[0] is not program:
+                hit = (program, ir.fingerprint([program_key(program), describe, self._metric_key]))
+                bases[id(program)] = hit
+            return ir.fingerprint([hit[1], self._example_key(example)])
+
+        def done(i: int, outcome: RunOutcome) -> None:
+            nonlocal finished
+            finished += 1
+            if keep:
+                results[i] = outcome
+            if on_outcome is not None:
+                on_outcome(i, outcome)
+
+        async def before(i: int) -> bool:
+            if gate is not None and not await gate(i):
+                return False
+            key = keys[i] = key_of(i)
+            record = self.recorder.get_evaluation(key)
+            if record is None:
+                self.meter.start()
+                return True
+            self.memo_hits += 1
+            outcome = outcome_from_record(self.pipeline, i, jobs[i][0], record, True, self._metric_key)
+            if self.metric is not None and outcome.score is None:
+                await self._score(outcome)
+                self.recorder.put_evaluation(key, outcome_record(outcome, self._metric_key, self._encode))
+            done(i, outcome)
+            return False
+
+        async def after(i: int, outcome: RunOutcome) -> None:
+            try:
+                await self._score(outcome)
+            finally:
+                self.meter.finish(outcome.state.usage)
+            for node_id, node in outcome.state.nodes_seen.items():
+                self._nodes.setdefault(node_id, node)
+            self._edges.update(outcome.state.observed_edges())
+            self.recorder.put_evaluation(keys[i], outcome_record(outcome, self._metric_key, self._encode))
+            done(i, outcome)
+
+        def halt() -> bool:
+            return self.meter.reason() is not None or (stop is not None and stop())
+
+        await self.executor.run(
+            self.pipeline, jobs, lm=active, concurrency=self.concurrency, trace=True,
+            stop=halt, before=before, after=after,
+        )
+        if self.meter.stopped is not None and finished < len(jobs) and (stop is None or not stop()):
+            self.meter.check()
+        return results
+
+    async def run(self, examples: list[Example], program: ir.Program | None, *, lm: LM | None = None) -> list[RunOutcome]:
+        """Run the pipeline on ``examples`` under ``program``, in order, scored and traced."""
+        return [o for o in await self.stream([(e, program) for e in examples], lm=lm) if o is not None]
+
+    async def run_many(
+        self, programs: Sequence[ir.Program | None], examples: list[Example], *, lm: LM | None = None
+    ) -> list[list[RunOutcome]]:
+        """Every program on every example, all through one concurrency limit."""
+        return await self.run_pairs([(p, examples) for p in programs], lm=lm)
+
+    async def run_pairs(
+        self, pairs: Sequence[tuple[ir.Program | None, list[Example]]], *, lm: LM | None = None
+    ) -> list[list[RunOutcome]]:
+        """Each program on its own examples (e.g. minibatches), through one concurrency limit."""
+        flat = await self.stream([(e, p) for p, examples in pairs for e in examples], lm=lm)
+        out, at = [], 0
+        for _, examples in pairs:
+            out.append([o for o in flat[at : at + len(examples)] if o is not None])
+            at += len(examples)
+        return out
+
+    async def evaluate(self, program: ir.Program, examples: list[Example]) -> Scored:
+        """``program``'s mean score on ``examples`` (not recorded as a candidate)."""
+        return (await self.evaluate_many([program], examples))[0]
+
+    async def evaluate_many(self, programs: Sequence[ir.Program], examples: list[Example]) -> list[Scored]:
+        self.need_metric(self.optimizer_name or "evaluate")
+        out = []
+        for program, outcomes in zip(programs, await self.run_many(programs, examples)):
+            scores = [o.score or 0.0 for o in outcomes]
+            out.append(Scored(program, sum(scores) / len(scores) if scores else 0.0, scores, outcomes))
+        return out
+
+    def score(self, outcome: RunOutcome) -> float:
+        """The outcome's score (``stream`` scores every outcome when there is a metric)."""
+        if outcome.score is not None:
+            return outcome.score
+        if outcome.error is None:
+            self.need_metric("evaluate")
+        return 0.0
+
+    async def discover(self, program: ir.Program | None = None) -> ir.Program:
+        """The program's nodes, observed by running the pipeline on one example."""
+        outcomes = await self.run(self.trainset[:1], program)
+        if outcomes[0].error is not None and not outcomes[0].state.nodes_seen:
+            raise LMError(f"could not trace the pipeline on trainset row 0: {outcomes[0].error}")
+        return program_from_runs(self.pipeline, [o.state for o in outcomes], base=program)
+
+    def observed_program(self) -> ir.Program:
+        """The nodes seen in any run so far with their default configuration (zero-shot)."""
+        return observed_program(self.pipeline, self._nodes, self._edges)
+
+    # --- the optimizer's own LM calls -----------------------------------------------------
+
+    async def call(
+        self,
+        sig: Any,
+        inputs: dict[str, Any],
+        *,
+        key_salt: str = "",
+        lm: LM | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        max_tokens: int | None = None,
+    ) -> Any:
+        """Run signature ``sig`` on ``inputs`` for the optimizer itself; memoized.
+
+        The record key covers the signature, the inputs, the LM, the sampling overrides
+        and ``key_salt`` (say which round/parent/slot this call is for, so distinct
+        proposals get distinct keys). Runs on the teacher LM if given, else the task LM.
+        Returns the output, or None when the call failed (the failure is recorded too, so
+        a replay takes the same path).
+        """
+        active = lm or self.proposer_lm
+        overrides = ir.LMOverrides(temperature=temperature, seed=seed, max_tokens=max_tokens)
+        key = ir.fingerprint(
+            ["call", sig.spec.fingerprint, sig.strategy, to_jsonable(inputs),
+             active.describe() if active is not None else None, msgspec.to_builtins(overrides), key_salt]
+        )
+        record = self.recorder.get_evaluation(key)
+        if record is not None:
+            self.memo_hits += 1
+            if record.get("error") is not None:
+                return None
+            data = record.get("output")
+            if sig.spec.output_field is not None:
+                return getattr(sig.output_model.model_validate({sig.spec.output_field: data}), sig.spec.output_field)
+            return sig.output_model.model_validate(data)
+        self.meter.check()
+        node = msgspec.structs.replace(default_node(sig, sig.node_name or sig.spec.name), lm=overrides)
+        state = RunState(program=ir.Program(nodes=(node,)), lm=active)
+        error = value = None
+        self.meter.start()
+        try:
+            value = await run_isolated(sig, inputs, state=state)
+        except BudgetExceeded:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed proposal is skipped, not fatal
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.meter.finish(state.usage)
+        output = to_jsonable(value) if error is None else None
+        self.recorder.put_evaluation(key, {"output": output, "error": error, "usage": usage_list(state.usage)})
+        if events.active():
+            events.emit("proposal", optimizer=self.optimizer_name, signature=sig.spec.name, error=error)
+        return value
+
+    async def gather(self, *aws: Awaitable[T]) -> list[T]:
+        """Await all of ``aws`` concurrently, results in order; then raise the first error.
+
+        Unlike ``asyncio.gather``, nothing is left running in the background when one fails
+        (a budget stop must not leave LM calls going after compile returned).
+        """
+        results = await asyncio.gather(*aws, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+        return results  # type: ignore[return-value]
+
+    # --- reporting ------------------------------------------------------------------------
+
+    def record(
+        self,
+        program: ir.Program,
+        score: float | None,
+        note: str = "",
+        *,
+        split: str | None = None,
+        scores: list[float] | None = None,
+        round: int | None = None,
+        parent: int | None = None,
+    ) -> Candidate:
+        """Add ``program`` to the history (and the recorder), and emit a ``candidate`` event."""
+        usage = self.usage
+        cand = Candidate(
+            index=len(self.history), program=program, score=score, usage=usage, note=note, split=split,
+            scores=scores, round=round, parent=parent, seconds=self.meter.elapsed(),
+        )
+        self.history.append(cand)
+        self.recorder.add_candidate(
+            {"index": cand.index, "score": score, "note": note, "split": split, "scores": scores, "round": round,
+             "parent": parent, "usage": usage_list(usage), "seconds": cand.seconds,
+             "program": msgspec.to_builtins(program)}
+        )
+        if events.active():
+            events.emit(
+                "candidate", optimizer=self.optimizer_name, index=cand.index, score=score, split=split,
+                note=note, round=round, calls=usage.calls, cost=usage.cost,
+            )
+        if self.on_candidate is not None:
+            self.on_candidate(cand)
+        return cand
+
+    def iteration(self, round: int, best: float | None, **data: Any) -> None:
+        """Emit an ``iteration`` event: an optimizer round ended."""
+        if events.active():
+            events.emit("iteration", optimizer=self.optimizer_name, round=round, best=best, **data)
+
+    def best(self, split: str = "val") -> Candidate | None:
+        """The best-scoring candidate on ``split`` (the earliest among equals)."""
+        best: Candidate | None = None
+        for cand in self.history:
+            if cand.split == split and cand.score is not None and (best is None or cand.score > (best.score or 0.0)):
+                best = cand
+        return best
