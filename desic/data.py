@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from .errors import DataError
 if TYPE_CHECKING:
     from .pipeline import Pipeline
 
-__all__ = ["Example", "dataset_fingerprint", "load_dataset", "to_examples"]
+__all__ = ["Example", "dataset_fingerprint", "holdout_split", "load_dataset", "to_examples"]
 
 
 @dataclass(frozen=True)
@@ -113,3 +114,21 @@ def _row_data(example: Example) -> Any:
 
 def dataset_fingerprint(examples: Iterable[Example]) -> str:
     return ir.fingerprint([_row_data(e) for e in examples])
+
+
+def holdout_split(
+    examples: list[Example], fraction: float, max_val: int | None, rng: random.Random
+) -> tuple[list[Example], list[Example]]:
+    """(train, validation): ``fraction`` of ``examples`` (at most ``max_val``, at least one)
+    drawn with ``rng`` for validation, the rest for training, each in the original order.
+    Fewer than two examples serve as both."""
+    n = len(examples)
+    if n < 2:
+        return examples, examples
+    k = max(1, min(n - 1, round(n * fraction)))
+    if max_val is not None:
+        k = max(1, min(k, max_val))
+    order = list(range(n))
+    rng.shuffle(order)
+    val = set(order[:k])
+    return [e for i, e in enumerate(examples) if i not in val], [e for i, e in enumerate(examples) if i in val]

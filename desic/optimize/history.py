@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import msgspec
 
 from .. import ir
 from ..engine import RunOutcome
 from ..lm import Usage
+from ..record import usage_list
 
 __all__ = ["Candidate", "Scored"]
 
@@ -33,6 +37,22 @@ class Candidate:
     round: int | None = None
     parent: int | None = None
     seconds: float = 0.0
+
+    def to_record(self) -> dict[str, Any]:
+        """The candidate as plain data (what a run recorder keeps)."""
+        return {
+            "index": self.index, "score": self.score, "note": self.note, "split": self.split,
+            "scores": self.scores, "round": self.round, "parent": self.parent,
+            "usage": usage_list(self.usage), "seconds": self.seconds,
+            "program": msgspec.to_builtins(self.program),
+        }
+
+    def event_data(self) -> dict[str, Any]:
+        """The fields of its ``candidate`` event."""
+        return {
+            "index": self.index, "score": self.score, "split": self.split, "note": self.note,
+            "round": self.round, "calls": self.usage.calls, "cost": self.usage.cost,
+        }
 
 
 @dataclass

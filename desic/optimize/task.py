@@ -23,14 +23,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import msgspec
-
 from .. import events, ir
 from .._json import to_jsonable
 from ..budget import Budget, BudgetMeter
-from ..data import Example
+from ..data import Example, holdout_split
 from ..engine import LOCAL, Executor, Job, RunOutcome, score_outcome
-from ..errors import BudgetExceeded, ConfigError, LMError
+from ..errors import ConfigError, LMError
 from ..lm import LM, Usage
 from ..metrics import Metric, metric_key
 from ..pipeline import Pipeline, observed_program, program_from_runs
@@ -41,9 +39,8 @@ from ..record import (
     outcome_from_record,
     outcome_record,
     program_key,
-    usage_list,
 )
-from ..runtime import RunState, default_node, run_isolated
+from .calls import own_call
 from .history import Candidate, Scored
 
 __all__ = ["CompileTask"]
@@ -112,20 +109,7 @@ class CompileTask:
             return self.trainset, self.valset
         key = (fraction, max_val)
         if key not in self._splits:
-            n = len(self.trainset)
-            if n < 2:
-                self._splits[key] = (self.trainset, self.trainset)
-            else:
-                k = max(1, min(n - 1, round(n * fraction)))
-                if max_val is not None:
-                    k = max(1, min(k, max_val))
-                order = list(range(n))
-                self.rng("split").shuffle(order)
-                val = set(order[:k])
-                self._splits[key] = (
-                    [e for i, e in enumerate(self.trainset) if i not in val],
-                    [e for i, e in enumerate(self.trainset) if i in val],
-                )
+            self._splits[key] = holdout_split(self.trainset, fraction, max_val, self.rng("split"))
         return self._splits[key]
 
     @property
@@ -303,47 +287,11 @@ class CompileTask:
         seed: int | None = None,
         max_tokens: int | None = None,
     ) -> Any:
-        """Run signature ``sig`` on ``inputs`` for the optimizer itself; memoized.
-
-        The record key covers the signature, the inputs, the LM, the sampling overrides
-        and ``key_salt`` (say which round/parent/slot this call is for, so distinct
-        proposals get distinct keys). Runs on the teacher LM if given, else the task LM.
-        Returns the output, or None when the call failed (the failure is recorded too, so
-        a replay takes the same path).
-        """
-        active = lm or self.proposer_lm
-        overrides = ir.LMOverrides(temperature=temperature, seed=seed, max_tokens=max_tokens)
-        key = ir.fingerprint(
-            ["call", sig.spec.fingerprint, sig.strategy, to_jsonable(inputs),
-             active.describe() if active is not None else None, msgspec.to_builtins(overrides), key_salt]
+        """Run signature ``sig`` on ``inputs`` for the optimizer itself; memoized (see
+        :func:`desic.optimize.calls.own_call`). Returns None when the call failed."""
+        return await own_call(
+            self, sig, inputs, key_salt=key_salt, lm=lm, temperature=temperature, seed=seed, max_tokens=max_tokens
         )
-        record = self.recorder.get_evaluation(key)
-        if record is not None:
-            self.memo_hits += 1
-            if record.get("error") is not None:
-                return None
-            data = record.get("output")
-            if sig.spec.output_field is not None:
-                return getattr(sig.output_model.model_validate({sig.spec.output_field: data}), sig.spec.output_field)
-            return sig.output_model.model_validate(data)
-        self.meter.check()
-        node = msgspec.structs.replace(default_node(sig, sig.node_name or sig.spec.name), lm=overrides)
-        state = RunState(program=ir.Program(nodes=(node,)), lm=active)
-        error = value = None
-        self.meter.start()
-        try:
-            value = await run_isolated(sig, inputs, state=state)
-        except BudgetExceeded:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a failed proposal is skipped, not fatal
-            error = f"{type(exc).__name__}: {exc}"
-        finally:
-            self.meter.finish(state.usage)
-        output = to_jsonable(value) if error is None else None
-        self.recorder.put_evaluation(key, {"output": output, "error": error, "usage": usage_list(state.usage)})
-        if events.active():
-            events.emit("proposal", optimizer=self.optimizer_name, signature=sig.spec.name, error=error)
-        return value
 
     async def gather(self, *aws: Awaitable[T]) -> list[T]:
         """Await all of ``aws`` concurrently, results in order; then raise the first error.
@@ -371,22 +319,14 @@ class CompileTask:
         parent: int | None = None,
     ) -> Candidate:
         """Add ``program`` to the history (and the recorder), and emit a ``candidate`` event."""
-        usage = self.usage
         cand = Candidate(
-            index=len(self.history), program=program, score=score, usage=usage, note=note, split=split,
+            index=len(self.history), program=program, score=score, usage=self.usage, note=note, split=split,
             scores=scores, round=round, parent=parent, seconds=self.meter.elapsed(),
         )
         self.history.append(cand)
-        self.recorder.add_candidate(
-            {"index": cand.index, "score": score, "note": note, "split": split, "scores": scores, "round": round,
-             "parent": parent, "usage": usage_list(usage), "seconds": cand.seconds,
-             "program": msgspec.to_builtins(program)}
-        )
+        self.recorder.add_candidate(cand.to_record())
         if events.active():
-            events.emit(
-                "candidate", optimizer=self.optimizer_name, index=cand.index, score=score, split=split,
-                note=note, round=round, calls=usage.calls, cost=usage.cost,
-            )
+            events.emit("candidate", optimizer=self.optimizer_name, **cand.event_data())
         if self.on_candidate is not None:
             self.on_candidate(cand)
         return cand
