@@ -22,7 +22,7 @@ from test_optimizers_support import (
 
 import desic
 from desic import events, ir
-from desic.optimize import CompileTask, MemoryRecorder, register, registry, resolve
+from desic.optimize import CompileTask, MemoryRecorder, register, registry, resolve, unregister
 from desic.optimize._propose import propose_instruction
 from desic.optimize.reflective import Reflective
 from desic.testing import FunctionLM
@@ -86,8 +86,8 @@ def test_a_third_party_optimizer_registers_with_the_same_interface() -> None:
         desic.compile(triage, ROWS, metric=METRIC, optimizer="shout", lm=again, recorder=recorder)
         assert again.calls == []  # the proposal was memoized too
     finally:
-        registry_ref = __import__("desic.optimize", fromlist=["_registry"])._registry
-        registry_ref.pop("shout", None)
+        unregister("shout")
+    assert "shout" not in registry()
 
 
 def _fields(node: ir.Node) -> dict[str, Any]:
@@ -290,3 +290,16 @@ def test_task_call_survives_a_failing_proposer() -> None:
     compiled = compile_with("beam", FunctionLM(broken))
     assert compiled.program.nodes[0].instructions == route.spec.instructions
     assert compiled.score is not None
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "typo", "valid"),
+    [("bootstrap", "max_demo", "max_demos"), ("mipro", "trial", "trials"), ("labeled", "k", "max_demos")],
+)
+def test_a_misspelt_optimizer_option_lists_the_valid_names(optimizer: str, typo: str, valid: str) -> None:
+    with pytest.raises(desic.ConfigError) as info:
+        desic.compile(route, ROWS[:2], metric=desic.metrics.exact_match, optimizer=optimizer,
+                      lm=FunctionLM(answer), **{typo: 3})
+    message = str(info.value)
+    assert f"optimizer {optimizer!r} has no option {typo!r}" in message
+    assert valid in message.split("its options:", 1)[1]

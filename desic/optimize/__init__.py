@@ -35,8 +35,10 @@ __all__ = [
     "RunRecorder",
     "Scored",
     "register",
+    "options_of",
     "registry",
     "resolve",
+    "unregister",
 ]
 
 
@@ -59,8 +61,28 @@ def register(name: str, factory: Callable[..., Optimizer]) -> None:
     _registry[name] = factory
 
 
+def unregister(name: str) -> None:
+    """Forget ``optimizer=name`` (a name never registered is ignored)."""
+    _registry.pop(name, None)
+
+
 def registry() -> dict[str, Callable[..., Optimizer]]:
     return dict(_registry)
+
+
+def options_of(factory: Callable[..., Optimizer]) -> list[str] | None:
+    """The keyword options ``factory`` takes, or None when it takes any (``**options``)."""
+    import inspect
+
+    target: Any = getattr(factory, "target", None)
+    target = target() if callable(target) else factory
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return [name for name, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
 def resolve(optimizer: str | Optimizer, **options: Any) -> Optimizer:
@@ -75,6 +97,16 @@ def resolve(optimizer: str | Optimizer, **options: Any) -> Optimizer:
         raise ConfigError(
             f"unknown optimizer {optimizer!r}; available: {', '.join(sorted(_registry))}"
         )
+    valid = options_of(factory)
+    if valid is not None:
+        unknown = [name for name in options if name not in valid]
+        if unknown:
+            import difflib
+
+            hints = [f"{name!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(name, valid, 1)) else repr(name) for name in unknown]
+            raise ConfigError(
+                f"optimizer {optimizer!r} has no option {', '.join(hints)}; its options: {', '.join(valid) or '(none)'}"
+            )
     try:
         return factory(**options)
     except TypeError as exc:
@@ -84,12 +116,16 @@ def resolve(optimizer: str | Optimizer, **options: Any) -> Optimizer:
 def _lazy(module: str, cls: str) -> Callable[..., Optimizer]:
     """A factory importing its optimizer on first use (keeps ``import desic`` light)."""
 
-    def factory(**options: Any) -> Optimizer:
+    def target() -> Any:
         import importlib
 
-        return getattr(importlib.import_module(f".{module}", __name__), cls)(**options)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(f".{module}", __name__), cls)
+
+    def factory(**options: Any) -> Optimizer:
+        return target()(**options)  # type: ignore[no-any-return]
 
     factory.__qualname__ = factory.__name__ = cls
+    factory.target = target  # type: ignore[attr-defined]
     return factory
 
 
