@@ -33,9 +33,9 @@ from ._aio import home_loop, workers
 from .data import Example
 from .errors import ConfigError, DataError
 from .lm import LM
-from .metrics import Metric, ascore, collect_usage
+from .metrics import Metric, ascore
 from .pipeline import Pipeline
-from .runtime import RunState, context, run_isolated, settings
+from .runtime import RunState, context, run_isolated, run_scope, settings
 
 __all__ = [
     "LOCAL",
@@ -162,8 +162,8 @@ async def run_one(
 async def score_outcome(metric: Metric, outcome: RunOutcome, *, lm: LM | None = None) -> None:
     """Score ``outcome`` with ``metric`` (a failed run is left unscored).
 
-    An LM-backed metric (one with ``acall``) defaults to ``lm`` and its usage is added to
-    the outcome's run. A metric that raises ``DataError``/``ConfigError`` cannot work on
+    An LM-backed metric (one with ``acall``) defaults to ``lm``; it is scored inside the
+    outcome's run, so its usage is added to that run's (the one usage channel). A metric that raises ``DataError``/``ConfigError`` cannot work on
     this data at all: that is raised. Any other exception is kept in
     ``outcome.metric_error`` and the score stays None.
     """
@@ -172,10 +172,8 @@ async def score_outcome(metric: Metric, outcome: RunOutcome, *, lm: LM | None = 
     if getattr(metric, "acall", None) is None:
         await _apply(metric, outcome)
         return
-    with collect_usage() as spent, context(**({"lm": lm} if lm is not None else {})):
+    with run_scope(outcome.state), context(**({"lm": lm} if lm is not None else {})):
         await _apply(metric, outcome)
-    for u in spent:
-        outcome.state.add_usage(u)
 
 
 async def _apply(metric: Metric, outcome: RunOutcome) -> None:

@@ -11,6 +11,7 @@ returns a new object (``msgspec.structs.replace``).
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,7 @@ __all__ = [
     "ProgramMeta",
     "SignatureSpec",
     "canonical_json",
+    "describe_type",
     "fingerprint",
     "spec_diff",
 ]
@@ -167,17 +169,19 @@ class Program(msgspec.Struct, frozen=True, kw_only=True):
         return msgspec.structs.replace(self, **changes)
 
 
-def _type_text(schema: dict[str, Any]) -> str:
+def describe_type(schema: dict[str, Any]) -> str:
+    """A JSON schema in words, as prompts and drift messages show it (``list of string``,
+    ``one of: "a", "b"``, ``integer or null``)."""
     if "enum" in schema:
-        return "one of " + ", ".join(repr(v) for v in schema["enum"])
+        return "one of: " + ", ".join(json.dumps(v) for v in schema["enum"])
     if "const" in schema:
-        return f"const {schema['const']!r}"
+        return f"exactly {json.dumps(schema['const'])}"
     if "anyOf" in schema:
-        return " | ".join(_type_text(s) for s in schema["anyOf"])
+        return " or ".join(describe_type(s) for s in schema["anyOf"])
     if schema.get("type") == "array":
-        return f"array of {_type_text(schema.get('items', {}))}"
+        return f"list of {describe_type(schema.get('items', {}))}"
     if "$ref" in schema:
-        return str(schema["$ref"]).rsplit("/", 1)[-1]
+        return "object " + str(schema["$ref"]).rsplit("/", 1)[-1]
     return str(schema.get("type", "any"))
 
 
@@ -193,11 +197,11 @@ def spec_diff(old: SignatureSpec, new: SignatureSpec) -> list[str]:
     for name in old_in.keys() - new_in.keys():
         lines.append(f"input {name!r}: removed")
     for name in new_in.keys() - old_in.keys():
-        lines.append(f"input {name!r}: added ({_type_text(new_in[name].schema)})")
+        lines.append(f"input {name!r}: added ({describe_type(new_in[name].schema)})")
     for name in sorted(old_in.keys() & new_in.keys()):
         a, b = old_in[name], new_in[name]
         if a.schema != b.schema:
-            lines.append(f"input {name!r}: type {_type_text(a.schema)} -> {_type_text(b.schema)}")
+            lines.append(f"input {name!r}: type {describe_type(a.schema)} -> {describe_type(b.schema)}")
         if a.description != b.description:
             lines.append(f"input {name!r}: description {a.description!r} -> {b.description!r}")
         if (a.required, a.default) != (b.required, b.default):
@@ -214,10 +218,10 @@ def spec_diff(old: SignatureSpec, new: SignatureSpec) -> list[str]:
             if name not in new_props:
                 lines.append(f"output {name!r}: removed")
             elif name not in old_props:
-                lines.append(f"output {name!r}: added ({_type_text(new_props[name])})")
+                lines.append(f"output {name!r}: added ({describe_type(new_props[name])})")
             elif old_props[name] != new_props[name]:
                 lines.append(
-                    f"output {name!r}: {_type_text(old_props[name])} -> {_type_text(new_props[name])}"
+                    f"output {name!r}: {describe_type(old_props[name])} -> {describe_type(new_props[name])}"
                 )
             else:
                 continue

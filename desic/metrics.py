@@ -14,19 +14,18 @@ optionally with feedback text (which reflective optimizers read to fix instructi
 
 The last two call a language model, so they are objects with an async ``acall`` as well
 as the plain call; evaluation awaits ``acall`` on its own event loop. Their LM usage is
-reported to whoever evaluates (``collect_usage``), so budgets and reports include it.
+added to the run being scored (the engine scores inside that run's scope), so budgets and
+reports include it.
 """
 
 from __future__ import annotations
 
-import contextvars
 import inspect
 import math
 import re
 import string
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
 __all__ = [
     "Metric",
     "ascore",
-    "collect_usage",
     "contains",
     "exact_match",
     "f1",
@@ -257,26 +255,13 @@ def metric_key(metric: Metric | None) -> str:
     return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', type(fn).__qualname__)}"
 
 
-_usage_sink: contextvars.ContextVar[list[Usage] | None] = contextvars.ContextVar(
-    "desic_metric_usage", default=None
-)
-
-
-@contextmanager
-def collect_usage() -> Iterator[list[Usage]]:
-    """Collect the LM usage of LM-backed metrics called in this block (this task/thread)."""
-    box: list[Usage] = []
-    token = _usage_sink.set(box)
-    try:
-        yield box
-    finally:
-        _usage_sink.reset(token)
-
-
 def _report(usage: Usage) -> None:
-    box = _usage_sink.get()
-    if box is not None:
-        box.append(usage)
+    """Add an LM-backed metric's usage to the run it scores (if it scores one)."""
+    from .runtime import current_run
+
+    run = current_run()
+    if run is not None:
+        run.add_usage(usage)
 
 
 def _pick_lm(lm: LM | str | None) -> LM:

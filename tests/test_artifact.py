@@ -378,7 +378,7 @@ def test_added_input_changed_default_and_output_are_listed(tmp_path: Path) -> No
     assert "- input 'urgent': added (boolean)" in lines
     assert "- input 'lang': default 'en' -> 'nl'" in lines
     assert (
-        "- output 'output': one of 'billing', 'tech' -> one of 'billing', 'tech', 'sales'" in lines
+        "- output 'output': one of: \"billing\", \"tech\" -> one of: \"billing\", \"tech\", \"sales\"" in lines
     )
 
 

@@ -70,20 +70,6 @@ def answer_json(output: dict[str, Any]) -> str:
     return json.dumps(output, ensure_ascii=False)
 
 
-def _type_text(schema: dict[str, Any]) -> str:
-    if "enum" in schema:
-        return "one of: " + ", ".join(json.dumps(v) for v in schema["enum"])
-    if "const" in schema:
-        return f"exactly {json.dumps(schema['const'])}"
-    if "anyOf" in schema:
-        return " or ".join(_type_text(s) for s in schema["anyOf"])
-    if schema.get("type") == "array":
-        return f"list of {_type_text(schema.get('items', {}))}"
-    if "$ref" in schema:
-        return "object " + str(schema["$ref"]).rsplit("/", 1)[-1]
-    return str(schema.get("type", "any"))
-
-
 def _block(template: jinja2.Template, name: str, variables: dict[str, Any]) -> str:
     try:
         text = "".join(template.blocks[name](template.new_context(variables)))
@@ -110,7 +96,7 @@ def _output_fields(spec: ir.SignatureSpec) -> list[dict[str, str]]:
     for name, prop in root.get("properties", {}).items():
         prop = _resolve(prop, root)
         fields.append(
-            {"name": name, "type": _type_text(prop), "description": prop.get("description", "")}
+            {"name": name, "type": ir.describe_type(prop), "description": prop.get("description", "")}
         )
     return fields
 
@@ -170,7 +156,7 @@ class _Rendering:
         self.fast = _fast_user_ok(source)
         spec = node.signature
         input_fields = [
-            {"name": f.name, "type": _type_text(f.schema), "description": f.description}
+            {"name": f.name, "type": ir.describe_type(f.schema), "description": f.description}
             for f in spec.inputs
         ]
         system = _block(
