@@ -25,7 +25,16 @@ from . import ir
 from .errors import BudgetExceeded, ConfigError, StorageError
 from .record import MemoryRecorder, RunRecorder
 from .runtime import settings
-from .storage import RunInfo, Storage, StorageRecorder, check_name, default_url, new_run_id, redact
+from .storage import (
+    RunInfo,
+    Storage,
+    StorageRecorder,
+    check_name,
+    configured_url,
+    default_url,
+    new_run_id,
+    redact,
+)
 from .storage import resolve as resolve_store
 
 __all__ = ["CompileRun", "compile_run"]
@@ -168,15 +177,13 @@ def compile_run(
     storage: Storage | str | None, resume: str | None, recorder: RunRecorder | None
 ) -> Iterator[CompileRun]:
     """The run of one ``compile`` (see the module docstring); closes a store it opened."""
-    import os
-
     if resume is not None:
         check_name(resume, "run id")
     source: Storage | str | None = storage
     if source is None and (
         recorder is None or resume is not None
     ):  # an explicit recorder wins over defaults
-        source = settings().storage or os.environ.get("DESIC_STORAGE") or None
+        source = settings().storage or configured_url()
     if source is None and resume is not None:
         source = default_url()  # resuming needs a store: the default one
     owned = isinstance(source, str)  # opened here from a URL, so closed here

@@ -83,11 +83,10 @@ def _budget_value(limits: dict[str, float]) -> Any:
 
 def _resume_hint(store_url: str | None, pipeline_ref: str) -> None:
     """After Ctrl-C: name the stopped run so it can be resumed."""
-    import os
-
+    from ..storage import configured_url
     from ..storage import open as open_store
 
-    url = store_url or os.environ.get("DESIC_STORAGE")
+    url = store_url or configured_url()
     if not url:
         return
     try:
@@ -181,7 +180,7 @@ def compile_cmd(
 
 def _budget_note(stopped_by: str, limits: dict[str, float], storage: str | None, run_id: str | None) -> None:
     """On stderr: which budget stopped the compile, what was saved, how to go on."""
-    import os
+    from ..storage import configured_url
 
     key = stopped_by.removeprefix("max_")  # the --budget key: calls, tokens, dollars, seconds
     limit = limits.get(key)
@@ -190,7 +189,7 @@ def _budget_note(stopped_by: str, limits: dict[str, float], storage: str | None,
         f"note: the {stopped_by} budget ran out{given}; the search stopped early and the best "
         "program found so far was saved"
     )
-    url = storage or os.environ.get("DESIC_STORAGE")
+    url = storage or configured_url()
     if url and run_id:
         echo_err(f"continue it with a larger budget: desic compile ... --storage {url} --resume {run_id} --budget ...")
 

@@ -86,6 +86,7 @@ __all__ = [
     "StorageRecorder",
     "atomic_write",
     "check_name",
+    "configured_url",
     "default_url",
     "is_url",
     "load_program",
@@ -190,9 +191,14 @@ def split_url(url: str) -> tuple[str, str, str | None]:
     return scheme, location, (fragment if sep else None)
 
 
+def configured_url() -> str | None:
+    """``$DESIC_STORAGE`` when set (the one place desic reads it), else None."""
+    return os.environ.get("DESIC_STORAGE") or None
+
+
 def default_url() -> str:
     """``$DESIC_STORAGE`` when set, else ``sqlite://.desic/desic.db`` (under the working dir)."""
-    return os.environ.get("DESIC_STORAGE") or DEFAULT_URL
+    return configured_url() or DEFAULT_URL
 
 
 def open(url: str | None = None) -> Storage:
