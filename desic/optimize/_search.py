@@ -31,7 +31,8 @@ from ._propose import (
     failures_text,
     propose_instruction,
 )
-from .bootstrap import Traces, collect_traces, fill_program, labeled_rows, pick_diverse, record_pool
+from .bootstrap import Traces, collect_traces, fill_program, record_pool
+from .demos import labeled_rows, pick_diverse
 from .history import Scored
 from .task import CompileTask
 

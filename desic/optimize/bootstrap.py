@@ -20,9 +20,8 @@ traces.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +34,7 @@ from ..errors import BudgetExceeded, ConfigError, LMError
 from ..lm import LM
 from ..pipeline import observed_program
 from ..runtime import default_node
-from .demos import labeled_demo
+from .demos import labeled_rows, pick_diverse
 from .task import CompileTask
 
 
@@ -164,45 +163,6 @@ class _Acceptor:
         if self._moved is not None:
             self._moved.set()
             self._moved = None
-
-
-def _output_key(demo: ir.Demo) -> str:
-    return json.dumps({k: v for k, v in demo.output.items() if k != "reasoning"}, sort_keys=True, default=str)
-
-
-def pick_diverse(
-    candidates: Iterable[tuple[int, ir.Demo]], k: int, taken: Iterable[ir.Demo] = ()
-) -> list[tuple[int, ir.Demo]]:
-    """Up to ``k`` of ``candidates`` (in their order), those whose output no demo chosen so
-    far (``taken``, or an earlier pick) has first, then the others.
-
-    A small model copies the answer most of its demos show: four demos answering "none"
-    teach it to answer "none". Covering distinct answers first is the cheap guard. Looks
-    at no more than ``20 * k + 20`` candidates, so a huge trainset costs no more.
-    """
-    seen = {_output_key(d) for d in taken}
-    fresh: list[tuple[int, int, ir.Demo]] = []
-    repeats: list[tuple[int, int, ir.Demo]] = []
-    for n, (i, demo) in enumerate(candidates):
-        if n >= 20 * k + 20 or len(fresh) >= k:
-            break
-        key = _output_key(demo)
-        if key in seen:
-            repeats.append((n, i, demo))
-        else:
-            seen.add(key)
-            fresh.append((n, i, demo))
-    chosen = sorted(fresh + repeats[: max(0, k - len(fresh))], key=lambda t: t[0])
-    return [(i, demo) for _, i, demo in chosen]
-
-
-def labeled_rows(
-    node: ir.Node, examples: list[Example], order: Iterable[int], only_node: bool
-) -> Iterator[tuple[int, ir.Demo]]:
-    for i in order:
-        demo = labeled_demo(node, examples[i], only_node=only_node)
-        if demo is not None:
-            yield i, demo
 
 
 class _TeacherPrograms:

@@ -1,7 +1,10 @@
-"""Demos from labelled rows, and node edits shared by the optimizers."""
+"""Demos: from labelled rows, chosen to cover distinct answers, and node edits shared by
+the optimizers."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -10,7 +13,7 @@ from .. import ir
 from .._json import to_jsonable
 from ..data import Example
 
-__all__ = ["labeled_demo", "with_node_changes"]
+__all__ = ["labeled_demo", "labeled_rows", "pick_diverse", "with_node_changes"]
 
 
 def labeled_demo(node: ir.Node, example: Example, *, only_node: bool = False) -> ir.Demo | None:
@@ -48,3 +51,42 @@ def with_node_changes(program: ir.Program, node_id: str, **changes: Any) -> ir.P
     if node is None:
         raise KeyError(node_id)
     return program.with_node(msgspec.structs.replace(node, **changes))
+
+
+def _output_key(demo: ir.Demo) -> str:
+    return json.dumps({k: v for k, v in demo.output.items() if k != "reasoning"}, sort_keys=True, default=str)
+
+
+def pick_diverse(
+    candidates: Iterable[tuple[int, ir.Demo]], k: int, taken: Iterable[ir.Demo] = ()
+) -> list[tuple[int, ir.Demo]]:
+    """Up to ``k`` of ``candidates`` (in their order), those whose output no demo chosen so
+    far (``taken``, or an earlier pick) has first, then the others.
+
+    A small model copies the answer most of its demos show: four demos answering "none"
+    teach it to answer "none". Covering distinct answers first is the cheap guard. Looks
+    at no more than ``20 * k + 20`` candidates, so a huge trainset costs no more.
+    """
+    seen = {_output_key(d) for d in taken}
+    fresh: list[tuple[int, int, ir.Demo]] = []
+    repeats: list[tuple[int, int, ir.Demo]] = []
+    for n, (i, demo) in enumerate(candidates):
+        if n >= 20 * k + 20 or len(fresh) >= k:
+            break
+        key = _output_key(demo)
+        if key in seen:
+            repeats.append((n, i, demo))
+        else:
+            seen.add(key)
+            fresh.append((n, i, demo))
+    chosen = sorted(fresh + repeats[: max(0, k - len(fresh))], key=lambda t: t[0])
+    return [(i, demo) for _, i, demo in chosen]
+
+
+def labeled_rows(
+    node: ir.Node, examples: list[Example], order: Iterable[int], only_node: bool
+) -> Iterator[tuple[int, ir.Demo]]:
+    for i in order:
+        demo = labeled_demo(node, examples[i], only_node=only_node)
+        if demo is not None:
+            yield i, demo

@@ -35,7 +35,7 @@ from ._propose import (
     propose_instruction,
 )
 from ._search import SearchOptimizer, ask, bootstrap_seed, demo_pool, rotate, sample_demos
-from .bootstrap import pick_diverse
+from .demos import pick_diverse
 from .task import CompileTask
 
 Combo = tuple[int, ...]  # per node: instruction index, demo-set index (interleaved)
