@@ -40,6 +40,7 @@ class CompiledPipeline:
         history: list[Any] | None = None,
         stopped_by: str | None = None,
         usage: Usage | None = None,
+        errors: int = 0,
     ):
         self.pipeline = pipeline
         self.program = program
@@ -49,6 +50,8 @@ class CompiledPipeline:
         self.stopped_by = stopped_by
         # LM usage of the compile itself (replayed records of a resumed run cost nothing).
         self.usage = usage if usage is not None else Usage()
+        # Evaluations of the compile that failed after their LM call's retries (not scored).
+        self.errors = errors
 
     @property
     def score(self) -> float | None:

@@ -11,6 +11,7 @@ artifact imports no optimizer); they are re-exported here for compatibility.
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 from collections.abc import Iterable
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from .pipeline import Pipeline, as_pipeline
 from .record import program_key
 from .runtime import current_lm
 from .sinks import progress_display
+from .storage import redact
 
 if TYPE_CHECKING:
     from .signature import Signature
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
     Compilable = Pipeline[..., Any] | Signature[..., Any] | CompiledPipeline
 
 __all__ = ["CompiledPipeline", "acompile", "compile", "load"]
+
+log = logging.getLogger("desic")
 
 
 def _now() -> str:
@@ -65,6 +69,7 @@ async def acompile(
     max_dollars: float | None = None,
     max_seconds: float | None = None,
     progress: bool | None = None,
+    max_errors: int | None = 10,
     **optimizer_options: Any,
 ) -> CompiledPipeline:
     """The async form of :func:`compile` (same options)."""
@@ -94,6 +99,7 @@ async def acompile(
             recorder=run.recorder,
             budget=limits,
             optimizer_name=opt.name,
+            max_errors=max_errors,
         )
         listening = events.active()
         if listening:
@@ -127,7 +133,15 @@ async def acompile(
         if listening:
             _run_end(task, run.run_id, pipe, opt, score, stopped)
     stopped_by = stopped.budget if stopped is not None else None
-    return CompiledPipeline(pipe, program, history=task.history, stopped_by=stopped_by, usage=task.usage)
+    if task.errors:
+        log.warning(
+            "desic: %d evaluations of this compile failed after their LM call's retries (last: %s); "
+            "they counted as failures in the search. Resume the run to retry them.",
+            task.errors, redact(task.last_error),
+        )
+    return CompiledPipeline(
+        pipe, program, history=task.history, stopped_by=stopped_by, usage=task.usage, errors=task.errors
+    )
 
 
 def _run_end(
@@ -144,7 +158,7 @@ def _run_end(
     data: dict[str, Any] = {"error": error} if error is not None else {}
     events.emit(
         "run_end", what="compile", run_id=run_id, pipeline=pipe.ref, optimizer=opt.name, score=score,
-        candidates=len(task.history), calls=u.calls, cost=u.cost, seconds=task.meter.elapsed(),
+        candidates=len(task.history), calls=u.calls, cost=u.cost, seconds=task.meter.elapsed(), errors=task.errors,
         stopped_by=stopped.budget if stopped is not None else None, **data,
     )
 
@@ -215,6 +229,7 @@ def compile(
     max_dollars: float | None = None,
     max_seconds: float | None = None,
     progress: bool | None = None,
+    max_errors: int | None = 10,
     **optimizer_options: Any,
 ) -> CompiledPipeline:
     """Optimize ``pipeline`` on ``trainset`` and return it bound to the best program.
@@ -236,7 +251,12 @@ def compile(
       ``max_dollars``, ``max_seconds``: when one runs out the compile stops cleanly with
       the best program so far, ``compiled.stopped_by`` names it and a stored run is
       marked ``stopped``;
-    - ``progress``: a status line on stderr (default: when stderr is a terminal).
+    - ``progress``: a status line on stderr (default: when stderr is a terminal);
+    - ``max_errors``: how many evaluations may fail after their LM call's retries (an
+      outage, a rate limit that never clears) before the compile stops with an
+      ``LMError`` (the stored run is ``failed`` and resumable; failed evaluations are
+      never recorded, so a resume runs them again). None: no limit. A metric that
+      raises stops the compile at once (``MetricError``).
 
     Events: ``run_start`` (``what="compile"``, ``run_id``, ``pipeline``, ``optimizer``,
     ``trainset``/``valset`` sizes, ``seed``) and, however the compile ends, ``run_end``
@@ -249,6 +269,6 @@ def compile(
             teacher_lm=teacher_lm, seed=seed, concurrency=concurrency, recorder=recorder,
             storage=storage, resume=resume, budget=budget, max_calls=max_calls,
             max_tokens=max_tokens, max_dollars=max_dollars, max_seconds=max_seconds,
-            progress=progress, **optimizer_options,
+            progress=progress, max_errors=max_errors, **optimizer_options,
         )
     )

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from . import ir
 from ._aio import home_loop, workers
 from .data import Example
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, LMError, OutputValidationError
 from .lm import LM
 from .metrics import Metric, ascore
 from .pipeline import Pipeline
@@ -45,6 +45,7 @@ __all__ = [
     "RunOutcome",
     "default_concurrency",
     "drive",
+    "lm_failure",
     "run_all",
     "run_one",
     "score_outcome",
@@ -59,6 +60,9 @@ class RunOutcome:
 
     ``score``/``feedback`` are set by ``score_outcome``; ``metric_error`` says why the
     metric could not score this output (the metric raised), when it could not.
+    ``lm_failed`` marks a run that failed because an LM call failed after its retries
+    (an outage, a rate limit that never cleared, a missing key): the LM, not the program,
+    is at fault, so such a run is an error, never a score.
     """
 
     index: int
@@ -70,6 +74,14 @@ class RunOutcome:
     score: float | None = None
     feedback: str | None = None
     metric_error: str | None = None
+    lm_failed: bool = False
+
+
+def lm_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` ending a run is the LM's failure rather than the program's: an
+    ``LMError`` other than an output that never validated (that is the model's answer), or
+    a ``ConfigError`` (no LM could be reached as configured)."""
+    return (isinstance(exc, LMError) and not isinstance(exc, OutputValidationError)) or isinstance(exc, ConfigError)
 
 
 async def drive(
@@ -124,11 +136,10 @@ async def drive(
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-    for t in tasks:
-        if t.done() and not t.cancelled():
-            error = t.exception()
-            if error is not None:
-                raise error
+    errors = [t.exception() for t in tasks if t.done() and not t.cancelled()]  # all retrieved
+    for error in errors:
+        if error is not None:
+            raise error
 
 
 async def run_one(
@@ -154,6 +165,7 @@ async def run_one(
             outcome.output = await workers().submit(ctx.run, pipe.run, example.inputs, state)
     except Exception as exc:  # noqa: BLE001 - recorded on the row, never fatal
         outcome.error = f"{type(exc).__name__}: {exc}"
+        outcome.lm_failed = lm_failure(exc)
     outcome.latency = time.perf_counter() - start
     state.finish()
     return outcome

@@ -13,6 +13,7 @@ code needs to catch only these::
     │   ├── RateLimited         the provider said 429 (carries retry_after when given)
     │   ├── Timeout             the call took longer than allowed
     │   └── OutputValidationError   the completion never validated (carries raw text and errors)
+    ├── MetricError             the metric raised on an output (names metric, row, exception)
     ├── BudgetExceeded          a compile/eval budget ran out (names which one)
     └── StorageError            a run store or file cannot be read or written
 """
@@ -28,6 +29,7 @@ __all__ = [
     "DataError",
     "DesicError",
     "LMError",
+    "MetricError",
     "OutputValidationError",
     "RateLimited",
     "SignatureError",
@@ -90,6 +92,16 @@ class OutputValidationError(LMError):
         super().__init__(message)
         self.raw = raw
         self.errors = errors
+
+
+class MetricError(DesicError):
+    """The metric raised while scoring an output; ``metric`` names it, ``row`` is the
+    0-based row of the trainset (or valset) it was scoring, when known."""
+
+    def __init__(self, message: str, *, metric: str = "", row: int | None = None):
+        super().__init__(message)
+        self.metric = metric
+        self.row = row
 
 
 class BudgetExceeded(DesicError):

@@ -23,6 +23,7 @@ EXPECTED_ALL = [
     "Example",
     "LM",
     "LMError",
+    "MetricError",
     "OutputValidationError",
     "Pipeline",
     "Program",

@@ -394,9 +394,11 @@ def test_no_secret_is_ever_written(
     def leaky(request: Any) -> str:  # a provider error that echoes credentials back
         raise LMError(f"401 invalid key {KEY} (Authorization: Bearer {KEY}) env {ENV_SECRET}")
 
-    desic.compile(
-        triage, TRAIN[:2], metric=desic.metrics.exact_match, lm=FunctionLM(leaky), storage=url
-    )
+    with pytest.raises(LMError, match="max_errors=0"):  # an LM failure is an error, never a score
+        desic.compile(
+            triage, TRAIN[:2], metric=desic.metrics.exact_match, lm=FunctionLM(leaky), storage=url,
+            max_errors=0,
+        )
 
     class LeakyOptimizer:  # crashes with credentials in its message
         name = "leaky"
@@ -416,6 +418,6 @@ def test_no_secret_is_ever_written(
         assert secret.encode() not in written
     store = ds.open(url)
     runs = store.list_runs()
-    assert [r.status for r in runs] == ["finished", "finished", "failed"]
+    assert [r.status for r in runs] == ["finished", "failed", "failed"]
     assert (runs[2].error or "").count("<redacted>") == 2
-    assert b"401 invalid key <redacted>" in written  # the evaluation error was kept, scrubbed
+    assert "401 invalid key <redacted>" in (runs[1].error or "")  # the LM's error was kept, scrubbed

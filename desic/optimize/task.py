@@ -28,7 +28,7 @@ from .._json import to_jsonable
 from ..budget import Budget, BudgetMeter
 from ..data import Example, holdout_split
 from ..engine import LOCAL, Executor, Job, RunOutcome, score_outcome
-from ..errors import ConfigError, LMError
+from ..errors import ConfigError, LMError, MetricError
 from ..lm import LM, Usage
 from ..metrics import Metric, metric_key
 from ..pipeline import Pipeline, observed_program, program_from_runs
@@ -56,6 +56,11 @@ class CompileTask:
     and proposes instructions; ``concurrency`` bounds every batch of work; ``budget`` is
     checked before each unit of work starts; ``recorder`` memoizes everything; ``history``
     is every candidate recorded, in order; ``executor`` runs the batches.
+
+    An evaluation whose LM call failed after its retries is an error, not a score: it is
+    never recorded (a resumed run runs it again) and counts in ``errors``; one more than
+    ``max_errors`` stops the compile with an ``LMError``. A metric that raises stops it at
+    once with a ``MetricError``.
     """
 
     pipeline: Pipeline[..., Any]
@@ -72,7 +77,10 @@ class CompileTask:
     budget: Budget | None = None
     optimizer_name: str = ""
     executor: Executor = LOCAL
+    max_errors: int | None = 10
     memo_hits: int = 0
+    errors: int = 0
+    last_error: str | None = None
     meter: BudgetMeter = field(init=False)
     _example_keys: dict[int, tuple[Example, str]] = field(default_factory=dict)
     _nodes: dict[str, ir.Node] = field(default_factory=dict)
@@ -131,7 +139,8 @@ class CompileTask:
         return key
 
     async def _score(self, outcome: RunOutcome) -> None:
-        """The metric's score on ``outcome``; a failed run or a failing metric scores 0."""
+        """The metric's score on ``outcome``: 0 for a run the program failed (its output
+        never validated, its code raised); a metric that raises is a ``MetricError``."""
         if self.metric is None:
             return
         if outcome.error is not None:
@@ -139,7 +148,33 @@ class CompileTask:
             return
         await score_outcome(self.metric, outcome, lm=self.lm)
         if outcome.metric_error is not None:
-            outcome.score, outcome.feedback = 0.0, outcome.metric_error
+            split, row = self._row_of(outcome.example)
+            raise MetricError(
+                f"the metric {self._metric_key} raised on {split} row {row}: {outcome.metric_error.removeprefix('metric failed: ')}; "
+                "a metric must return a float, a bool or (score, feedback) for every output (fix it, then resume the run)",
+                metric=self._metric_key,
+                row=row,
+            )
+
+    def _row_of(self, example: Example) -> tuple[str, int | None]:
+        """Which row of the trainset or valset ``example`` is."""
+        for name, rows in (("trainset", self.trainset), ("valset", self.valset or [])):
+            for i, e in enumerate(rows):
+                if e is example:
+                    return name, i
+        return "example", None
+
+    def _failed(self, outcome: RunOutcome) -> None:
+        """Count an evaluation whose LM call failed after its retries; past ``max_errors``
+        stop the compile (what was recorded so far stays: a resume continues from it)."""
+        self.errors += 1
+        self.last_error = outcome.error
+        if self.max_errors is not None and self.errors > self.max_errors:
+            raise LMError(
+                f"{self.errors} evaluations failed after their LM call's retries (max_errors={self.max_errors}); "
+                f"last: {outcome.error}. Fix the LM or the server, then resume the run; failed evaluations "
+                "were not recorded and run again"
+            )
 
     async def stream(
         self,
@@ -201,6 +236,11 @@ class CompileTask:
             return False
 
         async def after(i: int, outcome: RunOutcome) -> None:
+            if outcome.lm_failed:  # an error, not a score: not recorded, counted
+                self.meter.finish(outcome.state.usage)
+                self._failed(outcome)
+                done(i, outcome)
+                return
             try:
                 await self._score(outcome)
             finally:
