@@ -7,7 +7,6 @@ import asyncio
 from typing import Any, Literal
 
 import pytest
-from overlap_support import InFlight
 from pydantic import BaseModel
 
 import desic
@@ -15,6 +14,7 @@ from desic.lm import LMRequest
 from desic.pipeline import program_from_runs
 from desic.runtime import RunState
 from desic.testing import FakeLM, FunctionLM, last_input
+from tests.support.overlap import InFlight
 
 
 class Route(BaseModel):

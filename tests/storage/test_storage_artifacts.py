@@ -11,20 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_resume import TRAIN, answer, triage
-from test_storage import url, url_for  # noqa: F401 - the backend fixture
 
 import desic
 import desic.storage as ds
 from desic import ir
 from desic.errors import ArtifactError, ConfigError
 from desic.testing import FakeLM, FunctionLM
+from tests.support.stores import url_for
+from tests.support.two_teams import TRAIN, answer, triage
 
 OPTIONS: dict[str, Any] = {"metric": desic.metrics.exact_match, "seed": 2}
 
 
 @pytest.fixture
-def store_url(url: str, tmp_path: Path) -> str:  # noqa: F811
+def store_url(url: str, tmp_path: Path) -> str:
     return url if not url.startswith("memory") else f"memory://artifacts-{tmp_path.name}"
 
 

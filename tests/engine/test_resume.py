@@ -2,34 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
-from pydantic import BaseModel
-
 import desic
 from desic.optimize import MemoryRecorder
-from desic.testing import FunctionLM, last_input
-
-
-class Route(BaseModel):
-    team: Literal["billing", "shipping"]
-
-
-@desic.signature
-def route(ticket: str) -> Route:
-    """Route the ticket."""
-
-
-@desic.pipeline
-def triage(ticket: str) -> Route:
-    return route(ticket=ticket)
-
-
-TRAIN = [{"ticket": f"charged {i}" if i % 2 else f"parcel {i}", "team": "billing" if i % 2 else "shipping"} for i in range(12)]
-
-
-def answer(request):
-    return "billing" if "charged" in last_input(request) else "shipping"
+from desic.testing import FunctionLM
+from tests.support.two_teams import TRAIN, answer, triage
 
 
 def test_rerun_with_recorder_replays_without_lm_calls() -> None:

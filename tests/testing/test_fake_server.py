@@ -10,7 +10,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
@@ -19,6 +18,8 @@ import openai
 import pytest
 from pydantic import BaseModel
 
+from tests.support import ROOT
+
 
 def _load_server_module() -> ModuleType:
     try:
@@ -26,7 +27,7 @@ def _load_server_module() -> ModuleType:
 
         return mod
     except Exception:  # noqa: BLE001  (desic/__init__.py may be missing: load by file path)
-        path = Path(__file__).resolve().parents[1] / "desic" / "testing" / "_server.py"
+        path = ROOT / "desic" / "testing" / "_server.py"
         spec = importlib.util.spec_from_file_location("_desic_fake_server", path)
         assert spec is not None and spec.loader is not None
         mod = importlib.util.module_from_spec(spec)

@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 import pytest
 from pydantic import BaseModel
-from test_optimizers_support import ROWS, answer, triage
 
 import desic
 from desic.data import Example
@@ -25,6 +24,7 @@ from desic.metrics import (
     token_f1,
 )
 from desic.testing import FunctionLM
+from tests.support.house_rule import ROWS, answer, triage
 
 
 def ex(**labels: Any) -> Example:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_optimizers_support import ROWS, SEARCHING, SMALL, Priced, answer, triage
 
 import desic
 from desic import events
@@ -14,6 +13,7 @@ from desic.lm import Usage
 from desic.optimize import MemoryRecorder
 from desic.record import program_key
 from desic.testing import FunctionLM
+from tests.support.house_rule import ROWS, SEARCHING, SMALL, Priced, answer, triage
 
 METRIC = desic.metrics.exact_match
 

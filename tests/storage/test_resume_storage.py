@@ -18,8 +18,6 @@ from typing import Any
 
 import msgspec
 import pytest
-from test_resume import TRAIN, answer, triage
-from test_storage import BACKENDS, url_for
 
 import desic
 import desic.storage as ds
@@ -27,6 +25,8 @@ from desic import ir
 from desic.errors import ConfigError
 from desic.optimize import MemoryRecorder
 from desic.testing import FunctionLM
+from tests.support.stores import BACKENDS, url_for
+from tests.support.two_teams import TRAIN, answer, triage
 
 
 class Crash(BaseException):

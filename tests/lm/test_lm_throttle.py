@@ -12,13 +12,13 @@ from types import SimpleNamespace
 from typing import Any, Literal
 
 import pytest
-from overlap_support import InFlight
 
 import desic
 import desic._bucket
 from desic.lm import LMRequest, RetryLM, ThrottleLM
 from desic.lm._throttle import estimate_tokens
 from desic.testing import FakeLM, FakeOpenAIServer, Faults, FunctionLM, allow_model_requests
+from tests.support.overlap import InFlight
 
 
 @desic.signature

@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_resume import TRAIN, answer, triage
-from test_storage import RECORD, make_run, url_for
 
 import desic
 import desic.storage as ds
@@ -19,6 +17,8 @@ from desic.errors import ArtifactError, ConfigError, LMError, StorageError
 from desic.storage import _fs, _sqlite
 from desic.storage._memory import MemoryStorage
 from desic.testing import FakeOpenAIServer, FunctionLM, allow_model_requests
+from tests.support.stores import RECORD, make_run, url_for
+from tests.support.two_teams import TRAIN, answer, triage
 
 FILE_BACKENDS = ["sqlite", "tinydb", "msgspec"]
 

@@ -6,8 +6,14 @@ import asyncio
 from typing import Any
 
 import pytest
-from overlap_support import InFlight
-from test_optimizers_support import (
+
+import desic
+from desic import events, ir
+from desic.optimize import CompileTask, MemoryRecorder, register, registry, resolve, unregister
+from desic.optimize._propose import propose_instruction
+from desic.optimize.reflective import Reflective
+from desic.testing import FunctionLM
+from tests.support.house_rule import (
     ROWS,
     RULE,
     SEARCHING,
@@ -19,13 +25,7 @@ from test_optimizers_support import (
     route,
     triage,
 )
-
-import desic
-from desic import events, ir
-from desic.optimize import CompileTask, MemoryRecorder, register, registry, resolve, unregister
-from desic.optimize._propose import propose_instruction
-from desic.optimize.reflective import Reflective
-from desic.testing import FunctionLM
+from tests.support.overlap import InFlight
 
 METRIC = desic.metrics.exact_match
 

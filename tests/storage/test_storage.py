@@ -1,7 +1,7 @@
 """The storage contract: one suite, run against every backend (a fixture over the URLs).
 
 Any backend (built-in or registered by a third party) must pass these; add yours to
-``BACKENDS`` the way tinydb's own suite parametrizes over its storages.
+``BACKENDS`` in ``tests/support/stores.py`` (the ``url`` fixture is in this folder's conftest).
 """
 
 from __future__ import annotations
@@ -18,22 +18,8 @@ import desic.storage as ds
 from desic import ir
 from desic.errors import ArtifactError, ConfigError, StorageError
 from desic.optimize import RunRecorder
-
-BACKENDS = ["memory", "sqlite", "tinydb", "msgspec"]
-
-
-def url_for(backend: str, root: Path) -> str:
-    return {
-        "memory": "memory://",
-        "sqlite": f"sqlite://{root}/store.db",
-        "tinydb": f"tinydb://{root}/store.json",
-        "msgspec": f"msgspec://{root}/store",
-    }[backend]
-
-
-@pytest.fixture(params=BACKENDS)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return url_for(request.param, tmp_path)
+from tests.support.stores import RECORD, make_run, url_for
+from tests.support.two_teams import TRAIN, answer, triage
 
 
 @pytest.fixture
@@ -41,11 +27,6 @@ def store(url: str) -> Iterator[ds.Storage]:
     s = ds.open(url)
     yield s
     s.close()
-
-
-def make_run(store: ds.Storage, **fields: Any) -> ds.RunInfo:
-    run_id = fields.pop("id") if "id" in fields else ds.new_run_id()
-    return store.create_run(ds.RunInfo(id=run_id, **fields))
 
 
 def program(instructions: str = "Route it.") -> ir.Program:
@@ -72,15 +53,6 @@ def program(instructions: str = "Route it.") -> ir.Program:
         nodes=(node,),
         meta=ir.ProgramMeta(run_id="r1", score=0.75, optimizer="bootstrap"),
     )
-
-
-RECORD = {
-    "index": 0,
-    "score": 0.5,
-    "note": "naïve — ünïcode ✓",
-    "usage": [3, 120, 40, 0.0012],
-    "program": {"nodes": [{"id": "a", "demos": [{"x": None, "y": [1, 2.5, True]}]}]},
-}
 
 
 # -- runs ----------------------------------------------------------------------------------
@@ -372,8 +344,6 @@ def test_reopened_store_keeps_everything(url: str) -> None:
 
 
 def test_compile_records_run_history_and_final_program(url: str) -> None:
-    from test_resume import TRAIN, answer, triage
-
     compiled = desic.compile(
         triage,
         TRAIN,
@@ -404,8 +374,6 @@ def test_compile_records_run_history_and_final_program(url: str) -> None:
 
 
 def test_a_compile_stopped_by_a_budget_is_stored_as_stopped(url: str) -> None:
-    from test_resume import TRAIN, answer, triage
-
     url = url if not url.startswith("memory") else "memory://budget-stop-test"
     options: dict[str, Any] = {
         "metric": desic.metrics.exact_match,

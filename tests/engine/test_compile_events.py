@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_optimizers_support import ROWS, SMALL, answer, triage
 
 import desic
 from desic import events, ir
 from desic.optimize import CompileTask
 from desic.testing import FunctionLM
+from tests.support.house_rule import ROWS, SMALL, answer, triage
 
 METRIC = desic.metrics.exact_match
 

@@ -15,8 +15,6 @@ import time
 from typing import Any
 
 import pytest
-from overlap_support import InFlight
-from test_optimizers_support import answer, route, triage
 
 import desic
 from desic import ir
@@ -29,6 +27,8 @@ from desic.record import outcome_record
 from desic.render import render_messages
 from desic.runtime import RunState, current_run, default_node, settings
 from desic.testing import FunctionLM
+from tests.support.house_rule import answer, route, triage
+from tests.support.overlap import InFlight
 
 METRIC = desic.metrics.exact_match
 _marker: contextvars.ContextVar[str] = contextvars.ContextVar("_marker", default="unset")

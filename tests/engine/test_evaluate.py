@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import pytest
-from test_optimizers_support import answer, route, triage
 
 import desic
 from desic import events
@@ -16,6 +15,7 @@ from desic.budget import Budget
 from desic.evaluate import aevaluate
 from desic.lm import LMRequest
 from desic.testing import FunctionLM, last_input
+from tests.support.house_rule import answer, route, triage
 
 METRIC = desic.metrics.exact_match
 
