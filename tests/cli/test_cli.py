@@ -19,8 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from desic.cli import app
-from desic.testing import FakeOpenAIServer
-from desic.testing._server import default_handler
+from desic.testing import FakeOpenAIServer, default_handler
 
 PROJECT = textwrap.dedent(
     '''

@@ -3,6 +3,7 @@ atomic rewrites, several processes writing at once, and no secret ever written."
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -14,8 +15,8 @@ import pytest
 import desic
 import desic.storage as ds
 from desic.errors import ArtifactError, ConfigError, LMError, StorageError
-from desic.storage import _fs, _sqlite
-from desic.storage._memory import MemoryStorage
+from desic.storage import _sqlite  # private on purpose: unit test of the schema migrations
+from desic.storage._memory import MemoryStorage  # private: reused as a complete backend
 from desic.testing import FakeOpenAIServer, FunctionLM, allow_model_requests
 from tests.support.stores import RECORD, make_run, url_for
 from tests.support.two_teams import TRAIN, answer, triage
@@ -295,14 +296,14 @@ def test_failed_rewrite_leaves_the_old_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "doc.json"
-    _fs.atomic_write(target, b'{"v": 1}')
+    ds.atomic_write(target, b'{"v": 1}')
 
     def broken_replace(src: Any, dst: Any) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(_fs.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(StorageError, match=rf"cannot write {target}: No space left"):
-        _fs.atomic_write(target, b'{"v": 2}')
+        ds.atomic_write(target, b'{"v": 2}')
     assert target.read_bytes() == b'{"v": 1}'
     assert [p.name for p in tmp_path.iterdir()] == ["doc.json"]  # no temporary file left behind
 

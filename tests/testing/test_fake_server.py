@@ -1,16 +1,13 @@
-"""Tests for the loopback fake OpenAI server (desic.testing._server) with the real openai client."""
+"""The loopback fake OpenAI server (``desic.testing.FakeOpenAIServer``) and the openai client."""
 
 from __future__ import annotations
 
 import concurrent.futures
-import importlib.util
 import json
 import math
-import sys
 import time
 import urllib.error
 import urllib.request
-from types import ModuleType
 from typing import Any, Literal
 
 import instructor
@@ -18,27 +15,8 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.support import ROOT
+from desic.testing import FakeOpenAIServer, Faults
 
-
-def _load_server_module() -> ModuleType:
-    try:
-        import desic.testing._server as mod
-
-        return mod
-    except Exception:  # noqa: BLE001  (desic/__init__.py may be missing: load by file path)
-        path = ROOT / "desic" / "testing" / "_server.py"
-        spec = importlib.util.spec_from_file_location("_desic_fake_server", path)
-        assert spec is not None and spec.loader is not None
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod
-        spec.loader.exec_module(mod)
-        return mod
-
-
-_srv = _load_server_module()
-FakeOpenAIServer = _srv.FakeOpenAIServer
-Faults = _srv.Faults
 USER: Any = [{"role": "user", "content": "x"}]
 
 
