@@ -18,7 +18,7 @@ import pytest
 
 import desic
 from desic import ir
-from desic._aio import ThreadWorkers, home_loop, run_on_loop
+from desic._aio import ThreadWorkers, home_loop, run_on_loop  # private: unit tests of hand-offs
 from desic.data import Example, dataset_fingerprint, to_examples
 from desic.engine import run_one
 from desic.lm import LMRequest, Usage
@@ -264,7 +264,7 @@ def test_to_examples_fast_path_matches_validation() -> None:
 
 
 def test_dataset_fingerprint_is_the_fingerprint_of_the_rows_as_json() -> None:
-    from desic._json import to_jsonable
+    from desic._json import to_jsonable  # private: the rows' JSON form, no public API
 
     examples = [
         Example({"ticket": "a"}, {"team": "billing", "n": 1, "ok": True, "none": None}),

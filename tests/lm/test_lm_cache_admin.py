@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from desic.cli import app
-from desic.cli._cache import human_size, parse_duration, parse_size
+from desic.cli._cache import human_size, parse_duration, parse_size  # private: unit tests
 from desic.errors import StorageError
 from desic.lm.stores import CacheStats, SqliteStore
 

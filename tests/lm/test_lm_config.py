@@ -10,6 +10,8 @@ import pytest
 
 import desic
 from desic.lm import BaseLM, CacheLM, LMRequest, LMResponse, RetryLM, ThrottleLM, TimeoutLM
+
+# private on purpose (no public API): the tests look inside the layers desic.lm(...) builds
 from desic.lm._middleware import unwrap
 from desic.lm._openai import OpenAILM
 from desic.lm._wrapper import WrapperLM

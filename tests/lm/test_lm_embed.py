@@ -10,7 +10,7 @@ import pytest
 
 import desic
 from desic.lm import BaseLM, EmbeddingLM, LMRequest, LMResponse, local_available
-from desic.lm._local import LocalLM
+from desic.lm._local import LocalLM  # private: desic.lm("local") must build this provider
 from desic.testing import FakeLM, FakeOpenAIServer, FunctionLM, allow_model_requests, fake_embedding
 
 

@@ -15,8 +15,8 @@ import pytest
 import desic
 from desic.events import Event, listening
 from desic.lm import LMRequest, RetryLM, TimeoutLM
-from desic.lm._middleware import unwrap
-from desic.lm._openai import _retry_after
+from desic.lm._middleware import unwrap  # private: no public way to the innermost LM
+from desic.lm._openai import _retry_after  # private: unit test of the Retry-After parser
 from desic.testing import (
     FakeLM,
     FakeOpenAIServer,

@@ -14,9 +14,9 @@ from typing import Any, Literal
 import pytest
 
 import desic
-import desic._bucket
+import desic._bucket  # private: the token bucket's clock is patched
 from desic.lm import LMRequest, RetryLM, ThrottleLM
-from desic.lm._throttle import estimate_tokens
+from desic.lm._throttle import estimate_tokens  # private: the throttle's own token estimate
 from desic.testing import FakeLM, FakeOpenAIServer, Faults, FunctionLM, allow_model_requests
 from tests.support.overlap import InFlight
 

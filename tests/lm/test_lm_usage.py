@@ -11,6 +11,8 @@ import pytest
 
 import desic
 from desic.events import Event, listening
+
+# private on purpose (no public API): unit tests of the providers' own pricing (_cost)
 from desic.lm._local import LocalLM
 from desic.lm._openai import OpenAILM
 from desic.lm.pricing import PRICES, Price, cost, normalize_prices, price_for

@@ -10,7 +10,7 @@ import pytest
 import desic
 from desic import events, ir
 from desic.optimize import CompileTask, MemoryRecorder, register, registry, resolve, unregister
-from desic.optimize._propose import propose_instruction
+from desic.optimize._propose import propose_instruction  # private: desic's own proposer
 from desic.optimize.reflective import Reflective
 from desic.testing import FunctionLM
 from tests.support.house_rule import (

@@ -20,6 +20,8 @@ from pydantic import BaseModel
 
 import desic
 from desic import ir
+
+# private on purpose: unit tests of desic.render's fast path against its template path
 from desic.render import _compile, _fast_user, _fast_user_ok, _renderings, _user, render_messages
 from desic.runtime import default_node
 from desic.signature import STRATEGIES
