@@ -1,3 +1,4 @@
+# mypy: disable-error-code="empty-body"
 """``desic runs list|show|report|watch`` on stores filled directly (no LM involved)."""
 
 from __future__ import annotations

@@ -330,9 +330,11 @@ def route(ticket: str, lang: str = "en") -> Literal["billing", "tech"]:
 def _compile_v1(tmp_path: Path, module: str) -> Path:
     v1 = _define(V1, module)
     rows = [{"ticket": "money", "output": "billing"}]
-    return desic.compile(v1, rows, optimizer="labeled", lm=FakeLM(default="billing")).save(
+    saved = desic.compile(v1, rows, optimizer="labeled", lm=FakeLM(default="billing")).save(
         tmp_path / "route.json"
     )
+    assert isinstance(saved, Path)
+    return saved
 
 
 def test_unchanged_code_loads(tmp_path: Path) -> None:

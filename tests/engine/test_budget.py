@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -63,7 +64,7 @@ def test_meter_counts_work_in_flight_at_the_average_cost() -> None:
 
 # --- compile stops cleanly, for every kind of budget and optimizer ---------------------------
 
-KINDS = {
+KINDS: dict[str, Callable[[Usage], dict[str, Any]]] = {
     "max_calls": lambda u: {"max_calls": u.calls // 2},
     "max_tokens": lambda u: {"max_tokens": u.total_tokens // 2},
     "max_dollars": lambda u: {"max_dollars": u.cost / 2},

@@ -114,7 +114,12 @@ def test_a_failing_compile_ends_with_the_error() -> None:
 def test_nothing_is_built_when_nobody_listens(monkeypatch: pytest.MonkeyPatch) -> None:
     emitted: list[str] = []
     real = events.emit
-    monkeypatch.setattr(events, "emit", lambda kind, **data: (emitted.append(kind), real(kind, **data)))
+
+    def spy(kind: str, **data: Any) -> None:
+        emitted.append(kind)
+        real(kind, **data)
+
+    monkeypatch.setattr(events, "emit", spy)
     desic.compile(triage, ROWS, metric=METRIC, lm=FunctionLM(answer), optimizer="labeled")
     assert "run_start" not in emitted and "run_end" not in emitted
 

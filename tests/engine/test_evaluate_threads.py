@@ -1,3 +1,4 @@
+# mypy: disable-error-code="empty-body"
 """Synchronous pipelines under evaluation: worker threads, hand-offs to the loop, run state.
 
 A sync pipeline runs in a real thread, sees the caller's contextvars, and hands each

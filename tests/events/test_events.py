@@ -1,3 +1,4 @@
+# mypy: disable-error-code="empty-body"
 """The event bus and its sinks: subscribe, logging, JSONL traces, rich progress, OpenTelemetry."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="empty-body"
 """Bootstrapping with labelled demos in front of the trace-producing model (DSPy's teacher).
 
 The fake model here cannot do the task zero-shot: it answers right only when at least one

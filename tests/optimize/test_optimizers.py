@@ -123,7 +123,7 @@ def test_instruction_optimizers_rewrite_instructions(name: str) -> None:
     extra = {"mutation": 1.0, "generations": 3} if name == "genetic" else {}
     compiled = compile_with(name, lm, **extra)
     assert proposals(lm) > 0
-    instructions = {c.program.node("route").instructions for c in compiled.history if c.program.node("route")}  # type: ignore[union-attr]
+    instructions = {c.program.node("route").instructions for c in compiled.history if c.program.node("route")}
     assert len(instructions) >= 2  # the original and at least one proposal were scored
 
 
@@ -297,9 +297,10 @@ def test_task_call_survives_a_failing_proposer() -> None:
     [("bootstrap", "max_demo", "max_demos"), ("mipro", "trial", "trials"), ("labeled", "k", "max_demos")],
 )
 def test_a_misspelt_optimizer_option_lists_the_valid_names(optimizer: str, typo: str, valid: str) -> None:
+    misspelt: dict[str, Any] = {typo: 3}
     with pytest.raises(desic.ConfigError) as info:
         desic.compile(route, ROWS[:2], metric=desic.metrics.exact_match, optimizer=optimizer,
-                      lm=FunctionLM(answer), **{typo: 3})
+                      lm=FunctionLM(answer), **misspelt)
     message = str(info.value)
     assert f"optimizer {optimizer!r} has no option {typo!r}" in message
     assert valid in message.split("its options:", 1)[1]

@@ -1,13 +1,19 @@
+# mypy: disable-error-code="empty-body"
 """Pinned default prompts (snapshots under snapshots/), through the shipped fixture."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 import desic
+from desic.lm import LMRequest
 from desic.testing import FunctionLM, last_input
+
+# the shipped prompt_snapshot fixture: prompt_snapshot(target, **inputs) -> prompts by node
+PromptSnapshot = Callable[..., dict[str, list[dict[str, str]]]]
 
 
 class Route(BaseModel):
@@ -35,13 +41,13 @@ def support(ticket: str) -> Reply:
     return draft_reply(ticket=ticket, team=r.team)
 
 
-def test_predict_prompt_is_pinned(prompt_snapshot) -> None:
+def test_predict_prompt_is_pinned(prompt_snapshot: PromptSnapshot) -> None:
     prompts = prompt_snapshot(route, ticket="I was charged twice {{ 7*7 }}")
     assert list(prompts) == ["route"]
 
 
-def test_compiled_prompts_with_demos_are_pinned(prompt_snapshot) -> None:
-    def answer(request):
+def test_compiled_prompts_with_demos_are_pinned(prompt_snapshot: PromptSnapshot) -> None:
+    def answer(request: LMRequest) -> Any:
         text = last_input(request)
         if "team" in request.response_model.model_fields:
             return "billing" if "charged" in text else "shipping"

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="empty-body"
 """The HTML run report (``desic.report.build_report``) and the text node graph.
 
 The page is checked twice: parsed here (fast), and rendered by headless Chromium (what a

@@ -187,7 +187,7 @@ def test_history_keeps_order_and_exact_data(store: ds.Storage) -> None:
 
 def test_records_are_copies(store: ds.Storage) -> None:
     run = make_run(store)
-    record = {"index": 0, "program": {"nodes": [1]}}
+    record: dict[str, Any] = {"index": 0, "program": {"nodes": [1]}}
     store.add_candidate(run.id, record)
     store.put_evaluation(run.id, "k", record)
     record["program"]["nodes"].append(2)
@@ -293,8 +293,9 @@ def test_names_cannot_escape_the_store(store: ds.Storage) -> None:
             ds.parse_ref(f"{bad}@1")
     with pytest.raises((ConfigError, StorageError)):  # refused or simply not found; never a path
         store.get_run("../../etc")
+    store.put_artifact("ok", b"{}")
     with pytest.raises(ConfigError, match="reserved"):
-        store.put_artifact("ok", b"{}") and store.tag_artifact("ok", 1, "latest")
+        store.tag_artifact("ok", 1, "latest")
     with pytest.raises(ConfigError):
         store.tag_artifact("ok", 1, "../prod")
 

@@ -106,7 +106,7 @@ def test_incomplete_backend_is_refused_at_registration() -> None:
     with pytest.raises(ConfigError, match=r"Incomplete for 'half'://.*get_run, list_runs"):
         ds.register("half", Incomplete)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="Stubbed.*create_run"):
-        ds.register("stub", Stubbed)
+        ds.register("stub", Stubbed)  # type: ignore[arg-type]
     assert "half" not in ds.schemes() and "stub" not in ds.schemes()
     with pytest.raises(ConfigError, match="invalid storage scheme"):
         ds.register("Bad Scheme", Custom)
@@ -271,11 +271,14 @@ def test_sqlite_migrations_run_once_in_order(
 ) -> None:
     url = url_for("sqlite", tmp_path)
     _populate(url)
-    version = lambda: (
-        sqlite3.connect(tmp_path / "store.db")
-        .execute("SELECT version FROM desic_schema")
-        .fetchone()[0]
-    )
+
+    def version() -> Any:
+        return (
+            sqlite3.connect(tmp_path / "store.db")
+            .execute("SELECT version FROM desic_schema")
+            .fetchone()[0]
+        )
+
     assert version() == _sqlite.SCHEMA_VERSION == 1
     extra = "CREATE TABLE notes (run_id TEXT, text TEXT); INSERT INTO notes VALUES ('run-1', 'migrated')"
     monkeypatch.setattr(_sqlite, "MIGRATIONS", (*_sqlite.MIGRATIONS, extra))

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="empty-body"
 """Fakes shared by the optimizer and budget tests (no tests here).
 
 The task: route tickets to teams. Three keywords route themselves; the fourth follows a

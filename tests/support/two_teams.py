@@ -1,3 +1,4 @@
+# mypy: disable-error-code="empty-body"
 """A two-team triage pipeline and its fake model (no tests here): resume and storage tests.
 
 Tickets mentioning "charged" go to billing, the rest to shipping; ``answer`` always gets
