@@ -140,7 +140,7 @@ def test_negative_teacher_demos_is_refused() -> None:
 
 def test_pick_diverse_covers_distinct_answers_first_and_keeps_order() -> None:
     from desic import ir
-    from desic.optimize.bootstrap import pick_diverse
+    from desic.optimize.demos import pick_diverse
 
     def demo(answer: str, reasoning: str = "") -> ir.Demo:
         return ir.Demo(inputs={"q": answer}, output={"reasoning": reasoning, "answer": answer})
