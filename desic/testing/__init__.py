@@ -3,7 +3,8 @@
 - ``FakeLM``: scripted answers, in sequence or by input text;
 - ``FunctionLM``: a function (sync or async) from ``LMRequest`` to answer;
 - ``FakeOpenAIServer``: a loopback OpenAI-compatible HTTP server (with fault injection,
-  ``Faults``; a handler may raise ``HTTPFault`` for any status) to test through the real
+  ``Faults``; a handler may raise ``HTTPFault`` for any status, or fall back on
+  ``default_handler``, the server's own valid answer) to test through the real
   openai + instructor stack;
 - ``allow_model_requests()``: let a real provider run inside a test.
 
@@ -36,9 +37,9 @@ from ..lm import BaseLM, LMRequest, LMResponse, Usage
 from ..lm.guard import allow_model_requests
 
 if TYPE_CHECKING:
-    from ._server import FakeOpenAIServer, Faults, HTTPFault, fake_embedding
+    from ._server import FakeOpenAIServer, Faults, HTTPFault, default_handler, fake_embedding
 
-_SERVER_NAMES = ("FakeOpenAIServer", "Faults", "HTTPFault", "fake_embedding")
+_SERVER_NAMES = ("FakeOpenAIServer", "Faults", "HTTPFault", "default_handler", "fake_embedding")
 
 
 def __getattr__(name: str) -> Any:
@@ -58,6 +59,7 @@ __all__ = [
     "HTTPFault",
     "allow_model_requests",
     "coerce_answer",
+    "default_handler",
     "fake_embedding",
     "last_input",
 ]

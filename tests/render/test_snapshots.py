@@ -1,0 +1,65 @@
+# mypy: disable-error-code="empty-body"
+"""Pinned default prompts (snapshots under snapshots/), through the shipped fixture."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+import desic
+from desic.lm import LMRequest
+from desic.testing import FunctionLM, last_input
+
+# the shipped prompt_snapshot fixture: prompt_snapshot(target, **inputs) -> prompts by node
+PromptSnapshot = Callable[..., dict[str, list[dict[str, str]]]]
+
+
+class Route(BaseModel):
+    team: Literal["billing", "technical", "shipping", "account"]
+
+
+@desic.signature
+def route(ticket: Annotated[str, "the customer's message, verbatim"]) -> Route:
+    """Route a customer support ticket to the team that should handle it."""
+
+
+class Reply(BaseModel):
+    subject: str = Field(description="one line")
+    body: str
+
+
+@desic.signature(strategy="chain_of_thought")
+def draft_reply(ticket: str, team: str) -> Reply:
+    """Draft a short, polite reply to the customer on behalf of the team."""
+
+
+@desic.pipeline
+def support(ticket: str) -> Reply:
+    r = route(ticket=ticket)
+    return draft_reply(ticket=ticket, team=r.team)
+
+
+def test_predict_prompt_is_pinned(prompt_snapshot: PromptSnapshot) -> None:
+    prompts = prompt_snapshot(route, ticket="I was charged twice {{ 7*7 }}")
+    assert list(prompts) == ["route"]
+
+
+def test_compiled_prompts_with_demos_are_pinned(prompt_snapshot: PromptSnapshot) -> None:
+    def answer(request: LMRequest) -> Any:
+        text = last_input(request)
+        if "team" in request.response_model.model_fields:
+            return "billing" if "charged" in text else "shipping"
+        return {"reasoning": "The customer needs help.", "subject": "Re: your ticket", "body": "On it."}
+
+    trainset = [
+        {"ticket": "I was charged twice", "team": "billing"},
+        {"ticket": "Where is my parcel?", "team": "shipping"},
+    ]
+    with desic.context(lm=FunctionLM(answer)):
+        compiled = desic.compile(support, trainset, metric=lambda ex, out: 1.0, optimizer="bootstrap")
+        prompts = prompt_snapshot(compiled, ticket="My package arrived broken")
+    assert list(prompts) == ["route", "draft_reply"]
+    # demos are example turns: system, 2 x (user, assistant), then the query
+    assert [m["role"] for m in prompts["route"]] == ["system", "user", "assistant", "user", "assistant", "user"]
