@@ -17,6 +17,7 @@ import concurrent.futures
 import contextvars
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -172,6 +173,8 @@ def workers(size: int = 8) -> ThreadWorkers:
 # --- running coroutines from synchronous code --------------------------------------------
 
 _local = threading.local()
+# Loops whose run was interrupted, while their tasks are being cancelled.
+_winding_down: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
 
 def _thread_loop() -> asyncio.AbstractEventLoop:
@@ -183,7 +186,38 @@ def _thread_loop() -> asyncio.AbstractEventLoop:
 
 
 def _run_on_thread_loop(coro: Coroutine[Any, Any, T]) -> T:
-    return _thread_loop().run_until_complete(coro)
+    """Run ``coro`` on this thread's persistent loop.
+
+    If it ends with an interrupt (Ctrl-C, SIGTERM turned into one, SystemExit) or a
+    cancellation, every task still on the loop is cancelled at once and the loop is
+    dropped: nothing of the interrupted work may run again at this thread's next call.
+    """
+    loop = _thread_loop()
+    try:
+        return loop.run_until_complete(coro)
+    except (KeyboardInterrupt, SystemExit, asyncio.CancelledError, concurrent.futures.CancelledError) as exc:
+        _cancel_all(loop, f"interrupted by {type(exc).__name__}")
+        raise
+
+
+def _cancel_all(loop: asyncio.AbstractEventLoop, why: str) -> None:
+    """Cancel every task of ``loop``, let the cancellations run (a few seconds at most; a
+    second interrupt cuts them short), then close the loop and forget it."""
+    _local.loop = None  # whatever happens next, this thread starts a new loop next time
+    _winding_down.add(loop)  # LM calls handed over from worker threads are refused now
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for task in pending:
+        task.cancel(why)
+    try:
+        if pending:
+            loop.run_until_complete(asyncio.wait(pending, timeout=CANCEL_SECONDS))
+    finally:
+        if not any(not t.done() for t in pending):
+            loop.close()
+
+
+#: how long the tasks of an interrupted run get to wind down (close connections, ...)
+CANCEL_SECONDS = 5.0
 
 
 class _Handoff:
@@ -202,6 +236,10 @@ class _Handoff:
         self.waiter = _Waiter()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:  # on the loop
+        if loop in _winding_down:  # the run was interrupted: this call must not start
+            self.coro.close()
+            self.waiter.settle(None, concurrent.futures.CancelledError())
+            return
         try:
             task = loop.create_task(self.coro)
         except BaseException as exc:  # handed to the waiting thread, then raised here too
@@ -238,8 +276,11 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """
     if running_loop() is None:
         home = home_loop.get()
-        if home is not None and home.is_running():
-            return run_on_loop(home, coro)
+        if home is not None:  # a worker thread of an evaluation
+            if home.is_running() and home not in _winding_down:
+                return run_on_loop(home, coro)
+            coro.close()  # its evaluation is over (interrupted): no call starts on its behalf
+            raise asyncio.CancelledError("the evaluation this call belongs to was cancelled")
         return _run_on_thread_loop(coro)
     ctx = contextvars.copy_context()
     result: T = workers().call(ctx.run, _run_on_thread_loop, coro)

@@ -12,6 +12,7 @@ so a difference is refused with the list of what differs.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import uuid
@@ -40,6 +41,9 @@ from .storage import resolve as resolve_store
 __all__ = ["CompileRun", "compile_run"]
 
 log = logging.getLogger("desic")
+
+#: how often a running compile touches its run in the store (see ``storage.is_stale``)
+HEARTBEAT_SECONDS = 10.0
 MAX_ERROR = 2000
 
 
@@ -131,17 +135,20 @@ class CompileRun:
         self.finished = True
 
     def fail(self, exc: BaseException) -> None:
-        """Mark the run failed (an error) or stopped (interrupted, cancelled, out of budget)."""
+        """Mark the run ``interrupted`` (Ctrl-C, SIGTERM, cancelled), ``stopped`` (out of
+        budget) or ``failed`` (an error); each can be resumed."""
         if self.store is None or not self.started or self.finished:
             return
-        stopped = (
-            isinstance(exc, (KeyboardInterrupt, BudgetExceeded))
-            or type(exc).__name__ == "CancelledError"
-        )
+        if isinstance(exc, BudgetExceeded):
+            status = "stopped"
+        elif isinstance(exc, (KeyboardInterrupt, SystemExit)) or type(exc).__name__ == "CancelledError":
+            status = "interrupted"
+        else:
+            status = "failed"
         try:
             self._update(
                 self.run_id,
-                status="stopped" if stopped else "failed",
+                status=status,
                 error=_error_text(exc),
                 stopped_by=exc.budget if isinstance(exc, BudgetExceeded) else None,
             )
@@ -149,6 +156,19 @@ class CompileRun:
             log.exception(
                 "desic: could not mark run %s as failed in %s", self.run_id, self.store.url
             )
+
+    async def heartbeat(self) -> None:
+        """Touch the run's ``updated_at`` every ``HEARTBEAT_SECONDS`` while it runs (a task on
+        the compile's loop), so a run whose process was killed shows as stale, never as
+        running forever. A store error here is logged, never fatal."""
+        if self.store is None or not self.started:
+            return
+        while not self.finished:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                self.store.update_run(self.run_id)
+            except Exception:
+                log.warning("desic: could not record the heartbeat of run %s", self.run_id, exc_info=True)
 
     def _update(self, run_id: str, *, stopped_by: str | None = None, **fields: Any) -> None:
         """``store.update_run``; ``stopped_by`` only for a backend that takes it (one

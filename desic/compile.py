@@ -10,6 +10,7 @@ artifact imports no optimizer); they are re-exported here for compatibility.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import logging
 from collections.abc import Iterable
@@ -108,6 +109,7 @@ async def acompile(
                 trainset=len(train), valset=len(val) if val is not None else None, seed=seed,
             )
         stopped: BudgetExceeded | None = None
+        beat = asyncio.ensure_future(run.heartbeat())  # a killed process leaves a stale run
         try:
             program, stopped = await _optimize(opt, task, run.run_id, progress)
             score, split = await _final_score(task, program, stopped)
@@ -130,6 +132,8 @@ async def acompile(
                     stopped = exc
                 _run_end(task, run.run_id, pipe, opt, None, stopped, error=f"{type(exc).__name__}: {exc}")
             raise
+        finally:
+            beat.cancel()
         if listening:
             _run_end(task, run.run_id, pipe, opt, score, stopped)
     stopped_by = stopped.budget if stopped is not None else None

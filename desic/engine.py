@@ -166,6 +166,9 @@ async def run_one(
     except Exception as exc:  # noqa: BLE001 - recorded on the row, never fatal
         outcome.error = f"{type(exc).__name__}: {exc}"
         outcome.lm_failed = lm_failure(exc)
+    except BaseException:  # cancelled (Ctrl-C): a row still running in a thread stops calling
+        state.cancelled = True
+        raise
     outcome.latency = time.perf_counter() - start
     state.finish()
     return outcome

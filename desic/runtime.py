@@ -7,6 +7,7 @@ the bound program, the trace being recorded, usage).
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import threading
 import time
@@ -117,6 +118,7 @@ class RunState:
         "_edges",
         "_node_usage",
         "_origins",
+        "cancelled",
         "capture_only",
         "check_drift",
         "lm",
@@ -142,6 +144,7 @@ class RunState:
         self.check_drift = check_drift
         self.usage = usage
         self.nodes_seen: dict[str, ir.Node] = {}
+        self.cancelled = False  # set when the run was cancelled: it makes no further LM call
         self._node_usage: dict[str, Usage] | None = None
         self._edges: set[tuple[str, str, str]] | None = None
         self._counters: dict[str, int] | None = None
@@ -340,6 +343,8 @@ async def execute(
             state.trace.append(entry)
         if state.capture_only:
             raise CaptureStop(node.id)
+        if state.cancelled:  # a synchronous pipeline still running in a worker thread
+            raise asyncio.CancelledError(f"the run was cancelled before node {node.id!r} called its LM")
     lm = (state.lm if state is not None and state.lm is not None else None) or current_lm()
     request = LMRequest(
         messages=tuple(messages),

@@ -107,5 +107,22 @@ app.add_typer(cache_app, name="cache")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The console-script entry point (``desic = "desic.cli:main"``)."""
-    app(args=argv, prog_name="desic")
+    """The console-script entry point (``desic = "desic.cli:main"``).
+
+    SIGTERM is handled like Ctrl-C: the work in flight is cancelled, the run is stored as
+    ``interrupted`` and the command says how to resume it.
+    """
+    import signal
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        app(args=argv, prog_name="desic")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

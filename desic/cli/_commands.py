@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -82,7 +83,7 @@ def _budget_value(limits: dict[str, float]) -> Any:
 
 
 def _resume_hint(store_url: str | None, pipeline_ref: str) -> None:
-    """After Ctrl-C: name the stopped run so it can be resumed."""
+    """After Ctrl-C/SIGTERM: the full command that resumes the interrupted run."""
     from ..storage import configured_url
     from ..storage import open as open_store
 
@@ -98,7 +99,30 @@ def _resume_hint(store_url: str | None, pipeline_ref: str) -> None:
     except Exception:  # noqa: BLE001 - the hint is a courtesy; never mask the interruption
         return
     if runs:
-        echo_err(f"continue it with: desic compile ... --storage {url} --resume {runs[-1].id}")
+        echo_err(f"continue it with: {resume_command(sys.argv[1:], url, runs[-1].id)}")
+
+
+def resume_command(argv: list[str], store_url: str, run_id: str) -> str:
+    """``desic <argv>`` with ``--resume run_id`` (replacing any) and ``--storage`` when the
+    store came from the environment: a command that works when pasted."""
+    args: list[str] = []
+    skip = False
+    has_storage = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--resume":
+            skip = True
+            continue
+        if arg.startswith("--resume="):
+            continue
+        if arg == "--storage" or arg.startswith("--storage="):
+            has_storage = True
+        args.append(arg)
+    if not has_storage:
+        args += ["--storage", store_url]
+    return shlex.join(["desic", *args, "--resume", run_id])
 
 
 @handle_errors

@@ -71,7 +71,12 @@ def find_run(store: Storage, ref: str) -> RunInfo:
 
 
 def _status(info: RunInfo) -> str:
-    """The run's status; a budget stop names its budget: ``stopped (max_calls)``."""
+    """The run's status; a budget stop names its budget (``stopped (max_calls)``); a
+    running run whose process stopped touching it says so (``running (stale ...)``)."""
+    from ..storage import STALE_SECONDS, is_stale
+
+    if is_stale(info):
+        return f"running (stale: no heartbeat for over {STALE_SECONDS:g}s; its process is gone, resume it)"
     return f"{info.status} ({info.stopped_by})" if info.status == "stopped" and info.stopped_by else info.status
 
 
@@ -121,7 +126,7 @@ def print_table(headers: list[str], rows: list[list[str]], *, left: tuple[str, .
 @handle_errors
 def list_cmd(
     storage: StorageOpt = None,
-    status: Annotated[str | None, typer.Option("--status", help="only runs with this status (running, finished, failed, stopped)")] = None,
+    status: Annotated[str | None, typer.Option("--status", help="only runs with this status (running, finished, failed, stopped, interrupted)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the runs as JSON")] = False,
 ) -> None:
     """List the runs, oldest first."""
@@ -235,7 +240,10 @@ def watch_cmd(
     interval: Annotated[float, typer.Option("--interval", min=0.05, help="seconds between polls")] = 0.5,
     timeout: Annotated[float | None, typer.Option("--timeout", help="give up after this many seconds")] = None,
 ) -> None:
-    """Follow a run in progress: print each new candidate until the run ends."""
+    """Follow a run in progress: print each new candidate until the run ends (or is
+    found stale: its process stopped without ending it)."""
+    from ..storage import is_stale
+
     with open_existing(storage) as store:
         info = find_run(store, run)
         console = _console()
@@ -250,7 +258,8 @@ def watch_cmd(
             if follower is not None:
                 follower.start()
             while True:
-                status = store.get_run(info.id).status  # read before the history: nothing is missed
+                current = store.get_run(info.id)  # read before the history: nothing is missed
+                status = "stale" if is_stale(current) else current.status
                 history = store.history(info.id)
                 for record in history[seen:]:
                     score = record.get("score")

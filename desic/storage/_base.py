@@ -33,26 +33,35 @@ from ..errors import ConfigError
 
 __all__ = [
     "RUN_STATUSES",
+    "STALE_SECONDS",
     "ArtifactInfo",
     "RunInfo",
     "RunStatus",
     "RunUpdate",
     "Storage",
     "check_name",
+    "is_stale",
     "new_run_id",
     "now",
 ]
 
-RunStatus = Literal["running", "finished", "failed", "stopped"]
-RUN_STATUSES: tuple[str, ...] = ("running", "finished", "failed", "stopped")
+RunStatus = Literal["running", "finished", "failed", "stopped", "interrupted"]
+RUN_STATUSES: tuple[str, ...] = ("running", "finished", "failed", "stopped", "interrupted")
+
+#: a ``running`` run whose ``updated_at`` is older than this many seconds is stale: its
+#: process stopped without saying so (killed, machine lost). A compile touches its run
+#: every 10 s while it runs.
+STALE_SECONDS = 60.0
 
 
 class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
     """One compile run: what was optimized, how, and how it is going.
 
     ``optimizer_config`` includes the seed; ``lm`` is the LM's secret-free ``describe()``.
-    ``best_score`` is the best candidate score seen so far; ``error`` says why a failed or
-    stopped run ended. A run stopped by a budget has status ``"stopped"`` and
+    ``best_score`` is the best candidate score seen so far; ``error`` says why a failed,
+    stopped or interrupted run ended (``interrupted``: Ctrl-C, SIGTERM or cancelled; it
+    resumes like the others). A ``running`` run that stopped touching ``updated_at`` is
+    stale (``is_stale``). A run stopped by a budget has status ``"stopped"`` and
     ``stopped_by`` names the budget (``"max_calls"``, ...); its best program so far is kept
     with the run like a finished one's. (Stores written before ``stopped_by`` existed read
     as ``None`` there.)
@@ -216,6 +225,19 @@ def check_name(value: str, what: str) -> str:
 
 def now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
+
+
+def is_stale(info: RunInfo, *, after: float = STALE_SECONDS, at: _dt.datetime | None = None) -> bool:
+    """Whether ``info`` says ``running`` but has not been touched for ``after`` seconds."""
+    if info.status != "running" or not info.updated_at:
+        return False
+    try:
+        touched = _dt.datetime.fromisoformat(info.updated_at)
+    except ValueError:
+        return False
+    if touched.tzinfo is None:
+        touched = touched.replace(tzinfo=_dt.UTC)
+    return ((at or _dt.datetime.now(_dt.UTC)) - touched).total_seconds() > after
 
 
 def new_run_id() -> str:

@@ -15,12 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from test_optimizers_support import ROWS, SMALL, answer, triage
 
 import desic
 from desic.lm import LMRequest
 from desic.record import program_key
 from desic.testing import FunctionLM
+from tests.support.house_rule import ROWS, SMALL, answer, triage
 
 METRIC = desic.metrics.exact_match
 
