@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,6 +64,10 @@ class CompileRun:
         self.recorder: RunRecorder = MemoryRecorder()
         self.started = False
         self.finished = False
+        # who holds the run while this process runs it (a second resume is refused)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # a resumed run that had finished: its program, returned without any work
+        self.finished_program: ir.Program | None = None
 
     def start(
         self,
@@ -71,6 +77,7 @@ class CompileRun:
         optimizer_config: dict[str, Any],
         seed: int,
         lm: dict[str, Any],
+        trainset: str = "",
     ) -> None:
         if self.store is None:
             self.run_id = uuid.uuid4().hex[:12]
@@ -85,6 +92,8 @@ class CompileRun:
             optimizer_config=_plain(optimizer_config),
             seed=seed,
             lm=redact(_plain(lm)),
+            owner=self.owner,
+            trainset=trainset,
         )
         if self.resume is not None:
             try:
@@ -92,18 +101,39 @@ class CompileRun:
             except StorageError as exc:
                 raise ConfigError(f"cannot resume run {self.resume!r}: {exc}") from exc
             self._check_same(found, wanted)
+            if found.status == "finished":
+                self._finished_run(found)
+                return
             # running again: what ended it last time (an error, a budget) no longer applies
-            self._update(self.resume, status="running", error="", stopped_by="")
+            try:
+                self._update(self.resume, status="running", error="", stopped_by="", lease=self.owner)
+            except StorageError as exc:
+                raise ConfigError(f"cannot resume run {self.resume!r}: {exc}") from exc
         else:
             self.store.create_run(wanted)
         self.run_id = wanted.id
         self.recorder = StorageRecorder(self.store, self.run_id)
         self.started = True
 
+    def _finished_run(self, found: RunInfo) -> None:
+        """Resuming a finished run: nothing to do; its stored program is the answer."""
+        assert self.store is not None
+        data = self.store.get_run_program(found.id)
+        if data is None:
+            raise ConfigError(
+                f"run {found.id!r} finished but {self.store.url} holds no program for it; start a new run (drop resume=)"
+            )
+        self.finished_program = ir.decode_program(data, source=f"run {found.id} in {self.store.url}")
+        self.run_id = found.id
+        log.info("desic: run %s already finished; returning its program without running anything", found.id)
+
     def _check_same(self, found: RunInfo, wanted: RunInfo) -> None:
+        fields = ["pipeline", "optimizer", "optimizer_config", "seed", "lm"]
+        if found.trainset and wanted.trainset:  # runs stored before the fingerprint have none
+            fields.append("trainset")
         diffs = [
             f"{field}: run has {getattr(found, field)!r}, this compile has {getattr(wanted, field)!r}"
-            for field in ("pipeline", "optimizer", "optimizer_config", "seed", "lm")
+            for field in fields
             if getattr(found, field) != getattr(wanted, field)
         ]
         if diffs:
@@ -170,12 +200,17 @@ class CompileRun:
             except Exception:
                 log.warning("desic: could not record the heartbeat of run %s", self.run_id, exc_info=True)
 
-    def _update(self, run_id: str, *, stopped_by: str | None = None, **fields: Any) -> None:
-        """``store.update_run``; ``stopped_by`` only for a backend that takes it (one
-        written against an older protocol keeps the status and the reason in ``error``)."""
+    def _update(
+        self, run_id: str, *, stopped_by: str | None = None, lease: str | None = None, **fields: Any
+    ) -> None:
+        """``store.update_run``; ``stopped_by`` and ``lease`` only for a backend that takes
+        them (one written against an older protocol keeps the status and the reason in
+        ``error``, and cannot refuse a second resume)."""
         assert self.store is not None
         if stopped_by is not None and _takes(self.store.update_run, "stopped_by"):
             fields["stopped_by"] = stopped_by
+        if lease is not None and _takes(self.store.update_run, "lease"):
+            fields["lease"] = lease
         self.store.update_run(run_id, **fields)
 
 

@@ -87,7 +87,13 @@ async def acompile(
     teacher = make_lm(teacher_lm) if isinstance(teacher_lm, str) else teacher_lm
     active = student if student is not None else current_lm()  # resolved once, handed down on the task
     with compile_run(storage, resume, recorder) as run:
-        run.start(pipeline=pipe.ref, optimizer=opt.name, optimizer_config={**opt.config(), "seed": seed}, seed=seed, lm=active.describe())
+        rows = ir.fingerprint([dataset_fingerprint(train), dataset_fingerprint(val) if val is not None else None])
+        run.start(
+            pipeline=pipe.ref, optimizer=opt.name, optimizer_config={**opt.config(), "seed": seed}, seed=seed,
+            lm=active.describe(), trainset=rows,
+        )
+        if run.finished_program is not None:  # a finished run resumed: its program, no work
+            return CompiledPipeline(pipe, run.finished_program)
         task = CompileTask(
             pipeline=pipe,
             trainset=train,

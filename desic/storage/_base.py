@@ -29,7 +29,7 @@ from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
 import msgspec
 
-from ..errors import ConfigError
+from ..errors import ConfigError, StorageError
 
 __all__ = [
     "RUN_STATUSES",
@@ -79,6 +79,8 @@ class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
     best_score: float | None = None
     error: str | None = None
     stopped_by: str | None = None
+    owner: str = ""  # who holds the run while it runs (host:pid:token); see ``lease``
+    trainset: str = ""  # fingerprint of the rows it optimizes on (a resume must use the same)
     candidates: int = 0  # how many candidates the history holds (computed by the backend)
 
 
@@ -90,6 +92,7 @@ class RunUpdate(TypedDict, total=False):
     best_score: float | None
     error: str | None
     stopped_by: str | None
+    lease: str | None
 
 
 class ArtifactInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -144,9 +147,12 @@ class Storage(Protocol):
         best_score: float | None = None,
         error: str | None = None,
         stopped_by: str | None = None,
+        lease: str | None = None,
     ) -> RunInfo:
         """Change a run's status / best score / error / stopping budget (``None`` leaves a
-        field as is; ``""`` clears ``error`` or ``stopped_by``). Backends get this for free
+        field as is; ``""`` clears ``error`` or ``stopped_by``). ``lease`` takes the run
+        for that owner, atomically with the change: ``StorageError`` when another owner
+        holds it running and not stale (two resumes of one run at once). Backends get this for free
         from ``apply_update``; a backend without ``stopped_by`` still works (compile then
         keeps only the status and the reason in ``error``)."""
         ...
@@ -240,6 +246,24 @@ def is_stale(info: RunInfo, *, after: float = STALE_SECONDS, at: _dt.datetime | 
     return ((at or _dt.datetime.now(_dt.UTC)) - touched).total_seconds() > after
 
 
+def _gone(owner: str) -> bool:
+    """Whether the process named by a lease owner (``host:pid:token``) ran on this host and
+    no longer exists (killed: its run can be resumed at once, without waiting until stale)."""
+    import os
+    import socket
+
+    rest = owner.split(":")
+    if len(rest) < 3 or not rest[-2].isdigit() or ":".join(rest[:-2]) != socket.gethostname():
+        return False
+    try:
+        os.kill(int(rest[-2]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
+
+
 def new_run_id() -> str:
     """A fresh run id that sorts by creation time: ``20250131-142501-3fa2c1``."""
     stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d-%H%M%S")
@@ -253,11 +277,21 @@ def apply_update(
     best_score: float | None = None,
     error: str | None = None,
     stopped_by: str | None = None,
+    lease: str | None = None,
 ) -> RunInfo:
-    """``info`` with the given fields changed and ``updated_at`` set (shared by backends).
+    """``info`` with the given fields changed and ``updated_at`` set (shared by backends,
+    which call it inside their lock or transaction, so a ``lease`` is taken atomically).
 
     ``None`` leaves a field as is; ``""`` clears ``error`` / ``stopped_by``."""
     changes: dict[str, Any] = {"updated_at": now()}
+    if lease is not None:
+        if info.status == "running" and info.owner and info.owner != lease and not is_stale(info) and not _gone(info.owner):
+            raise StorageError(
+                f"run {info.id} is running in another process ({info.owner}, last heartbeat "
+                f"{info.updated_at}); wait for it to end or stop it. A run whose process died "
+                f"without a word can be resumed once it is stale ({STALE_SECONDS:g}s without a heartbeat)"
+            )
+        changes["owner"] = lease
     if status is not None:
         if status not in RUN_STATUSES:
             raise ConfigError(f"invalid run status {status!r}; one of {', '.join(RUN_STATUSES)}")

@@ -9,7 +9,9 @@ to one store, so writers hold an exclusive ``flock`` on a lock file beside the d
 
 from __future__ import annotations
 
+import glob
 import os
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -61,9 +63,30 @@ def fsync_dir(path: Path) -> None:
 
 
 def atomic_write(path: Path, data: bytes, *, sync_dir: bool = False) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new file, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Replace ``path`` with ``data`` so that readers see the old or the new file, never half.
+
+    The new file keeps the mode of the one it replaces, or gets the mode a new file would
+    get (``0666`` less the umask); a target with no write permission at all is refused,
+    never replaced (renaming over it would succeed). Temporary files of this target
+    (``.<name>.<pid>.<random>.tmp``) left by a process that is gone (killed mid-save) are
+    removed. Any failure is a ``StorageError`` naming the path.
+    """
     try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mode = 0o666 & ~_umask()
+    else:
+        if not mode & 0o222:
+            raise StorageError(
+                f"{path} is read-only; it was not changed. Make it writable (chmod u+w) or use another path"
+            )
+    _remove_orphans(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -76,6 +99,40 @@ def atomic_write(path: Path, data: bytes, *, sync_dir: bool = False) -> None:
         raise
     if sync_dir:
         fsync_dir(path.parent)
+
+
+_umask_lock = threading.Lock()
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back, under a lock)."""
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete ``.<name>.<pid>.*.tmp`` files of ``path`` whose process no longer exists."""
+    try:
+        leftovers = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+    except OSError:
+        return
+    for tmp in leftovers:
+        pid_text = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid() or _alive(int(pid_text)):
+            continue
+        tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid < 2**22  # a process of another user exists; an absurd pid does not
+    return True
 
 
 def encode_json(value: Any) -> bytes:
