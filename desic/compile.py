@@ -25,7 +25,7 @@ from .data import dataset_fingerprint, to_examples
 from .engine import default_concurrency
 from .errors import BudgetExceeded
 from .lm import LM
-from .metrics import Metric
+from .metrics import Metric, resolve_metric
 from .optimize import CompileTask, Optimizer, RunRecorder, resolve
 from .pipeline import Pipeline, as_pipeline
 from .record import program_key
@@ -49,7 +49,7 @@ async def acompile(
     pipeline: Compilable,
     trainset: Iterable[Any],
     *,
-    metric: Metric | None = None,
+    metric: Metric | str | None = None,
     optimizer: str | Optimizer = "bootstrap",
     valset: Iterable[Any] | None = None,
     lm: LM | str | None = None,
@@ -70,6 +70,7 @@ async def acompile(
     """The async form of :func:`compile` (same options)."""
     from .lm import lm as make_lm
 
+    metric = resolve_metric(metric) if metric is not None else None
     pipe = as_pipeline(pipeline)
     train = to_examples(pipe, trainset, what="trainset")  # every row checked before any LM call
     val = to_examples(pipe, valset, what="valset") if valset is not None else None
@@ -199,7 +200,7 @@ def compile(
     pipeline: Compilable,
     trainset: Iterable[Any],
     *,
-    metric: Metric | None = None,
+    metric: Metric | str | None = None,
     optimizer: str | Optimizer = "bootstrap",
     valset: Iterable[Any] | None = None,
     lm: LM | str | None = None,
@@ -219,7 +220,8 @@ def compile(
 ) -> CompiledPipeline:
     """Optimize ``pipeline`` on ``trainset`` and return it bound to the best program.
 
-    - ``metric``: scores an output against a row's labels (``desic.metrics``);
+    - ``metric``: scores an output against a row's labels: a function ``metric(example,
+      output)`` or the name of one of ``desic.metrics`` (``"exact_match"``, ...);
     - ``optimizer``: a registered name (``"bootstrap"``, ``"mipro"``, ...) or an instance;
       the optimizer's own options follow as keywords (a misspelt one is a ``ConfigError``
       listing the valid names);

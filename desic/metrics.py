@@ -45,7 +45,9 @@ __all__ = [
     "field_match",
     "judge",
     "metric_key",
+    "named",
     "normalize",
+    "resolve_metric",
     "score_of",
     "semantic_similarity",
     "token_f1",
@@ -211,6 +213,48 @@ def _is_extra(path: str, want: dict[str, Any]) -> bool:
     """An output leaf counts as extra only inside a list the labels also have (extra items)."""
     head = path.rsplit("[", 1)[0]
     return "[" in path and any(p.startswith(head + "[") for p in want)
+
+
+# --- metrics by name ----------------------------------------------------------------------
+
+
+def named() -> dict[str, Metric]:
+    """The metrics that can be given by name (``evaluate(..., "exact_match")``, ``--metric``)."""
+    return {"exact_match": exact_match, "token_f1": token_f1, "f1": token_f1, "contains": contains, "field_match": field_match}
+
+
+def resolve_metric(metric: Metric | str | None) -> Metric:
+    """``metric`` itself, or the metric of that name; a ``ConfigError`` for anything else.
+
+    Checked before any LM call: a metric that cannot be called as ``metric(example,
+    output)`` would otherwise fail on every row after every row's LM calls were paid for.
+    """
+    names = ", ".join(sorted(named()))
+    if isinstance(metric, str):
+        found = named().get(metric.strip())
+        if found is None:
+            raise ConfigError(
+                f"unknown metric {metric!r}; the metrics known by name are {names} "
+                "(or pass a function metric(example, output) -> float)"
+            )
+        return found
+    if not callable(metric):
+        raise ConfigError(
+            f"metric={metric!r:.60} is not a metric: pass a function metric(example, output) -> float "
+            f"or the name of one of {names}"
+        )
+    try:
+        params = inspect.signature(metric)
+    except (TypeError, ValueError):
+        return metric  # a builtin or C callable: nothing to check
+    try:
+        params.bind(None, None)
+    except TypeError:
+        raise ConfigError(
+            f"metric {getattr(metric, '__qualname__', metric)!r} takes ({', '.join(params.parameters)}); "
+            "a metric is called as metric(example, output) and returns a score"
+        ) from None
+    return metric
 
 
 # --- scores and LM-backed metrics ---------------------------------------------------------

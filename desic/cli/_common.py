@@ -180,22 +180,10 @@ def resolve_metric(name: str) -> Metric:
 
 
 def builtin_metrics() -> dict[str, Metric]:
-    """The ready-to-use metrics of ``desic.metrics``: public functions of (example, output)."""
-    from .. import metrics
+    """The metrics of ``desic.metrics`` that can be given by name (the one list of them)."""
+    from ..metrics import named
 
-    found: dict[str, Metric] = {}
-    for name in getattr(metrics, "__all__", dir(metrics)):
-        obj = getattr(metrics, name, None)
-        if not inspect.isfunction(obj) or name.startswith("_"):
-            continue
-        params = [
-            p
-            for p in inspect.signature(obj).parameters.values()
-            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-        if len(params) == 2 and params[0].name in ("example", "ex", "gold"):
-            found[name] = obj
-    return found
+    return named()
 
 
 def parse_json_object(text: str, *, option: str) -> dict[str, Any]:
