@@ -25,7 +25,7 @@ from .data import dataset_fingerprint, to_examples
 from .engine import default_concurrency
 from .errors import BudgetExceeded
 from .lm import LM
-from .metrics import Metric, resolve_metric
+from .metrics import Metric, check_labels, resolve_metric
 from .optimize import CompileTask, Optimizer, RunRecorder, resolve
 from .pipeline import Pipeline, as_pipeline
 from .record import program_key
@@ -74,6 +74,9 @@ async def acompile(
     pipe = as_pipeline(pipeline)
     train = to_examples(pipe, trainset, what="trainset")  # every row checked before any LM call
     val = to_examples(pipe, valset, what="valset") if valset is not None else None
+    check_labels(pipe, train, metric, what="trainset", demos=True)  # trainset labels become demos
+    if val is not None:
+        check_labels(pipe, val, metric, what="valset")
     opt = resolve(optimizer, **optimizer_options)
     limits = Budget.of(
         budget, max_calls=max_calls, max_tokens=max_tokens, max_dollars=max_dollars, max_seconds=max_seconds

@@ -33,7 +33,7 @@ from .data import Example, to_examples
 from .engine import LOCAL, RunOutcome, default_concurrency, score_outcome
 from .errors import ConfigError
 from .lm import LM, Usage
-from .metrics import Metric, resolve_metric
+from .metrics import Metric, check_labels, resolve_metric
 from .pipeline import Pipeline, as_pipeline
 
 __all__ = ["EvaluationReport", "ExampleResult", "aevaluate", "evaluate"]
@@ -159,6 +159,7 @@ async def aevaluate(
     if program is None:
         program = getattr(target, "program", None)
     examples = to_examples(pipe, devset, what="devset")
+    check_labels(pipe, examples, metric, what="devset")
     concurrency = default_concurrency(concurrency)
     if max_errors is not None and max_errors < 1:
         raise ConfigError(f"max_errors must be at least 1 (or None for no limit), got {max_errors}")

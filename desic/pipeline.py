@@ -60,6 +60,8 @@ class Pipeline(Generic[P, R]):
             adapter = TypeAdapter(hints[pname]) if pname in hints else None
             self.inputs[pname] = (adapter, param.default is param.empty)
         self._signature = inspect.signature(fn)
+        # The declared return type (None when not annotated): what labels are checked against.
+        self.output_type: Any = hints.get("return")
         # Rebuilds an output from JSON (recorded evaluations of a resumed run).
         self.output_adapter: TypeAdapter[Any] | None = (
             TypeAdapter(hints["return"]) if "return" in hints else None
@@ -179,7 +181,9 @@ class SignaturePipeline(Pipeline[..., Any]):
         super().__init__(single, name=sig.spec.name)
         self.signature = sig
         self.ref = sig.spec.ref
-        if sig.spec.output_field is None:
+        field = sig.spec.output_field
+        self.output_type = sig.output_model if field is None else sig.output_model.model_fields[field].annotation
+        if field is None:
             self.output_adapter = TypeAdapter(sig.output_model)
 
 

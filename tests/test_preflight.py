@@ -107,3 +107,89 @@ def test_a_metric_that_cannot_take_example_and_output_is_refused() -> None:
     with pytest.raises(desic.ConfigError, match=r"metric\(example, output\)"):
         desic.evaluate(route, ROWS, lambda output: 1.0, lm=lm)  # type: ignore[arg-type, misc]
     assert lm.calls == []
+
+
+# --- 10. label keys -----------------------------------------------------------------------
+
+
+def test_labels_matching_no_output_field_are_refused_naming_row_labels_and_fields() -> None:
+    lm = fake()
+    rows = [*ROWS, {"ticket": "sad", "sentiment": "negative", "score": 2}]
+    with pytest.raises(desic.DataError) as info:
+        desic.evaluate(route, rows, desic.metrics.exact_match, lm=lm)
+    message = str(info.value)
+    assert "row 3" in message and "sentiment" in message and "score" in message and "team" in message
+    assert info.value.row == 3
+    assert lm.calls == []
+
+
+@pytest.mark.parametrize("target", [route, triage], ids=["signature", "pipeline"])
+def test_compile_refuses_labels_of_another_task(target: Any) -> None:
+    lm = fake()
+    rows = [{"ticket": "a", "sentiment": "positive", "language": "en"}] * 3
+    with pytest.raises(desic.DataError, match="row 0.*language.*sentiment.*team"):
+        desic.compile(target, rows, metric=desic.metrics.exact_match, lm=lm)
+    assert lm.calls == []
+
+
+def test_a_bare_output_with_several_labels_and_no_answer_label_is_refused() -> None:
+    lm = fake()
+    with pytest.raises(desic.DataError, match="row 0"):
+        desic.evaluate(reply, [{"ticket": "a", "tone": "warm", "length": 3}], "exact_match", lm=lm)  # type: ignore[arg-type]
+    with pytest.raises(desic.DataError, match="no labels"):
+        desic.evaluate(reply, [{"ticket": "a"}], "exact_match", lm=lm)  # type: ignore[arg-type]
+    assert lm.calls == []
+
+
+@pytest.mark.parametrize(
+    ("target", "row"),
+    [
+        (reply, {"ticket": "a", "expected": "hello"}),  # a single label matches a bare output
+        (reply, {"ticket": "a", "answer": "hello", "notes": "x"}),  # "answer" is the one compared
+        (route, {"ticket": "a", "label": "billing"}),  # a single label, a single-field output
+        (route, {"ticket": "a", "route": {"team": "billing"}}),  # the whole output under one label
+        (classify, {"ticket": "a", "team": "billing", "source": "mail"}),  # extra labels beside a field
+        (untyped, {"ticket": "a", "team": "billing"}),  # output type unknown: not checked
+    ],
+    ids=["bare-single", "bare-answer", "single-field", "whole-output", "extra-label", "unknown-type"],
+)
+def test_labels_that_work_today_are_still_accepted(target: Any, row: dict[str, Any]) -> None:
+    lm = fake()
+    report = desic.evaluate(target, [row], desic.metrics.exact_match, lm=lm)
+    assert report.errors == 0, report.results[0].error
+
+
+def test_a_custom_metric_may_read_any_label() -> None:
+    def long_enough(example: desic.Example, output: Any) -> float:
+        return float(len(output.team) >= example.labels["min_length"])
+
+    report = desic.evaluate(route, [{"ticket": "a", "min_length": 3}], long_enough, lm=fake())
+    assert report.score == 1.0
+
+
+# --- 10. label values ---------------------------------------------------------------------
+
+
+def test_a_label_value_the_output_type_refuses_never_becomes_a_demo() -> None:
+    lm = fake()
+    rows = [*ROWS, {"ticket": "crash", "team": 7}]
+    with pytest.raises(desic.DataError) as info:
+        desic.compile(route, rows, optimizer="labeled", lm=lm)
+    message = str(info.value)
+    assert "row 3" in message and "'team'" in message and "Input should be 'billing' or 'tech'" in message
+    assert info.value.row == 3 and info.value.field == "team"
+    assert lm.calls == []
+
+
+def test_evaluate_refuses_a_label_that_can_never_equal_the_output() -> None:
+    lm = fake()
+    with pytest.raises(desic.DataError, match="row 1.*'urgent'"):
+        desic.evaluate(classify, [{"ticket": "a", "team": "tech", "urgent": True},
+                                  {"ticket": "b", "team": "tech", "urgent": "very"}], "exact_match", lm=lm)  # type: ignore[arg-type]
+    assert lm.calls == []
+
+
+def test_label_values_exact_match_treats_as_equal_are_still_accepted() -> None:
+    # exact_match compares normalised text: "Billing " scores 1.0 against "billing" today
+    report = desic.evaluate(route, [{"ticket": "a", "team": "Billing "}], desic.metrics.exact_match, lm=fake())
+    assert report.score == 1.0
