@@ -193,3 +193,58 @@ def test_label_values_exact_match_treats_as_equal_are_still_accepted() -> None:
     # exact_match compares normalised text: "Billing " scores 1.0 against "billing" today
     report = desic.evaluate(route, [{"ticket": "a", "team": "Billing "}], desic.metrics.exact_match, lm=fake())
     assert report.score == 1.0
+
+
+# --- 10. optimizer options ----------------------------------------------------------------
+
+
+BAD_OPTIONS = [
+    ("labeled", "max_demos", -1),
+    ("bootstrap", "max_demos", -1),
+    ("bootstrap", "max_labeled", -2),
+    ("bootstrap", "threshold", 1.5),
+    ("bootstrap", "rounds", 0),
+    ("bootstrap", "max_demos", "four"),
+    ("random_search", "num_candidates", -1),
+    ("random_search", "val_fraction", 1.5),
+    ("random_search", "max_val", 0),
+    ("beam", "width", 0),
+    ("beam", "temperature", -0.5),
+    ("genetic", "mutation", 2.0),
+    ("genetic", "generations", -1),
+    ("mipro", "trials", -3),
+    ("mipro", "gamma", 0.0),
+    ("reflective", "iterations", -1),
+    ("reflective", "max_val", True),
+]
+
+
+@pytest.mark.parametrize(("optimizer", "option", "value"), BAD_OPTIONS, ids=lambda v: str(v))
+def test_optimizer_options_out_of_range_are_config_errors(optimizer: str, option: str, value: Any) -> None:
+    lm = fake()
+    with pytest.raises(desic.ConfigError) as info:
+        desic.compile(route, ROWS, metric=desic.metrics.exact_match, optimizer=optimizer, lm=lm, **{option: value})
+    message = str(info.value)
+    assert f"{option}={value!r}" in message
+    assert optimizer in message
+    assert "\n" not in message
+    assert lm.calls == []
+
+
+def test_optimizer_constructors_check_their_options() -> None:
+    from desic.optimize.bootstrap import Bootstrap
+    from desic.optimize.labeled import Labeled
+    from desic.optimize.mipro import Mipro
+
+    with pytest.raises(desic.ConfigError, match=r"max_demos=-1.*0 or more"):
+        Labeled(max_demos=-1)
+    with pytest.raises(desic.ConfigError, match=r"threshold=2.*between 0 and 1"):
+        Bootstrap(threshold=2)
+    with pytest.raises(desic.ConfigError, match=r"parallel=0.*None, or a whole number 1 or more"):
+        Mipro(parallel=0)
+    Mipro(parallel=None, minibatch=0)  # minibatch 0: score on the whole validation split
+
+
+def test_unknown_options_still_list_the_valid_names() -> None:
+    with pytest.raises(desic.ConfigError, match="its options: max_demos"):
+        desic.compile(route, ROWS, optimizer="labeled", lm=fake(), max_demo=2)

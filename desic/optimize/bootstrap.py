@@ -30,10 +30,11 @@ import msgspec
 from .. import ir
 from ..data import Example
 from ..engine import RunOutcome
-from ..errors import BudgetExceeded, ConfigError, LMError
+from ..errors import BudgetExceeded, LMError
 from ..lm import LM
 from ..pipeline import observed_program
 from ..runtime import default_node
+from ._options import COUNT, POSITIVE, SHARE, Range, check
 from .demos import labeled_rows, pick_diverse
 from .task import CompileTask
 
@@ -339,14 +340,20 @@ class Bootstrap:
         rounds: int = 1,
         teacher_demos: int | None = None,
     ):
+        for option, value, allowed in (
+            ("max_demos", max_demos, COUNT),
+            ("max_labeled", max_labeled, COUNT),
+            ("threshold", threshold, SHARE),
+            ("rounds", rounds, POSITIVE),
+            ("teacher_demos", teacher_demos, Range(0, none=True)),
+        ):
+            check(self.name, option, value, allowed)
         self.max_demos = max_demos
         self.max_labeled = max_labeled
         self.threshold = threshold
         self.rounds = rounds
         # labelled demos the trace-producing model sees while bootstrapping (None: max_labeled)
         self.teacher_demos = max_labeled if teacher_demos is None else teacher_demos
-        if self.teacher_demos < 0:
-            raise ConfigError(f"teacher_demos={teacher_demos!r}: use 0 (none) or a positive count")
 
     def config(self) -> dict[str, Any]:
         return {
