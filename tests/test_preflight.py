@@ -248,3 +248,23 @@ def test_optimizer_constructors_check_their_options() -> None:
 def test_unknown_options_still_list_the_valid_names() -> None:
     with pytest.raises(desic.ConfigError, match="its options: max_demos"):
         desic.compile(route, ROWS, optimizer="labeled", lm=fake(), max_demo=2)
+
+
+# --- 10. return types ---------------------------------------------------------------------
+
+
+class Loose(BaseModel):
+    answer: str
+    extra: Any
+
+
+def test_a_return_type_without_a_schema_is_a_signature_error() -> None:
+    with pytest.raises(desic.SignatureError, match="return type.*object"):
+        @desic.signature
+        def vague(question: str) -> object:
+            """Answer."""
+
+    with pytest.raises(desic.SignatureError, match="extra"):
+        @desic.signature
+        def loose(question: str) -> Loose:
+            """Answer."""
