@@ -268,3 +268,36 @@ def test_a_return_type_without_a_schema_is_a_signature_error() -> None:
         @desic.signature
         def loose(question: str) -> Loose:
             """Answer."""
+
+
+# --- 11. LM options -----------------------------------------------------------------------
+
+URL = "http://127.0.0.1:9/v1"  # nothing listens there; nothing may be sent
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("retries", -1), ("rps", 0), ("rps", -2.5), ("timeout", 0), ("timeout", -1), ("tpm", 0), ("burst", 0)],
+)
+def test_lm_options_out_of_range_are_config_errors(option: str, value: Any) -> None:
+    extra = {"rps": 1} if option == "burst" else {}
+    with pytest.raises(desic.ConfigError, match=f"{option}={value!r}"):
+        desic.lm("openai:gpt-4o-mini", base_url=URL, api_key="x", **{option: value, **extra})
+    with pytest.raises(desic.ConfigError, match=f"{option}={value!r}"):
+        desic.lm(FakeLM(), **{option: value, **extra})
+
+
+def test_lm_options_are_checked_before_the_provider_is_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(desic.ConfigError, match="retries=-1"):  # not "needs an API key"
+        desic.lm("openai:gpt-4o-mini", retries=-1)
+
+
+def test_the_lm_wrappers_check_their_options_too() -> None:
+    with pytest.raises(desic.ConfigError, match="max_retries=-3"):
+        desic.lm.retry(FakeLM(), -3)
+    with pytest.raises(desic.ConfigError, match="rps=0"):
+        desic.lm.throttle(FakeLM(), rps=0)
+    with pytest.raises(desic.ConfigError, match="seconds=0"):
+        desic.lm.timeout(FakeLM(), 0)
