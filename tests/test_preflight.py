@@ -301,3 +301,17 @@ def test_the_lm_wrappers_check_their_options_too() -> None:
         desic.lm.throttle(FakeLM(), rps=0)
     with pytest.raises(desic.ConfigError, match="seconds=0"):
         desic.lm.timeout(FakeLM(), 0)
+
+
+# --- 11. declarations ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("thing", [42, "triage", route.spec])
+def test_pipeline_of_a_non_function_is_a_signature_error(thing: Any) -> None:
+    with pytest.raises(desic.SignatureError, match="@desic.pipeline"):
+        desic.pipeline(thing)
+
+
+def test_evaluating_a_non_pipeline_is_a_signature_error() -> None:
+    with pytest.raises(desic.SignatureError, match="expected a @desic.pipeline"):
+        desic.evaluate(42, ROWS, "exact_match")  # type: ignore[arg-type]
