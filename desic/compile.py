@@ -21,7 +21,7 @@ from ._compiled import CompiledPipeline, load
 from ._lifecycle import compile_run
 from ._version import __version__
 from .budget import Budget
-from .data import dataset_fingerprint, to_examples
+from .data import dataset_fingerprint, require_json, to_examples
 from .engine import default_concurrency
 from .errors import BudgetExceeded
 from .lm import LM
@@ -74,8 +74,10 @@ async def acompile(
     pipe = as_pipeline(pipeline)
     train = to_examples(pipe, trainset, what="trainset")  # every row checked before any LM call
     val = to_examples(pipe, valset, what="valset") if valset is not None else None
+    require_json(train, "trainset")  # rows are fingerprinted and recorded
     check_labels(pipe, train, metric, what="trainset", demos=True)  # trainset labels become demos
     if val is not None:
+        require_json(val, "valset")
         check_labels(pipe, val, metric, what="valset")
     opt = resolve(optimizer, **optimizer_options)
     limits = Budget.of(

@@ -315,3 +315,33 @@ def test_pipeline_of_a_non_function_is_a_signature_error(thing: Any) -> None:
 def test_evaluating_a_non_pipeline_is_a_signature_error() -> None:
     with pytest.raises(desic.SignatureError, match="expected a @desic.pipeline"):
         desic.evaluate(42, ROWS, "exact_match")  # type: ignore[arg-type]
+
+
+# --- 11. rows that are not JSON -----------------------------------------------------------
+
+
+def test_a_row_value_that_is_not_json_is_a_data_error_naming_row_and_field() -> None:
+    lm = fake()
+    rows = [*ROWS, {"ticket": "x", "team": "tech", "attachment": object()}]
+    with pytest.raises(desic.DataError) as info:
+        desic.compile(route, rows, optimizer="labeled", lm=lm)
+    assert "row 3" in str(info.value) and "'attachment'" in str(info.value)
+    assert info.value.row == 3 and info.value.field == "attachment"
+    assert lm.calls == []
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_a_file_that_is_not_utf8_is_a_data_error_naming_file_and_line(tmp_path: Path, suffix: str) -> None:
+    body = {
+        ".jsonl": b'{"ticket": "ok"}\n{"ticket": "caf\xe9"}\n',
+        ".json": b'[\n{"ticket": "ok"},\n{"ticket": "caf\xe9"}\n]\n',
+        ".csv": b"ticket\nok\ncaf\xe9\n",
+    }[suffix]
+    path = tmp_path / f"rows{suffix}"
+    path.write_bytes(body)
+    with pytest.raises(desic.DataError) as info:
+        desic.load_dataset(path)
+    message = str(info.value)
+    assert str(path) in message and "UTF-8" in message
+    line = {".jsonl": 2, ".json": 3, ".csv": 3}[suffix]
+    assert f":{line}:" in message or f"line {line}" in message
