@@ -11,6 +11,8 @@ artifact imports no optimizer); they are re-exported here for compatibility.
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import logging
 from collections.abc import Iterable
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
@@ -21,12 +23,13 @@ from ._compiled import CompiledPipeline, load
 from ._lifecycle import compile_run
 from ._version import __version__
 from .budget import Budget
-from .data import dataset_fingerprint, require_json, to_examples
+from .data import Example, dataset_fingerprint, require_json, to_examples
 from .engine import default_concurrency
 from .errors import BudgetExceeded
 from .lm import LM
 from .metrics import Metric, check_labels, resolve_metric
 from .optimize import CompileTask, Optimizer, RunRecorder, resolve
+from .optimize.demos import MAX_DEMO_CHARS
 from .pipeline import Pipeline, as_pipeline
 from .record import program_key
 from .runtime import current_lm
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
     Compilable = Pipeline[..., Any] | Signature[..., Any] | CompiledPipeline
 
 __all__ = ["CompiledPipeline", "acompile", "compile", "load"]
+
+log = logging.getLogger("desic.compile")
 
 
 def _now() -> str:
@@ -76,6 +81,7 @@ async def acompile(
     val = to_examples(pipe, valset, what="valset") if valset is not None else None
     require_json(train, "trainset")  # rows are fingerprinted and recorded
     check_labels(pipe, train, metric, what="trainset", demos=True)  # trainset labels become demos
+    _warn_oversized(train)
     if val is not None:
         require_json(val, "valset")
         check_labels(pipe, val, metric, what="valset")
@@ -134,6 +140,40 @@ async def acompile(
             _run_end(task, run.run_id, pipe, opt, score, stopped)
     stopped_by = stopped.budget if stopped is not None else None
     return CompiledPipeline(pipe, program, history=task.history, stopped_by=stopped_by, usage=task.usage)
+
+
+_PLAIN = frozenset((str, int, float, bool, type(None)))
+
+
+def _oversized(example: Example) -> int | None:
+    """The characters of the row's JSON when over ``MAX_DEMO_CHARS``, else None.
+
+    A row of plain values whose text is short enough is passed without encoding it (JSON
+    escapes a character into at most 6).
+    """
+    row = {**example.inputs, **example.labels}
+    if all(type(v) in _PLAIN for v in row.values()):
+        bound = sum(len(v) if type(v) is str else 24 for v in row.values()) + sum(len(str(k)) + 8 for k in row)
+        if 6 * bound <= MAX_DEMO_CHARS:
+            return None
+    size = len(json.dumps(row, ensure_ascii=False, default=str))
+    return size if size > MAX_DEMO_CHARS else None
+
+
+def _warn_oversized(train: list[Example]) -> None:
+    """Warn once, before any LM call, of trainset rows too large to become demos
+    (``desic.optimize.demos``: they still train and score; their demos are skipped)."""
+    rows = [i for i, e in enumerate(train) if _oversized(e) is not None]
+    if not rows:
+        return
+    shown = ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+    noun = f"row {shown} is" if len(rows) == 1 else f"rows {shown} are"
+    log.warning(
+        "trainset %s over MAX_DEMO_CHARS=%d characters of JSON: never shown as demos (a demo is "
+        "repeated in every prompt), still used to train and score",
+        noun, MAX_DEMO_CHARS,
+    )
+    events.emit("demo_skipped", rows=rows, limit=MAX_DEMO_CHARS, what="trainset")
 
 
 def _run_end(
@@ -244,6 +284,12 @@ def compile(
       the best program so far, ``compiled.stopped_by`` names it and a stored run is
       marked ``stopped``;
     - ``progress``: a status line on stderr (default: when stderr is a terminal).
+
+    Before the first LM call every row is checked (inputs, JSON values, and labels against
+    the output type: ``desic.metrics.check_labels``), and so are the metric and the
+    optimizer's options. A trainset row over ``desic.optimize.demos.MAX_DEMO_CHARS``
+    characters of JSON is kept for training and scoring but never becomes a demo: the
+    compile warns once (``demo_skipped`` event, ``desic.compile`` logger) and goes on.
 
     Events: ``run_start`` (``what="compile"``, ``run_id``, ``pipeline``, ``optimizer``,
     ``trainset``/``valset`` sizes, ``seed``) and, however the compile ends, ``run_end``

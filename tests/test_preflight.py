@@ -345,3 +345,23 @@ def test_a_file_that_is_not_utf8_is_a_data_error_naming_file_and_line(tmp_path: 
     assert str(path) in message and "UTF-8" in message
     line = {".jsonl": 2, ".json": 3, ".csv": 3}[suffix]
     assert f":{line}:" in message or f"line {line}" in message
+
+
+# --- 11. huge rows and demos --------------------------------------------------------------
+
+
+def test_a_huge_row_never_becomes_a_demo(caplog: pytest.LogCaptureFixture) -> None:
+    from desic.optimize.demos import MAX_DEMO_CHARS
+
+    huge = {"ticket": "charge " + "x" * 10_000_000, "team": "billing"}
+    rows = [huge, *ROWS]
+    seen: list[events.Event] = []
+    for optimizer in ("labeled", "bootstrap"):
+        with caplog.at_level(logging.WARNING, logger="desic"), events.listening(seen.append):
+            compiled = desic.compile(route, rows, metric=desic.metrics.exact_match, optimizer=optimizer, lm=fake())
+        demos = compiled.program.nodes[0].demos
+        assert demos, optimizer  # the other rows still make demos
+        assert all(len(json.dumps({"inputs": d.inputs, "output": d.output})) <= MAX_DEMO_CHARS for d in demos)
+    warnings = [e for e in seen if e.kind == "demo_skipped"]
+    assert warnings and warnings[0].data["rows"] == [0] and warnings[0].data["limit"] == MAX_DEMO_CHARS
+    assert "row 0" in caplog.text and "MAX_DEMO_CHARS" in caplog.text

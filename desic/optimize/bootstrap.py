@@ -20,6 +20,7 @@ traces.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,8 +36,10 @@ from ..lm import LM
 from ..pipeline import observed_program
 from ..runtime import default_node
 from ._options import COUNT, POSITIVE, SHARE, Range, check
-from .demos import labeled_rows, pick_diverse
+from .demos import MAX_DEMO_CHARS, demo_chars, labeled_rows, pick_diverse
 from .task import CompileTask
+
+log = logging.getLogger("desic.optimize")
 
 
 @dataclass
@@ -92,6 +95,7 @@ class _Acceptor:
         self.first = first
         self.enough = enough
         self.done: list[RunOutcome | None] = [None] * len(pending)
+        self.oversized: set[str] = set()  # nodes whose too-large traces were skipped (warned once)
         self.frontier = 0
         self.filled = False
         self.max_window = max_window
@@ -155,7 +159,17 @@ class _Acceptor:
                         continue
                     bucket = found.demos.setdefault(entry.node_id, [])
                     if len(bucket) < self.want:
-                        bucket.append(ir.Demo(inputs=entry.inputs, output=entry.output, source="bootstrap"))
+                        demo = ir.Demo(inputs=entry.inputs, output=entry.output, source="bootstrap")
+                        size = demo_chars(demo)
+                        if size <= MAX_DEMO_CHARS:
+                            bucket.append(demo)
+                        elif entry.node_id not in self.oversized:
+                            self.oversized.add(entry.node_id)
+                            log.warning(
+                                "bootstrap: a trace of node %s is %d characters of JSON, over MAX_DEMO_CHARS=%d: "
+                                "not used as a demo (nor any other trace of it that large)",
+                                entry.node_id, size, MAX_DEMO_CHARS,
+                            )
             if changed:
                 self.filled = self.enough()
                 self._have = self._fewest_demos()
