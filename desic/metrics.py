@@ -470,42 +470,70 @@ def check_labels(
         return
     equality = metric in (exact_match, field_match)
     who = getattr(metric, "__name__", "the metric") if not isinstance(metric, SemanticSimilarity) else "semantic_similarity"
+    plans: dict[tuple[str, ...], list[tuple[str, str | None]]] = {}  # by label names
+    valid: set[tuple[str | None, type, Any]] = set()  # (field, type, value) seen to validate
     for i, example in enumerate(examples):
         labels = example.labels
-        checked: list[tuple[str, str | None]] = []
-        if pairing:
-            if not labels:
-                raise DataError(
-                    f"{what} row {i} has no labels, and {who} needs labels to compare the output with: "
-                    f"give each row its expected output ({shape.describe()})",
-                    row=i,
-                )
-            targets = _targets(labels, shape.fields)
-            if targets is None:
-                if shape.fields is None:
-                    hint = "keep a single label, or name the expected one 'output' or 'answer'"
-                else:
-                    hint = "name the labels like the output fields, or check that this dataset is for this pipeline"
-                raise DataError(
-                    f"{what} row {i}: no label among {sorted(labels)} can match the output ({shape.describe()}); "
-                    f"{who} compares labels with the output fields of the same name: {hint}",
-                    row=i,
-                )
-            if equality:
-                checked += targets
-        if demos:
-            checked += shape.demo_targets(labels)
-        for key, field in dict.fromkeys(checked):
-            found = shape.problem(field, labels[key], tolerant=not demos)
-            if found is not None:
-                out_field, message = found
-                target = f"output field {out_field!r}" if out_field is not None else "the output"
-                raise DataError(
-                    f"{what} row {i}: label {key!r} = {labels[key]!r:.60} can never be {target} of {pipe.name}: "
-                    f"{message}",
-                    row=i,
-                    field=key,
-                )
+        names = tuple(labels)
+        # Which labels to validate depends on their names only, except for a single dict
+        # label of a structured output (it may hold the whole output).
+        memo = shape.fields is None or len(names) != 1 or not isinstance(labels[names[0]], dict)
+        plan = plans.get(names) if memo else None
+        if plan is None:
+            plan = _plan(shape, labels, pairing=pairing, equality=equality, demos=demos, who=who, what=what, row=i)
+            if memo:
+                plans[names] = plan
+        for key, field in plan:
+            value = labels[key]
+            try:
+                seen = (field, type(value), value)
+                if seen in valid:
+                    continue
+            except TypeError:  # unhashable: validated every time
+                seen = None
+            found = shape.problem(field, value, tolerant=not demos)
+            if found is None:
+                if seen is not None:
+                    valid.add(seen)
+                continue
+            out_field, message = found
+            target = f"output field {out_field!r}" if out_field is not None else "the output"
+            raise DataError(
+                f"{what} row {i}: label {key!r} = {value!r:.60} can never be {target} of {pipe.name}: {message}",
+                row=i,
+                field=key,
+            )
+
+
+def _plan(
+    shape: _Shape, labels: Mapping[str, Any], *, pairing: bool, equality: bool, demos: bool, who: str, what: str, row: int
+) -> list[tuple[str, str | None]]:
+    """The (label, output field) pairs whose values ``check_labels`` validates for a row;
+    ``DataError`` when the metric can pair no label with the output."""
+    checked: list[tuple[str, str | None]] = []
+    if pairing:
+        if not labels:
+            raise DataError(
+                f"{what} row {row} has no labels, and {who} needs labels to compare the output with: "
+                f"give each row its expected output ({shape.describe()})",
+                row=row,
+            )
+        targets = _targets(labels, shape.fields)
+        if targets is None:
+            if shape.fields is None:
+                hint = "keep a single label, or name the expected one 'output' or 'answer'"
+            else:
+                hint = "name the labels like the output fields, or check that this dataset is for this pipeline"
+            raise DataError(
+                f"{what} row {row}: no label among {sorted(labels)} can match the output ({shape.describe()}); "
+                f"{who} compares labels with the output fields of the same name: {hint}",
+                row=row,
+            )
+        if equality:
+            checked += targets
+    if demos:
+        checked += shape.demo_targets(labels)
+    return list(dict.fromkeys(checked))
 
 
 # --- scores and LM-backed metrics ---------------------------------------------------------
