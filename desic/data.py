@@ -17,7 +17,7 @@ from .errors import DataError
 if TYPE_CHECKING:
     from .pipeline import Pipeline
 
-__all__ = ["Example", "dataset_fingerprint", "holdout_split", "load_dataset", "require_json", "to_examples"]
+__all__ = ["Example", "dataset_fingerprint", "holdout_split", "load_dataset", "read_text", "require_json", "to_examples"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def load_dataset(path: str | Path) -> list[dict[str, Any]]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"dataset file not found: {p}")
-    text = _read_text(p)
+    text = read_text(p)
     rows: list[Any]
     if p.suffix == ".jsonl":
         rows = []
@@ -73,7 +73,7 @@ def load_dataset(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _read_text(p: Path) -> str:
+def read_text(p: Path) -> str:
     """The file's text as UTF-8 (a leading byte-order mark dropped); ``DataError`` naming the
     file and line of the first byte that is not UTF-8."""
     try:

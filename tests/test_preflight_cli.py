@@ -129,3 +129,11 @@ def test_compile_with_a_label_the_output_type_refuses(project: Path, server: Fak
     result = cli("compile", "pfproj:triage", "-t", "bad.jsonl", "-o", "out.json", "--optimizer", "labeled")
     assert_one_line_error(result, 4, "row 4", "'team'")
     assert len(server.requests) == before
+
+
+def test_run_jsonl_of_a_file_that_is_not_utf8_names_file_and_line(project: Path, server: FakeOpenAIServer) -> None:
+    (project / "inputs.jsonl").write_bytes(b'{"ticket": "ok"}\n\n{"ticket": "caf\xe9"}\n')
+    before = len(server.requests)
+    result = cli("run", "pfproj:triage", "--jsonl", "inputs.jsonl")
+    assert_one_line_error(result, 4, "inputs.jsonl:3", "UTF-8")
+    assert len(server.requests) == before
