@@ -89,11 +89,11 @@ class CompiledPipeline:
             raise KeyError(f"no node {node_id!r}; nodes: {', '.join(self.program.node_ids)}")
         return render_messages(node, inputs)
 
-    def evaluate(self, devset: Iterable[Any], metric: Metric, **options: Any) -> EvaluationReport:
+    def evaluate(self, devset: Iterable[Any], metric: Metric | str, **options: Any) -> EvaluationReport:
         """``desic.evaluate`` of this compiled program (same options: concurrency, rps, ...)."""
         return run_sync(self.aevaluate(devset, metric, **options))
 
-    async def aevaluate(self, devset: Iterable[Any], metric: Metric, **options: Any) -> EvaluationReport:
+    async def aevaluate(self, devset: Iterable[Any], metric: Metric | str, **options: Any) -> EvaluationReport:
         from .evaluate import aevaluate
 
         return await aevaluate(self, devset, metric, **options)

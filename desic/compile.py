@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import json
 import logging
 from collections.abc import Iterable
 from contextlib import nullcontext
@@ -23,12 +24,13 @@ from ._compiled import CompiledPipeline, load
 from ._lifecycle import compile_run
 from ._version import __version__
 from .budget import Budget
-from .data import dataset_fingerprint, to_examples
+from .data import Example, dataset_fingerprint, require_json, to_examples
 from .engine import default_concurrency
 from .errors import BudgetExceeded
 from .lm import LM
-from .metrics import Metric
+from .metrics import Metric, check_labels, resolve_metric
 from .optimize import CompileTask, Optimizer, RunRecorder, resolve
+from .optimize.demos import MAX_DEMO_CHARS
 from .pipeline import Pipeline, as_pipeline
 from .record import program_key
 from .runtime import current_lm
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CompiledPipeline", "acompile", "compile", "load"]
 
-log = logging.getLogger("desic")
+log = logging.getLogger("desic.compile")
 
 
 def _now() -> str:
@@ -54,7 +56,7 @@ async def acompile(
     pipeline: Compilable,
     trainset: Iterable[Any],
     *,
-    metric: Metric | None = None,
+    metric: Metric | str | None = None,
     optimizer: str | Optimizer = "bootstrap",
     valset: Iterable[Any] | None = None,
     lm: LM | str | None = None,
@@ -76,9 +78,16 @@ async def acompile(
     """The async form of :func:`compile` (same options)."""
     from .lm import lm as make_lm
 
+    metric = resolve_metric(metric) if metric is not None else None
     pipe = as_pipeline(pipeline)
     train = to_examples(pipe, trainset, what="trainset")  # every row checked before any LM call
     val = to_examples(pipe, valset, what="valset") if valset is not None else None
+    require_json(train, "trainset")  # rows are fingerprinted and recorded
+    check_labels(pipe, train, metric, what="trainset", demos=True)  # trainset labels become demos
+    _warn_oversized(train)
+    if val is not None:
+        require_json(val, "valset")
+        check_labels(pipe, val, metric, what="valset")
     opt = resolve(optimizer, **optimizer_options)
     limits = Budget.of(
         budget, max_calls=max_calls, max_tokens=max_tokens, max_dollars=max_dollars, max_seconds=max_seconds
@@ -154,6 +163,40 @@ async def acompile(
     )
 
 
+_PLAIN = frozenset((str, int, float, bool, type(None)))
+
+
+def _oversized(example: Example) -> int | None:
+    """The characters of the row's JSON when over ``MAX_DEMO_CHARS``, else None.
+
+    A row of plain values whose text is short enough is passed without encoding it (JSON
+    escapes a character into at most 6).
+    """
+    row = {**example.inputs, **example.labels}
+    if all(type(v) in _PLAIN for v in row.values()):
+        bound = sum(len(v) if type(v) is str else 24 for v in row.values()) + sum(len(str(k)) + 8 for k in row)
+        if 6 * bound <= MAX_DEMO_CHARS:
+            return None
+    size = len(json.dumps(row, ensure_ascii=False, default=str))
+    return size if size > MAX_DEMO_CHARS else None
+
+
+def _warn_oversized(train: list[Example]) -> None:
+    """Warn once, before any LM call, of trainset rows too large to become demos
+    (``desic.optimize.demos``: they still train and score; their demos are skipped)."""
+    rows = [i for i, e in enumerate(train) if _oversized(e) is not None]
+    if not rows:
+        return
+    shown = ", ".join(map(str, rows[:10])) + (f" and {len(rows) - 10} more" if len(rows) > 10 else "")
+    noun = f"row {shown} is" if len(rows) == 1 else f"rows {shown} are"
+    log.warning(
+        "trainset %s over MAX_DEMO_CHARS=%d characters of JSON: never shown as demos (a demo is "
+        "repeated in every prompt), still used to train and score",
+        noun, MAX_DEMO_CHARS,
+    )
+    events.emit("demo_skipped", rows=rows, limit=MAX_DEMO_CHARS, what="trainset")
+
+
 def _run_end(
     task: CompileTask,
     run_id: str,
@@ -223,7 +266,7 @@ def compile(
     pipeline: Compilable,
     trainset: Iterable[Any],
     *,
-    metric: Metric | None = None,
+    metric: Metric | str | None = None,
     optimizer: str | Optimizer = "bootstrap",
     valset: Iterable[Any] | None = None,
     lm: LM | str | None = None,
@@ -244,7 +287,8 @@ def compile(
 ) -> CompiledPipeline:
     """Optimize ``pipeline`` on ``trainset`` and return it bound to the best program.
 
-    - ``metric``: scores an output against a row's labels (``desic.metrics``);
+    - ``metric``: scores an output against a row's labels: a function ``metric(example,
+      output)`` or the name of one of ``desic.metrics`` (``"exact_match"``, ...);
     - ``optimizer``: a registered name (``"bootstrap"``, ``"mipro"``, ...) or an instance;
       the optimizer's own options follow as keywords (a misspelt one is a ``ConfigError``
       listing the valid names);
@@ -267,6 +311,12 @@ def compile(
       ``LMError`` (the stored run is ``failed`` and resumable; failed evaluations are
       never recorded, so a resume runs them again). None: no limit. A metric that
       raises stops the compile at once (``MetricError``).
+
+    Before the first LM call every row is checked (inputs, JSON values, and labels against
+    the output type: ``desic.metrics.check_labels``), and so are the metric and the
+    optimizer's options. A trainset row over ``desic.optimize.demos.MAX_DEMO_CHARS``
+    characters of JSON is kept for training and scoring but never becomes a demo: the
+    compile warns once (``demo_skipped`` event, ``desic.compile`` logger) and goes on.
 
     Events: ``run_start`` (``what="compile"``, ``run_id``, ``pipeline``, ``optimizer``,
     ``trainset``/``valset`` sizes, ``seed``) and, however the compile ends, ``run_end``

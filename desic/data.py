@@ -17,7 +17,7 @@ from .errors import DataError
 if TYPE_CHECKING:
     from .pipeline import Pipeline
 
-__all__ = ["Example", "dataset_fingerprint", "holdout_split", "load_dataset", "to_examples"]
+__all__ = ["Example", "dataset_fingerprint", "holdout_split", "load_dataset", "read_text", "require_json", "to_examples"]
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,15 @@ class Example:
 
 
 def load_dataset(path: str | Path) -> list[dict[str, Any]]:
-    """Rows from a ``.jsonl``, ``.json`` (a list of objects) or ``.csv`` file."""
+    """Rows from a ``.jsonl``, ``.json`` (a list of objects) or ``.csv`` file in UTF-8.
+
+    Whatever is wrong with the file (missing, unreadable, not UTF-8, invalid JSON, a row
+    that is not an object) is a ``DataError`` naming the file and, where it can, the line.
+    """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"dataset file not found: {p}")
-    text = p.read_text("utf-8")
+    text = read_text(p)
     rows: list[Any]
     if p.suffix == ".jsonl":
         rows = []
@@ -67,6 +71,23 @@ def load_dataset(path: str | Path) -> list[dict[str, Any]]:
         if not isinstance(row, dict):
             raise DataError(f"{p}: row {i} is {type(row).__name__}, expected an object", row=i)
     return rows
+
+
+def read_text(p: Path) -> str:
+    """The file's text as UTF-8 (a leading byte-order mark dropped); ``DataError`` naming the
+    file and line of the first byte that is not UTF-8."""
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read dataset file {p}: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DataError(
+            f"{p}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
 
 
 def to_examples(pipe: Pipeline[..., Any], rows: Iterable[Any], *, what: str = "trainset") -> list[Example]:
@@ -110,6 +131,30 @@ def _row_data(example: Example) -> Any:
         if type(value) not in _PLAIN or type(key) is not str:
             return to_jsonable(row)
     return row  # what ``to_jsonable`` returns for it, without the conversion
+
+
+def require_json(examples: Iterable[Example], what: str = "trainset") -> None:
+    """``DataError`` naming row and field for a value that is not JSON data.
+
+    A compile fingerprints its rows and records them in its store: an object JSON cannot
+    hold (``object()``, a file handle, a set of objects, ...) would fail there, after the
+    LM calls were made. Checked before any call; plain values cost one type lookup.
+    """
+    for i, example in enumerate(examples):
+        for part in (example.inputs, example.labels):
+            for key, value in part.items():
+                if type(value) in _PLAIN:
+                    continue
+                try:
+                    to_jsonable(value)
+                except Exception as exc:  # noqa: BLE001 - pydantic raises several kinds
+                    raise DataError(
+                        f"{what} row {i}: field {key!r} = {value!r:.60} is not JSON data "
+                        f"({type(value).__name__}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                        "give it as text, a number, a bool, a list or an object, or drop the key",
+                        row=i,
+                        field=str(key),
+                    ) from None
 
 
 def dataset_fingerprint(examples: Iterable[Example]) -> str:

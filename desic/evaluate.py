@@ -33,7 +33,7 @@ from .data import Example, to_examples
 from .engine import LOCAL, RunOutcome, default_concurrency, score_outcome
 from .errors import ConfigError
 from .lm import LM, Usage
-from .metrics import Metric
+from .metrics import Metric, check_labels, resolve_metric
 from .pipeline import Pipeline, as_pipeline
 
 __all__ = ["EvaluationReport", "ExampleResult", "aevaluate", "evaluate"]
@@ -126,7 +126,7 @@ class EvaluationReport:
 async def aevaluate(
     target: Any,
     devset: Iterable[Any],
-    metric: Metric,
+    metric: Metric | str,
     *,
     concurrency: int | None = None,
     rps: float | None = None,
@@ -139,6 +139,12 @@ async def aevaluate(
 ) -> EvaluationReport:
     """Evaluate a pipeline (or compiled pipeline, or signature) on ``devset`` with ``metric``.
 
+    ``metric``: a function ``metric(example, output)`` or the name of one of
+    ``desic.metrics`` (``"exact_match"``, ``"token_f1"``/``"f1"``, ``"contains"``,
+    ``"field_match"``). Before the first LM call the metric, every row's inputs, and (for
+    the built-in metrics and a pipeline whose output type is known) every row's labels
+    are checked: a ``ConfigError``/``DataError`` names what cannot work.
+
     ``concurrency``: rows running at once (default: ``desic.context(max_concurrency=...)``,
     ``$DESIC_MAX_CONCURRENCY`` or 8); ``rps``: rows started per second at most (with
     ``burst`` at once; wrap the LM in a throttle to cap LM calls instead); ``max_errors``:
@@ -148,10 +154,12 @@ async def aevaluate(
     """
     from .sinks import progress_display
 
+    metric = resolve_metric(metric)
     pipe = as_pipeline(target)
     if program is None:
         program = getattr(target, "program", None)
     examples = to_examples(pipe, devset, what="devset")
+    check_labels(pipe, examples, metric, what="devset")
     concurrency = default_concurrency(concurrency)
     if max_errors is not None and max_errors < 1:
         raise ConfigError(f"max_errors must be at least 1 (or None for no limit), got {max_errors}")
@@ -286,7 +294,7 @@ class _Evaluation:
 def evaluate(
     target: Any,
     devset: Iterable[Any],
-    metric: Metric,
+    metric: Metric | str,
     *,
     concurrency: int | None = None,
     rps: float | None = None,

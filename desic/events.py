@@ -16,6 +16,7 @@ Kinds emitted by desic (``data`` keys in brackets):
 - ``checkpoint``  a run's state was stored [run_id]
 - ``budget_stop`` a budget stopped a compile [budget, detail]
 - ``proposal``    an optimizer proposed new instructions [optimizer, signature, error]
+- ``demo_skipped`` trainset rows too large to become demos, warned before a compile [rows, limit, what]
 - ``run_start`` / ``run_end``  a compile or evaluation began / ended [run_id, what, total or
   examples, ...; run_end: score/best, errors, stopped_by]
 

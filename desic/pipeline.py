@@ -36,6 +36,13 @@ class Pipeline(Generic[P, R]):
     signature: Signature[..., Any] | None = None
 
     def __init__(self, fn: Callable[P, R], *, name: str | None = None):
+        if not callable(fn) or not isinstance(getattr(fn, "__qualname__", None), str):
+            raise SignatureError(
+                f"@desic.pipeline needs a function (def or async def), got {fn!r:.60} "
+                f"({type(fn).__name__}); decorate the function itself: @desic.pipeline above its def"
+            )
+        if name is not None and not isinstance(name, str):
+            raise SignatureError(f"@desic.pipeline(name=...) takes a string, got {name!r:.60}")
         self.fn = fn
         self.name = name or fn.__name__
         self.is_async = inspect.iscoroutinefunction(fn)
@@ -60,6 +67,8 @@ class Pipeline(Generic[P, R]):
             adapter = TypeAdapter(hints[pname]) if pname in hints else None
             self.inputs[pname] = (adapter, param.default is param.empty)
         self._signature = inspect.signature(fn)
+        # The declared return type (None when not annotated): what labels are checked against.
+        self.output_type: Any = hints.get("return")
         # Rebuilds an output from JSON (recorded evaluations of a resumed run).
         self.output_adapter: TypeAdapter[Any] | None = (
             TypeAdapter(hints["return"]) if "return" in hints else None
@@ -179,7 +188,9 @@ class SignaturePipeline(Pipeline[..., Any]):
         super().__init__(single, name=sig.spec.name)
         self.signature = sig
         self.ref = sig.spec.ref
-        if sig.spec.output_field is None:
+        field = sig.spec.output_field
+        self.output_type = sig.output_model if field is None else sig.output_model.model_fields[field].annotation
+        if field is None:
             self.output_adapter = TypeAdapter(sig.output_model)
 
 
@@ -192,9 +203,14 @@ def as_pipeline(obj: Any) -> Pipeline[..., Any]:
         return inner
     if isinstance(obj, Signature):
         return SignaturePipeline(obj)
-    raise TypeError(
-        f"expected a @desic.pipeline, a @desic.signature or a compiled pipeline, got {obj!r}"
+    raise _NotAPipeline(
+        f"expected a @desic.pipeline, a @desic.signature or a compiled pipeline, got {obj!r:.80} "
+        f"({type(obj).__name__})"
     )
+
+
+class _NotAPipeline(SignatureError, TypeError):
+    """Not something desic can run: a ``SignatureError``, and still the ``TypeError`` it was."""
 
 
 def program_from_runs(pipe: Pipeline[..., Any], runs: Iterable[RunState], base: ir.Program | None = None) -> ir.Program:

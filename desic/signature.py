@@ -61,6 +61,33 @@ def _schema_for(owner: str, what: str, annotation: Any) -> dict[str, Any]:
         ) from exc
 
 
+# A JSON schema with none of these says nothing about its value (``object``, ``Any``).
+_SCHEMA_KEYS = frozenset(
+    ("type", "$ref", "anyOf", "oneOf", "allOf", "enum", "const", "items", "properties", "prefixItems")
+)
+
+
+def _require_described(owner: str, model: type[BaseModel], bare: Any) -> None:
+    """``SignatureError`` when an output field (of the model or a nested one) has a type the
+    LM is told nothing about: its JSON schema is empty, as for ``object`` or ``Any``."""
+    schema = model.model_json_schema()
+    scopes = [(model.__name__, schema), *((name, d) for name, d in schema.get("$defs", {}).items())]
+    for scope, node in scopes:
+        for field, prop in (node.get("properties") or {}).items():
+            if isinstance(prop, dict) and not _SCHEMA_KEYS & prop.keys():
+                if bare is not None and scope == model.__name__:
+                    what = f"the return type {bare!r}"
+                elif scope == model.__name__:
+                    what = f"output field {field!r}"
+                else:
+                    what = f"field {field!r} of {scope}"
+                raise SignatureError(
+                    f"{owner}: {what} gives the LM no JSON schema to follow (it accepts anything); "
+                    "declare a concrete type: str, int, float, bool, Literal, list/dict of those, "
+                    "or a pydantic model"
+                )
+
+
 def _build(fn: Callable[..., Any], name: str) -> tuple[ir.SignatureSpec, type[BaseModel], tuple[str, ...]]:
     owner = f"@signature {fn.__qualname__}"
     try:
@@ -118,6 +145,7 @@ def _build(fn: Callable[..., Any], name: str) -> tuple[ir.SignatureSpec, type[Ba
             f"{_camel(name)}Output",
             **{OUTPUT_FIELD: (ret, Field(..., description=ret_desc or None))},  # type: ignore[call-overload]
         )
+    _require_described(owner, model, ret if output_field is not None else None)
     if any(f.name in model.model_fields for f in inputs):
         clash = next(f.name for f in inputs if f.name in model.model_fields)
         raise SignatureError(f"{owner}: {clash!r} is both an input and an output field; rename one")

@@ -289,10 +289,12 @@ def _read_jsonl(source: str) -> list[dict[str, Any]]:
     if source == "-":
         text, name = sys.stdin.read(), "<stdin>"
     else:
+        from ..data import read_text
+
         path = Path(source)
         if not path.is_file():
             raise DataError(f"input file not found: {path}")
-        text, name = path.read_text("utf-8"), str(path)
+        text, name = read_text(path), str(path)
     rows: list[dict[str, Any]] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():

@@ -51,7 +51,7 @@ EXIT_INTERRUPTED = 130
 #: (error class, exit code, how to fix it); the first class that matches wins
 EXIT_CODES: tuple[tuple[type[DesicError], int, str], ...] = (
     (ConfigError, EXIT_CONFIG, "check --lm / DESIC_LM, --storage / DESIC_STORAGE and the options given; `desic doctor` checks the set-up"),
-    (DataError, EXIT_DATA, "fix the named row and field in the data file: its keys must be the pipeline's inputs (other keys are labels)"),
+    (DataError, EXIT_DATA, "fix the data file where the message says (row and field, or line): a row's keys are the pipeline's inputs, the other keys its labels"),
     (ArtifactError, EXIT_ARTIFACT, "check the artifact's path or URL (`desic runs list` shows stored runs), or recompile with `desic compile`"),
     (RateLimited, EXIT_LM, "the provider is rate limiting: lower --concurrency or try again later"),
     (Timeout, EXIT_LM, "the LM did not answer in time: check the server, or lower --concurrency"),
@@ -180,22 +180,10 @@ def resolve_metric(name: str) -> Metric:
 
 
 def builtin_metrics() -> dict[str, Metric]:
-    """The ready-to-use metrics of ``desic.metrics``: public functions of (example, output)."""
-    from .. import metrics
+    """The metrics of ``desic.metrics`` that can be given by name (the one list of them)."""
+    from ..metrics import named
 
-    found: dict[str, Metric] = {}
-    for name in getattr(metrics, "__all__", dir(metrics)):
-        obj = getattr(metrics, name, None)
-        if not inspect.isfunction(obj) or name.startswith("_"):
-            continue
-        params = [
-            p
-            for p in inspect.signature(obj).parameters.values()
-            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-        if len(params) == 2 and params[0].name in ("example", "ex", "gold"):
-            found[name] = obj
-    return found
+    return named()
 
 
 def parse_json_object(text: str, *, option: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ Every call's ``Usage`` carries tokens and dollars (:mod:`desic.lm.pricing`).
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import threading
 from dataclasses import dataclass, field
@@ -218,6 +219,42 @@ def _provider(spec: str, options: dict[str, Any]) -> BaseLM:
     )
 
 
+class _OptionError(ConfigError, ValueError):
+    """An LM option out of range: a ``ConfigError``, and still the ``ValueError`` it was."""
+
+
+def _check_option(where: str, name: str, value: Any, *, low: float, above: bool, whole: bool, means: str) -> None:
+    """``_OptionError`` unless ``value`` is None or a number from ``low`` (above it when
+    ``above``), whole when ``whole``. Checked before any provider is built or called."""
+    if value is None:
+        return
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and not math.isnan(value)
+    if ok and whole and not isinstance(value, int):
+        ok = False
+    if ok and (value <= low if above else value < low):
+        ok = False
+    if not ok:
+        bound = f"above {low:g}" if above else f"{low:g} or more"
+        must = f"a whole number, {bound}" if whole else "positive" if above and low == 0 else f"a number {bound}"
+        raise _OptionError(f"{where}: {name}={value!r} is out of range: {name} must be {must} ({means})")
+
+
+_MIDDLEWARE_RANGES: dict[str, tuple[float, bool, bool, str]] = {
+    # option: (low, above low only, whole, what it means)
+    "rps": (0, True, False, "requests per second"),
+    "burst": (1, False, False, "requests at once"),
+    "tpm": (0, True, False, "tokens per minute"),
+    "retries": (0, False, True, "how many times a failed call is tried again"),
+    "timeout": (0, True, False, "seconds one call may take"),
+}
+
+
+def _check_middleware(where: str, options: dict[str, Any]) -> None:
+    for name, (low, above, whole, means) in _MIDDLEWARE_RANGES.items():
+        if name in options:
+            _check_option(where, name, options[name], low=low, above=above, whole=whole, means=means)
+
+
 class _LMFactory:
     """``desic.lm(...)`` builds LMs; ``desic.lm.retry`` and friends wrap them.
 
@@ -236,7 +273,8 @@ class _LMFactory:
         - an LM object: wrapped with the middleware options below.
 
         Middleware options (each adds a wrapper, composed as
-        ``cache(retry(throttle(timeout(provider))))``):
+        ``cache(retry(throttle(timeout(provider))))``; a value out of range is a
+        ``ConfigError`` raised before the provider is built):
 
         - ``rps=``, ``burst=``: at most ``rps`` requests a second, ``burst`` at once;
           ``tpm=``: at most ``tpm`` tokens a minute (shared by every thread and task);
@@ -255,6 +293,7 @@ class _LMFactory:
         from ._middleware import MIDDLEWARE_OPTIONS, wrap
 
         mw = {k: options.pop(k) for k in MIDDLEWARE_OPTIONS if k in options}
+        _check_middleware("desic.lm", mw)  # before any provider is built, let alone called
         if not isinstance(spec, str):
             if options:
                 raise ConfigError(
@@ -280,6 +319,11 @@ class _LMFactory:
         """See :class:`desic.lm.RetryLM`."""
         from ._middleware import RetryLM
 
+        _check_option("desic.lm.retry", "max_retries", max_retries, low=0, above=False, whole=True,
+                      means="how many times a failed call is tried again")
+        for name, value in (("initial", initial), ("max_wait", max_wait), ("jitter", jitter)):
+            _check_option("desic.lm.retry", name, value, low=0, above=False, whole=False, means="seconds")
+
         return RetryLM(inner, max_retries, initial=initial, max_wait=max_wait, jitter=jitter)
 
     @staticmethod
@@ -293,12 +337,17 @@ class _LMFactory:
         """See :class:`desic.lm.ThrottleLM`."""
         from ._middleware import ThrottleLM
 
+        _check_middleware("desic.lm.throttle", {"rps": rps, "burst": burst, "tpm": tpm})
+        _check_option("desic.lm.throttle", "tpm_burst", tpm_burst, low=1, above=False, whole=False, means="tokens at once")
+
         return ThrottleLM(inner, rps=rps, burst=burst, tpm=tpm, tpm_burst=tpm_burst)
 
     @staticmethod
     def timeout(inner: LM, seconds: float) -> TimeoutLM:
         """See :class:`desic.lm.TimeoutLM`."""
         from ._middleware import TimeoutLM
+
+        _check_option("desic.lm.timeout", "seconds", seconds, low=0, above=True, whole=False, means="seconds one call may take")
 
         return TimeoutLM(inner, seconds)
 

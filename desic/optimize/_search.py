@@ -18,11 +18,12 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import ir
 from ..data import Example
 from ..engine import RunOutcome
+from ._options import SPLIT, Range, check_all
 from ._propose import (
     PROPOSAL_TOKENS,
     clean_instruction,
@@ -57,11 +58,19 @@ Child = tuple[ir.Program, "int | None", str]  # a program to score, its parent's
 
 
 class SearchOptimizer:
-    """Base of the built-in search optimizers; each subclass is a ``@dataclass``."""
+    """Base of the built-in search optimizers; each subclass is a ``@dataclass``.
+
+    ``RANGES`` declares what each numeric option allows; the dataclass constructor checks
+    them (``__post_init__``), so a value out of range is a ``ConfigError`` before any LM call.
+    """
 
     name: str = ""
     val_fraction: float
     max_val: int | None
+    RANGES: ClassVar[dict[str, Range]] = {"val_fraction": SPLIT, "max_val": Range(1, none=True)}
+
+    def __post_init__(self) -> None:
+        check_all(self.name, self, self.RANGES)
 
     def config(self) -> dict[str, Any]:
         """The options, by field in declaration order; an ``init`` optimizer by its name."""

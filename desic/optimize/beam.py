@@ -14,10 +14,11 @@ distinct ones, and memoized by round, parent and slot.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import ir
 from ..record import program_key
+from ._options import COUNT, POSITIVE, TEMPERATURE, Range
 from ._propose import TIPS
 from ._search import Child, Ranked, SearchOptimizer, rewrite, rotate, score_into, start_pool
 from .demos import with_node_changes
@@ -36,6 +37,8 @@ class Beam(SearchOptimizer):
     temperature: float = 0.8
     val_fraction: float = 0.5
     max_val: int | None = 200
+
+    RANGES: ClassVar[dict[str, Range]] = {"rounds": COUNT, "width": POSITIVE, "beam": POSITIVE, "temperature": TEMPERATURE, **SearchOptimizer.RANGES}
 
     async def optimize(self, task: CompileTask) -> ir.Program:
         train, val = self.splits(task)

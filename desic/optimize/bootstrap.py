@@ -20,6 +20,7 @@ traces.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,12 +31,15 @@ import msgspec
 from .. import ir
 from ..data import Example
 from ..engine import RunOutcome
-from ..errors import BudgetExceeded, ConfigError, LMError
+from ..errors import BudgetExceeded, LMError
 from ..lm import LM
 from ..pipeline import observed_program
 from ..runtime import default_node
-from .demos import labeled_rows, pick_diverse
+from ._options import COUNT, POSITIVE, SHARE, Range, check
+from .demos import MAX_DEMO_CHARS, demo_chars, labeled_rows, pick_diverse
 from .task import CompileTask
+
+log = logging.getLogger("desic.optimize")
 
 
 @dataclass
@@ -91,6 +95,7 @@ class _Acceptor:
         self.first = first
         self.enough = enough
         self.done: list[RunOutcome | None] = [None] * len(pending)
+        self.oversized: set[str] = set()  # nodes whose too-large traces were skipped (warned once)
         self.frontier = 0
         self.filled = False
         self.max_window = max_window
@@ -154,7 +159,17 @@ class _Acceptor:
                         continue
                     bucket = found.demos.setdefault(entry.node_id, [])
                     if len(bucket) < self.want:
-                        bucket.append(ir.Demo(inputs=entry.inputs, output=entry.output, source="bootstrap"))
+                        demo = ir.Demo(inputs=entry.inputs, output=entry.output, source="bootstrap")
+                        size = demo_chars(demo)
+                        if size <= MAX_DEMO_CHARS:
+                            bucket.append(demo)
+                        elif entry.node_id not in self.oversized:
+                            self.oversized.add(entry.node_id)
+                            log.warning(
+                                "bootstrap: a trace of node %s is %d characters of JSON, over MAX_DEMO_CHARS=%d: "
+                                "not used as a demo (nor any other trace of it that large)",
+                                entry.node_id, size, MAX_DEMO_CHARS,
+                            )
             if changed:
                 self.filled = self.enough()
                 self._have = self._fewest_demos()
@@ -339,14 +354,20 @@ class Bootstrap:
         rounds: int = 1,
         teacher_demos: int | None = None,
     ):
+        for option, value, allowed in (
+            ("max_demos", max_demos, COUNT),
+            ("max_labeled", max_labeled, COUNT),
+            ("threshold", threshold, SHARE),
+            ("rounds", rounds, POSITIVE),
+            ("teacher_demos", teacher_demos, Range(0, none=True)),
+        ):
+            check(self.name, option, value, allowed)
         self.max_demos = max_demos
         self.max_labeled = max_labeled
         self.threshold = threshold
         self.rounds = rounds
         # labelled demos the trace-producing model sees while bootstrapping (None: max_labeled)
         self.teacher_demos = max_labeled if teacher_demos is None else teacher_demos
-        if self.teacher_demos < 0:
-            raise ConfigError(f"teacher_demos={teacher_demos!r}: use 0 (none) or a positive count")
 
     def config(self) -> dict[str, Any]:
         return {

@@ -1,5 +1,13 @@
 """Demos: from labelled rows, chosen to cover distinct answers, and node edits shared by
-the optimizers."""
+the optimizers.
+
+A demo is repeated in every prompt of its node, so one huge row (a 10 MB document) would
+make every call of the compiled program a 10M-character prompt. A demo whose JSON
+(inputs and output) is over ``MAX_DEMO_CHARS`` characters is therefore never used: it is
+skipped (not refused), labelled or bootstrapped alike, and the row still trains and
+scores. ``desic.compile`` warns once, before any LM call, naming the trainset rows over
+the limit (a ``demo_skipped`` event and a warning on the ``desic`` logger).
+"""
 
 from __future__ import annotations
 
@@ -13,14 +21,28 @@ from .. import ir
 from .._json import to_jsonable
 from ..data import Example
 
-__all__ = ["labeled_demo", "labeled_rows", "pick_diverse", "with_node_changes"]
+__all__ = ["MAX_DEMO_CHARS", "demo_chars", "fits", "labeled_demo", "labeled_rows", "pick_diverse", "with_node_changes"]
+
+#: The most characters of JSON (inputs and output) a demo may have (about 12k tokens).
+MAX_DEMO_CHARS = 50_000
+
+
+def demo_chars(demo: ir.Demo) -> int:
+    """The characters of a demo's JSON: its inputs and its output."""
+    return len(json.dumps([demo.inputs, demo.output], ensure_ascii=False, default=str))
+
+
+def fits(demo: ir.Demo) -> bool:
+    """Whether ``demo`` is within ``MAX_DEMO_CHARS`` (see the module's docstring)."""
+    return demo_chars(demo) <= MAX_DEMO_CHARS
 
 
 def labeled_demo(node: ir.Node, example: Example, *, only_node: bool = False) -> ir.Demo | None:
     """A demo for ``node`` from a labelled example, when the example covers its fields.
 
     A row's single label is taken for a bare output of another name only when ``node`` is
-    the program's only node (otherwise it is most likely the final node's label).
+    the program's only node (otherwise it is most likely the final node's label). None as
+    well when the demo would be over ``MAX_DEMO_CHARS``.
     """
     data = {**example.inputs, **example.labels}
     spec = node.signature
@@ -42,7 +64,8 @@ def labeled_demo(node: ir.Node, example: Example, *, only_node: bool = False) ->
         output = {k: to_jsonable(example.labels[k]) for k in spec.output_names if k in example.labels}
     if node.strategy == "chain_of_thought":
         output = {"reasoning": "", **output} if "reasoning" not in output else output
-    return ir.Demo(inputs=inputs, output=output, source="labeled")
+    demo = ir.Demo(inputs=inputs, output=output, source="labeled")
+    return demo if fits(demo) else None
 
 
 def with_node_changes(program: ir.Program, node_id: str, **changes: Any) -> ir.Program:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
 from .. import ir
 from ..record import program_key
+from ._options import COUNT, POSITIVE, SHARE, TEMPERATURE, Range
 from ._propose import TIPS
 from ._search import (
     Child,
@@ -64,7 +65,13 @@ class Genetic(SearchOptimizer):
     val_fraction: float = 0.5
     max_val: int | None = 200
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "population": Range(2), "generations": COUNT, "elite": POSITIVE, "mutation": SHARE, "crossover": SHARE,
+        "max_demos": POSITIVE, "temperature": TEMPERATURE, **SearchOptimizer.RANGES,
+    }
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.population = max(2, self.population)
         self.elite = max(1, min(self.elite, self.population - 1))
 

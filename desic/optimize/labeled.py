@@ -8,6 +8,7 @@ import msgspec
 
 from .. import ir
 from ..data import Example
+from ._options import COUNT, check
 from .demos import labeled_demo
 from .task import CompileTask
 
@@ -16,6 +17,7 @@ class Labeled:
     name = "labeled"
 
     def __init__(self, max_demos: int = 8):
+        check(self.name, "max_demos", max_demos, COUNT)
         self.max_demos = max_demos
 
     def config(self) -> dict[str, Any]:

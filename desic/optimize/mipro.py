@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
 from .. import ir
+from ._options import COUNT, POSITIVE, TEMPERATURE, Range
 from ._propose import (
     TIPS,
     clean_instruction,
@@ -58,7 +59,15 @@ class Mipro(SearchOptimizer):
     val_fraction: float = 0.5
     max_val: int | None = 200
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "num_instructions": POSITIVE, "num_demo_sets": POSITIVE, "trials": COUNT,
+        "minibatch": COUNT,  # 0: every trial on the whole validation split
+        "full_every": POSITIVE, "startup": COUNT, "parallel": Range(1, none=True), "max_demos": COUNT,
+        "gamma": Range(0, 1, whole=False, open_low=True), "temperature": TEMPERATURE, **SearchOptimizer.RANGES,
+    }
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.num_instructions = max(1, self.num_instructions)
         self.num_demo_sets = max(1, self.num_demo_sets)
         self.full_every = max(1, self.full_every)

@@ -12,11 +12,12 @@ seeded holdout of the trainset), all through one concurrency limit, and the best
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
 from .. import ir
+from ._options import COUNT, POSITIVE, SHARE, Range
 from ._search import SearchOptimizer, bootstrap_seed, demo_pool, sample_demos
 from .task import CompileTask
 
@@ -32,6 +33,11 @@ class RandomSearch(SearchOptimizer):
     threshold: float = 1.0
     val_fraction: float = 0.5
     max_val: int | None = 200
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "num_candidates": COUNT, "max_demos": POSITIVE, "max_labeled": COUNT, "pool": Range(1, none=True),
+        "threshold": SHARE, **SearchOptimizer.RANGES,
+    }
 
     async def optimize(self, task: CompileTask) -> ir.Program:
         train, val = self.splits(task)

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import ir
 from ..record import program_key
+from ._options import COUNT, POSITIVE, TEMPERATURE, Range
 from ._propose import clean_instruction, describe_node, reflect_instruction, reflection_text
 from ._search import Ranked, SearchOptimizer, ask, best_of, start_pool
 from .demos import with_node_changes
@@ -43,7 +44,10 @@ class Reflective(SearchOptimizer):
     val_fraction: float = 0.5
     max_val: int | None = 200
 
+    RANGES: ClassVar[dict[str, Range]] = {"iterations": COUNT, "minibatch": POSITIVE, "temperature": TEMPERATURE, **SearchOptimizer.RANGES}
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.minibatch = max(1, self.minibatch)
 
     async def optimize(self, task: CompileTask) -> ir.Program:
