@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +17,8 @@ from typing import Any, Literal
 import pytest
 
 import desic
-from desic.testing import FakeLM, allow_model_requests
+from desic.lm import ThrottleLM
+from desic.testing import FakeLM, FakeOpenAIServer, Faults, allow_model_requests
 
 
 @desic.signature
@@ -94,3 +96,84 @@ def test_an_unusable_cache_dir_turns_the_cache_off_with_one_warning(
     message = warnings[0].getMessage()
     assert "cache" in message and "off" in message
     assert "DESIC_CACHE_DIR" in message  # says how to fix it
+
+
+# --- the throttle pays for every HTTP request, re-asks included --------------------------------
+
+
+class FirstAskMalformed:
+    """A model whose first reply to each ticket is malformed JSON; its re-ask is answered.
+
+    instructor re-asks (``validation_retries``) within one call, so every row costs two
+    HTTP requests, the second right after the first.
+    """
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def __call__(self, req: dict[str, Any]) -> str | dict[str, str]:
+        ticket = next(m["content"] for m in req["messages"] if m["role"] == "user")
+        if ticket not in self.seen:
+            self.seen.add(ticket)
+            return '{"output": "te'  # cut off: not JSON
+        return {"output": "tech"}
+
+
+def test_reasks_pay_the_throttle_so_a_rate_limited_server_rejects_none() -> None:
+    rate, n = 10, 20
+    devset = [{"ticket": f"ticket {i}", "output": "tech"} for i in range(n)]
+    # The server rejects more than `rate` requests within 0.6 s (slack for a loaded
+    # machine, as in test_lm_throttle); paying for first asks only sends ~2x the rate.
+    faults = Faults(max_rps=rate, rps_slack=0.4)
+    with FakeOpenAIServer(handler=FirstAskMalformed(), faults=faults) as server:
+        lm = desic.lm("openai:fake-model", base_url=server.url, api_key="x", rps=rate)
+        with desic.context(lm=lm):
+            team(ticket="warm-up")  # SDK imports and client set-up happen once, before the run
+        time.sleep(1.0)  # the warm-up's requests leave the server's window
+        report = desic.evaluate(team, devset, desic.metrics.exact_match, lm=lm, concurrency=8)
+        counts = dict(server.counts)
+    assert counts["rejected_rate"] == 0, counts  # not a single 429
+    assert report.errors == 0 and report.score == 1.0
+    assert counts["ok"] == 2 * (n + 1)  # every row was re-asked once
+
+
+def test_every_http_request_reserves_a_slot_even_a_retried_broken_body(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a body that is not JSON at all is retried by instructor within the same call
+    with FakeOpenAIServer(faults=Faults(rate_malformed=0.3), seed=3) as server:
+        lm = desic.lm("openai:fake-model", base_url=server.url, api_key="x", rps=1000, burst=1000)
+        throttle = next(w for w in _chain(lm) if isinstance(w, ThrottleLM))
+        assert throttle.requests is not None
+        reservations: list[float] = []
+        reserve = throttle.requests.reserve
+
+        def counting(tokens: float = 1.0) -> float:
+            reservations.append(tokens)
+            return reserve(tokens)
+
+        monkeypatch.setattr(throttle.requests, "reserve", counting)
+        with desic.context(lm=lm):
+            for i in range(12):
+                assert team(ticket=f"ticket {i}") in ("billing", "tech")
+        counts = dict(server.counts)
+    assert counts["malformed"] >= 2, counts  # the faults really happened
+    assert len(reservations) == counts["requests"], counts
+
+
+def test_a_reask_waiting_for_the_throttle_does_not_eat_the_attempts_timeout() -> None:
+    # one request every 2 s: the re-ask waits ~2 s for its slot, inside an attempt of 1 s
+    with FakeOpenAIServer(handler=FirstAskMalformed()) as server:
+        provider = desic.lm("openai:fake-model", base_url=server.url, api_key="x", client_retries=0)
+        with desic.context(lm=provider):
+            team(ticket="warm-up")  # imports and the first ask's malformed reply
+        lm = desic.lm.throttle(desic.lm.timeout(provider, 1.0), rps=0.5)
+        with desic.context(lm=lm):
+            assert team(ticket="slow re-ask") == "tech"
+        assert server.counts["ok"] == 4
+
+
+def _chain(lm: Any) -> Iterator[Any]:
+    while lm is not None:
+        yield lm
+        lm = getattr(lm, "inner", None)

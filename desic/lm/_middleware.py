@@ -2,8 +2,9 @@
 
 ``desic.lm(spec, rps=, burst=, tpm=, retries=, timeout=, cache=)`` builds
 ``cache(retry(throttle(timeout(provider))))``: a cache hit skips everything; every
-attempt (first or retried) waits for the throttle, so retries cannot storm the provider;
-each attempt gets its own timeout, and the time spent waiting for the throttle does not
+attempt (first or retried) waits for the throttle, and so does every further HTTP request
+within an attempt (instructor's re-asks), so retries cannot storm the provider; each
+attempt gets its own timeout, and the time spent waiting for the throttle does not
 count against it.
 """
 

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from .. import events
 from ..errors import ConfigError, LMError, OutputValidationError, RateLimited, Timeout
 from . import BaseLM, LMParams, LMRequest, LMResponse, Usage
+from ._pacing import pace
 from ._retry import transient
 from .guard import check_allowed
 from .pricing import Price, PriceSpec, cost, normalize_prices
@@ -136,6 +137,9 @@ class OpenAILM(BaseLM):
             default_query=query or None,
             timeout=self.timeout,
             max_retries=self.client_retries,
+            # every HTTP request (instructor's re-asks, the client's retries) pays the
+            # throttle the call runs under, not only the call's first
+            http_client=openai.DefaultAsyncHttpxClient(event_hooks={"request": [pace]}),
         )
 
     def _client(self, kind: str = "chat") -> Any:

@@ -13,7 +13,8 @@ come back together. Each retry is logged on the
 ``desic.lm`` logger and emitted as an ``lm_retry`` event. tenacity loads on first call.
 
 With the ``openai`` provider, a response body that is not JSON at all is first retried by
-instructor itself (within ``validation_retries``, at once), then here with backoff.
+instructor itself (within ``validation_retries``, each request paying any throttle the
+call runs under), then here with backoff.
 """
 
 from __future__ import annotations

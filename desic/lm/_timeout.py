@@ -4,6 +4,9 @@ Enforced on the async path (``asyncio.timeout``), so it holds whatever the wrapp
 (an HTTP client's own timeout covers the network only, not a slow local model or a
 queue). Put it inside ``retry`` (as ``desic.lm(..., timeout=, retries=)`` does) so each
 attempt gets the full time and a timed-out attempt is retried.
+
+Time an HTTP request of the attempt spends waiting for a throttle outside is added to the
+deadline (``desic.lm._pacing``): the timeout bounds the model, not the queue.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 
 from ..errors import Timeout
 from . import LM, LMRequest, LMResponse
+from ._pacing import entered
 from ._wrapper import WrapperLM
 
 
@@ -26,15 +30,17 @@ class TimeoutLM(WrapperLM):
 
     async def request(self, request: LMRequest) -> LMResponse:
         try:
-            async with asyncio.timeout(self.seconds):
-                return await self.inner.request(request)
+            async with asyncio.timeout(self.seconds) as clock:
+                with entered(clock):
+                    return await self.inner.request(request)
         except TimeoutError as exc:
             raise self._error() from exc
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         try:
-            async with asyncio.timeout(self.seconds):
-                return await super().embed(texts)
+            async with asyncio.timeout(self.seconds) as clock:
+                with entered(clock):
+                    return await super().embed(texts)
         except TimeoutError as exc:
             raise self._error() from exc
 
