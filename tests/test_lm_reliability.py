@@ -8,7 +8,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,3 +181,51 @@ def _chain(lm: Any) -> Iterator[Any]:
     while lm is not None:
         yield lm
         lm = getattr(lm, "inner", None)
+
+
+# --- the first call's set-up is not part of its timeout -----------------------------------------
+
+_SLOW_IMPORT = """
+import importlib.abc, json, sys, time
+
+class SlowImport(importlib.abc.MetaPathFinder):
+    # importing the SDKs takes a while on a cold start; here it takes 3 s for sure
+    def find_spec(self, name, path=None, target=None):
+        if name in ("openai", "instructor"):
+            time.sleep(1.5)
+        return None
+
+sys.meta_path.insert(0, SlowImport())
+
+import desic
+from desic.testing import FakeOpenAIServer, allow_model_requests
+
+assert "openai" not in sys.modules and "instructor" not in sys.modules
+
+@desic.signature
+def team(ticket: str) -> str:
+    \"\"\"Name the team for the ticket.\"\"\"
+
+with FakeOpenAIServer(handler=lambda req: {"output": "tech"}) as server, allow_model_requests():
+    lm = desic.lm("openai:fake-model", base_url=server.url, api_key="x", timeout=2, retries=0)
+    try:
+        with desic.context(lm=lm):
+            result = team(ticket="crash")
+    except desic.Timeout as exc:
+        result = f"Timeout: {exc}"
+    print(json.dumps({"result": result, "requests": server.counts["requests"]}))
+"""
+
+
+def test_the_first_calls_sdk_import_does_not_count_against_timeout(tmp_path: Path) -> None:
+    script = tmp_path / "slow_import.py"
+    script.write_text(_SLOW_IMPORT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "DESIC_TRACE"):
+        env.pop(var, None)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome == {"result": "tech", "requests": 1}

@@ -163,6 +163,15 @@ class OpenAILM(BaseLM):
             clients[kind] = client
         return client
 
+    async def prepare(self, op: str = "request") -> None:
+        """Import openai and instructor and build this loop's client (``timeout`` starts after).
+
+        The imports take a second or more on a cold start; inside the timed attempt they
+        made a first call with ``timeout=1`` fail before sending anything.
+        """
+        check_allowed(self.name)  # before any set-up (the local provider starts a server)
+        self._client("embed" if op == "embed" else "chat")
+
     # --- calls --------------------------------------------------------------------------
 
     async def request(self, request: LMRequest) -> LMResponse:

@@ -5,7 +5,9 @@ Enforced on the async path (``asyncio.timeout``), so it holds whatever the wrapp
 queue). Put it inside ``retry`` (as ``desic.lm(..., timeout=, retries=)`` does) so each
 attempt gets the full time and a timed-out attempt is retried.
 
-Time an HTTP request of the attempt spends waiting for a throttle outside is added to the
+The clock starts once the LM is ready: a provider's one-off set-up (importing its SDK,
+building its client, starting a local server) runs before it (``BaseLM.prepare``). Time an
+HTTP request of the attempt spends waiting for a throttle outside is added to the
 deadline (``desic.lm._pacing``): the timeout bounds the model, not the queue.
 """
 
@@ -16,7 +18,7 @@ import asyncio
 from ..errors import Timeout
 from . import LM, LMRequest, LMResponse
 from ._pacing import entered
-from ._wrapper import WrapperLM
+from ._wrapper import WrapperLM, prepare
 
 
 class TimeoutLM(WrapperLM):
@@ -29,6 +31,7 @@ class TimeoutLM(WrapperLM):
         self.seconds = float(seconds)
 
     async def request(self, request: LMRequest) -> LMResponse:
+        await prepare(self.inner, "request")
         try:
             async with asyncio.timeout(self.seconds) as clock:
                 with entered(clock):
@@ -37,6 +40,7 @@ class TimeoutLM(WrapperLM):
             raise self._error() from exc
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
+        await prepare(self.inner, "embed")
         try:
             async with asyncio.timeout(self.seconds) as clock:
                 with entered(clock):
