@@ -13,7 +13,6 @@ so a difference is refused with the list of what differs.
 from __future__ import annotations
 
 import inspect
-import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from typing import Any
 import msgspec
 
 from . import ir
+from ._redact import get_logger
 from .errors import BudgetExceeded, ConfigError, StorageError
 from .record import MemoryRecorder, RunRecorder
 from .runtime import settings
@@ -39,7 +39,7 @@ from .storage import resolve as resolve_store
 
 __all__ = ["CompileRun", "compile_run"]
 
-log = logging.getLogger("desic")
+log = get_logger("desic")
 MAX_ERROR = 2000
 
 

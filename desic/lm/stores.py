@@ -30,9 +30,10 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from desic.errors import StorageError
 
+from .._redact import get_logger
 from .._sqlite import retry_sqlite_busy
 
-log = logging.getLogger("desic.lm")
+log = get_logger("desic.lm")
 
 CACHE_FILE = "lm.sqlite3"
 
