@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 import os
 import socket
 import uuid
@@ -25,6 +24,7 @@ from typing import Any
 import msgspec
 
 from . import ir
+from ._redact import get_logger
 from .errors import BudgetExceeded, ConfigError, StorageError
 from .record import MemoryRecorder, RunRecorder
 from .runtime import settings
@@ -42,7 +42,7 @@ from .storage import resolve as resolve_store
 
 __all__ = ["CompileRun", "compile_run"]
 
-log = logging.getLogger("desic")
+log = get_logger("desic")
 
 #: how often a running compile touches its run in the store (see ``storage.is_stale``)
 HEARTBEAT_SECONDS = 10.0

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import json
-import logging
 from collections.abc import Iterable
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from . import events, ir
 from ._aio import run_sync
 from ._compiled import CompiledPipeline, load
 from ._lifecycle import compile_run
+from ._redact import get_logger
 from ._version import __version__
 from .budget import Budget
 from .data import Example, dataset_fingerprint, require_json, to_examples
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CompiledPipeline", "acompile", "compile", "load"]
 
-log = logging.getLogger("desic.compile")
+log = get_logger("desic.compile")
 
 
 def _now() -> str:

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from . import ir
 from ._aio import home_loop, workers
+from ._redact import redact_text
 from .data import Example
 from .errors import ConfigError, DataError, LMError, OutputValidationError
 from .lm import LM
@@ -164,7 +165,8 @@ async def run_one(
             ctx = contextvars.copy_context()
             outcome.output = await workers().submit(ctx.run, pipe.run, example.inputs, state)
     except Exception as exc:  # noqa: BLE001 - recorded on the row, never fatal
-        outcome.error = f"{type(exc).__name__}: {exc}"
+        # rows go to reports, events and stores: a credential a provider echoed goes nowhere
+        outcome.error = redact_text(f"{type(exc).__name__}: {exc}")
         outcome.lm_failed = lm_failure(exc)
     except BaseException:  # cancelled (Ctrl-C): a row still running in a thread stops calling
         state.cancelled = True
@@ -197,7 +199,7 @@ async def _apply(metric: Metric, outcome: RunOutcome) -> None:
     except (DataError, ConfigError):
         raise
     except Exception as exc:  # noqa: BLE001 - kept on the outcome
-        outcome.metric_error = f"metric failed: {type(exc).__name__}: {exc}"
+        outcome.metric_error = redact_text(f"metric failed: {type(exc).__name__}: {exc}")
 
 
 def default_concurrency(given: int | None = None) -> int:

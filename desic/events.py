@@ -4,6 +4,7 @@ Events are small frozen records (``kind``, ``time``, ``data``). Emitting costs a
 nothing when nobody listens. Subscribe for the whole process with ``subscribe(sink)``
 (returns an unsubscribe function) or for a block of code (this thread/task only) with
 ``with listening(sink): ...``. A sink that raises is logged and never breaks the run.
+An event's data is scrubbed of credentials (``desic._redact``) before any sink sees it.
 
 Kinds emitted by desic (``data`` keys in brackets):
 
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import contextvars
 import json
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,11 +38,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _hooks
+from . import _hooks, _redact
 
 __all__ = ["Event", "Sink", "active", "emit", "listening", "subscribe"]
 
-log = logging.getLogger("desic")
+log = _redact.get_logger("desic")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +122,8 @@ def emit(kind: str, **data: Any) -> None:
     sinks = _global + _scoped.get()
     if not sinks:
         return
-    event = Event(kind, data)
+    # error texts come from third parties and may echo a credential: no sink sees one
+    event = Event(kind, _redact.redact(data))
     for sink in sinks:
         try:
             sink(event)

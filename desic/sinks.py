@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Self
 
+from ._redact import get_logger
 from .events import Event, subscribe
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ __all__ = [
     "want_progress",
 ]
 
-log = logging.getLogger("desic")
+log = get_logger("desic")
 
 # --- files and logs ----------------------------------------------------------------------------
 

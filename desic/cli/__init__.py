@@ -83,7 +83,7 @@ def _root(
         ctx.call_on_close(restore)
     else:
         # desic reports LM failures itself; the SDKs' own retry chatter would only add noise
-        quiet = [logging.getLogger(name) for name in ("instructor", "openai", "httpx")]
+        quiet = [logging.getLogger(name) for name in ("instructor", "openai", "httpx", "httpx2")]
         levels = [q.level for q in quiet]
         for q in quiet:
             q.setLevel(max(q.getEffectiveLevel(), logging.CRITICAL))

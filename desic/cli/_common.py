@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 
+from .._redact import redact_text
 from ..errors import (
     ArtifactError,
     BudgetExceeded,
@@ -77,7 +78,8 @@ def fix_hint(exc: BaseException) -> str:
 
 
 def echo_err(text: str) -> None:
-    typer.echo(text, err=True)
+    """Print ``text`` on stderr, scrubbed of credentials (error texts may echo a key)."""
+    typer.echo(redact_text(text), err=True)
 
 
 def fail(exc: DesicError) -> NoReturn:

@@ -164,6 +164,14 @@ class BaseLM:
     async def request(self, request: LMRequest) -> LMResponse:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    async def prepare(self, op: str = "request") -> None:
+        """Get ready to serve ``op`` (``"request"`` or ``"embed"``) on this event loop.
+
+        A provider's one-off set-up (importing its SDK, building its client, starting a
+        local server) belongs here, not in the call: ``timeout`` starts its clock after it.
+        Cheap once done; wrappers hand it to the LM they wrap.
+        """
+
     async def embed(self, texts: list[str]) -> list[list[float]]:
         """One vector per text. Providers that cannot embed say so."""
         raise LMError(

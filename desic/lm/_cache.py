@@ -18,18 +18,18 @@ from __future__ import annotations
 import array
 import hashlib
 import json
-import logging
 import time
 import weakref
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from .._redact import get_logger
 from . import LM, LMRequest, LMResponse, Usage
 from ._wrapper import WrapperLM, unwrap
 from .stores import CacheStore, open_store
 
-log = logging.getLogger("desic.lm")
+log = get_logger("desic.lm")
 
 KEY_VERSION = 1
 

@@ -2,9 +2,10 @@
 
 ``desic.lm(spec, rps=, burst=, tpm=, retries=, timeout=, cache=)`` builds
 ``cache(retry(throttle(timeout(provider))))``: a cache hit skips everything; every
-attempt (first or retried) waits for the throttle, so retries cannot storm the provider;
-each attempt gets its own timeout, and the time spent waiting for the throttle does not
-count against it.
+attempt (first or retried) waits for the throttle, and so does every further HTTP request
+within an attempt (instructor's re-asks), so retries cannot storm the provider; each
+attempt gets its own timeout, and neither the time spent waiting for the throttle nor the
+provider's one-off set-up (SDK import, client) counts against it.
 """
 
 from __future__ import annotations

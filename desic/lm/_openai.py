@@ -4,29 +4,37 @@ openai and instructor are imported on first use, never at ``import desic``. Erro
 translated here, at the boundary, into desic's tree; the ones a later attempt may fix
 (5xx, 408/409, connection failures, a malformed body) are marked transient for
 ``desic.lm.retry``, and a 429 carries the server's Retry-After.
+
+Credentials never travel in a URL: a ``user:password@`` in the base URL is taken out and
+sent as HTTP basic auth (what the HTTP client did with it), so the URL the client holds,
+logs and puts in its errors has none. The key, the password and secret-looking query
+parameters are registered with ``desic._redact``, and the loggers of openai, instructor
+and the HTTP client get its filter, so an echo of them is scrubbed wherever desic writes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import json
-import logging
 import os
 import time
 import weakref
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from .. import events
+from .._redact import add_secret, get_logger, guard_loggers, redact_exception, redact_text
 from ..errors import ConfigError, LMError, OutputValidationError, RateLimited, Timeout
 from . import BaseLM, LMParams, LMRequest, LMResponse, Usage
+from ._pacing import pace
 from ._retry import transient
 from .guard import check_allowed
 from .pricing import Price, PriceSpec, cost, normalize_prices
 
-log = logging.getLogger("desic.lm")
+log = get_logger("desic.lm")
 
 _MODES = ("auto", "tools", "json_schema", "json", "md_json")
 DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
@@ -88,11 +96,14 @@ class OpenAILM(BaseLM):
             raise ConfigError(f"unknown instructor mode {mode!r}; choose one of {_MODES}")
         if mode == "auto":
             mode = "tools" if _is_openai(base_url) else "json_schema"
+        base_url, basic_auth = _take_credentials(base_url)
+        add_secret(api_key)
         self.model = model
         self.name = f"{self.provider}:{model}"
         self.mode = mode
-        self.base_url = base_url
+        self.base_url = base_url  # never with a user or password: see _take_credentials
         self._api_key = api_key or "not-needed"
+        self._headers = {"Authorization": basic_auth} if basic_auth else {}
         self.params = LMParams(model=model, temperature=temperature, max_tokens=max_tokens, seed=seed)
         self.validation_retries = validation_retries
         self.timeout = timeout
@@ -136,6 +147,10 @@ class OpenAILM(BaseLM):
             default_query=query or None,
             timeout=self.timeout,
             max_retries=self.client_retries,
+            default_headers=self._headers or None,
+            # every HTTP request (instructor's re-asks, the client's retries) pays the
+            # throttle the call runs under, not only the call's first
+            http_client=openai.DefaultAsyncHttpxClient(event_hooks={"request": [pace]}),
         )
 
     def _client(self, kind: str = "chat") -> Any:
@@ -156,8 +171,19 @@ class OpenAILM(BaseLM):
                     "md_json": instructor.Mode.MD_JSON,
                 }[self.mode]
                 client = instructor.from_openai(self._raw_client(self._endpoint()), mode=mode)
+            # the SDKs' loggers exist now: an echoed key must not reach a log through them
+            guard_loggers()
             clients[kind] = client
         return client
+
+    async def prepare(self, op: str = "request") -> None:
+        """Import openai and instructor and build this loop's client (``timeout`` starts after).
+
+        The imports take a second or more on a cold start; inside the timed attempt they
+        made a first call with ``timeout=1`` fail before sending anything.
+        """
+        check_allowed(self.name)  # before any set-up (the local provider starts a server)
+        self._client("embed" if op == "embed" else "chat")
 
     # --- calls --------------------------------------------------------------------------
 
@@ -267,6 +293,16 @@ class OpenAILM(BaseLM):
     # --- errors -------------------------------------------------------------------------
 
     def _translate(self, exc: Exception, *, max_tokens: int | None = None) -> Exception:
+        """``exc`` as desic's error, scrubbed (and the SDK's errors it came from) of any
+        credential the server echoed back."""
+        redact_exception(exc)
+        error = self._translate_error(exc, max_tokens=max_tokens)
+        redact_exception(error)
+        if isinstance(error, OutputValidationError) and isinstance(error.errors, str):
+            error.errors = redact_text(error.errors)
+        return error
+
+    def _translate_error(self, exc: Exception, *, max_tokens: int | None = None) -> Exception:
         import openai
         from instructor.core.exceptions import (
             IncompleteOutputException,
@@ -287,11 +323,11 @@ class OpenAILM(BaseLM):
             cause = exc.__cause__ or exc.__context__
             last = getattr(exc, "last_completion", None)
             if isinstance(cause, (openai.OpenAIError, IncompleteOutputException)):
-                return self._translate(cause, max_tokens=max_tokens)
+                return self._translate_error(cause, max_tokens=max_tokens)
             if isinstance(cause, json.JSONDecodeError) and last is None:
                 # No completion was ever parsed: the HTTP body itself was broken (instructor
                 # retried it as if it were a parse error).
-                return self._translate(cause)
+                return self._translate_error(cause)
             # str(exc) repeats every attempt's full completion object; the last
             # validation error is what the reader needs.
             detail = str(cause) if cause is not None else str(exc)
@@ -332,6 +368,35 @@ class OpenAILM(BaseLM):
 
 def _is_openai(base_url: str | None) -> bool:
     return base_url is None or "api.openai.com" in base_url
+
+
+_SECRET_QUERY = ("key", "token", "secret", "password", "passwd", "sig", "signature", "auth", "code")
+
+
+def _take_credentials(url: str | None) -> tuple[str | None, str | None]:
+    """``url`` without its ``user:password@``, and those as a basic auth header value.
+
+    The password, and query parameters that look secret (``?api_key=``, ``?token=``,
+    ``?sig=``), are registered for redaction: the query does travel in the URL.
+    """
+    if not url:
+        return url, None
+    parts = urlsplit(url)
+    for name, value in parse_qsl(parts.query):
+        if any(word in name.lower() for word in _SECRET_QUERY):
+            add_secret(value)
+    if parts.username is None and parts.password is None:
+        return url, None
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    add_secret(password)
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    add_secret(token)
+    return urlunsplit(parts._replace(netloc=host)), f"Basic {token}"
 
 
 def _split_query(url: str | None) -> tuple[str | None, dict[str, str]]:

@@ -13,17 +13,18 @@ come back together. Each retry is logged on the
 ``desic.lm`` logger and emitted as an ``lm_retry`` event. tenacity loads on first call.
 
 With the ``openai`` provider, a response body that is not JSON at all is first retried by
-instructor itself (within ``validation_retries``, at once), then here with backoff.
+instructor itself (within ``validation_retries``, each request paying any throttle the
+call runs under), then here with backoff.
 """
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import events
+from .._redact import get_logger
 from ..errors import ConfigError, LMError, OutputValidationError, RateLimited, Timeout
 from . import LM, LMRequest, LMResponse
 from ._wrapper import WrapperLM
@@ -31,7 +32,7 @@ from ._wrapper import WrapperLM
 if TYPE_CHECKING:
     from tenacity import RetryCallState
 
-log = logging.getLogger("desic.lm")
+log = get_logger("desic.lm")
 T = TypeVar("T")
 E = TypeVar("E", bound=BaseException)
 

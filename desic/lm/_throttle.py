@@ -7,6 +7,11 @@ estimate from its messages' length and the difference is settled from the report
 afterwards (a debt delays later callers; an overestimate is given back). The buckets
 belong to the wrapper object, so every thread and event loop calling the same LM object
 shares one budget.
+
+A call's first request is paid for before the call; the further HTTP requests one call
+may send (instructor's re-asks, the openai client's own retries) each take a request slot
+too, as they are sent (``desic.lm._pacing``), so a server enforcing the same rate sees it
+kept. Their tokens are in the call's reported usage, settled afterwards.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Iterable
 from .._bucket import TokenBucket
 from ..errors import ConfigError
 from . import LM, LMRequest, LMResponse, Message
+from ._pacing import Paid, entered
 from ._wrapper import WrapperLM
 
 CHARS_PER_TOKEN = 4
@@ -55,7 +61,8 @@ class ThrottleLM(WrapperLM):
 
     async def request(self, request: LMRequest) -> LMResponse:
         estimate = await self._acquire(estimate_tokens(_message_texts(request.messages)))
-        response = await self.inner.request(request)
+        with entered(Paid(self._later_request)):
+            response = await self.inner.request(request)
         used = response.usage.total_tokens
         if used or response.meta.get("cached"):
             self._settle(estimate, used)
@@ -63,7 +70,12 @@ class ThrottleLM(WrapperLM):
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         await self._acquire(estimate_tokens(texts))
-        return await super().embed(texts)
+        with entered(Paid(self._later_request)):
+            return await super().embed(texts)
+
+    def _later_request(self) -> float:
+        """A request slot for a call's second and later HTTP requests: the seconds to wait."""
+        return self.requests.reserve() if self.requests is not None else 0.0
 
     async def _acquire(self, tokens: int) -> int:
         """Wait for a request slot and ``tokens``; returns the tokens actually reserved."""

@@ -4,6 +4,11 @@ Enforced on the async path (``asyncio.timeout``), so it holds whatever the wrapp
 (an HTTP client's own timeout covers the network only, not a slow local model or a
 queue). Put it inside ``retry`` (as ``desic.lm(..., timeout=, retries=)`` does) so each
 attempt gets the full time and a timed-out attempt is retried.
+
+The clock starts once the LM is ready: a provider's one-off set-up (importing its SDK,
+building its client, starting a local server) runs before it (``BaseLM.prepare``). Time an
+HTTP request of the attempt spends waiting for a throttle outside is added to the
+deadline (``desic.lm._pacing``): the timeout bounds the model, not the queue.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import asyncio
 
 from ..errors import Timeout
 from . import LM, LMRequest, LMResponse
-from ._wrapper import WrapperLM
+from ._pacing import entered
+from ._wrapper import WrapperLM, prepare
 
 
 class TimeoutLM(WrapperLM):
@@ -25,16 +31,20 @@ class TimeoutLM(WrapperLM):
         self.seconds = float(seconds)
 
     async def request(self, request: LMRequest) -> LMResponse:
+        await prepare(self.inner, "request")
         try:
-            async with asyncio.timeout(self.seconds):
-                return await self.inner.request(request)
+            async with asyncio.timeout(self.seconds) as clock:
+                with entered(clock):
+                    return await self.inner.request(request)
         except TimeoutError as exc:
             raise self._error() from exc
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
+        await prepare(self.inner, "embed")
         try:
-            async with asyncio.timeout(self.seconds):
-                return await super().embed(texts)
+            async with asyncio.timeout(self.seconds) as clock:
+                with entered(clock):
+                    return await super().embed(texts)
         except TimeoutError as exc:
             raise self._error() from exc
 

@@ -22,6 +22,9 @@ class WrapperLM(BaseLM):
     async def request(self, request: LMRequest) -> LMResponse:
         return await self.inner.request(request)
 
+    async def prepare(self, op: str = "request") -> None:
+        await prepare(self.inner, op)
+
     async def embed(self, texts: list[str]) -> list[list[float]]:
         embed = getattr(self.inner, "embed", None)
         if embed is None:
@@ -34,6 +37,13 @@ class WrapperLM(BaseLM):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.inner!r}>"
+
+
+async def prepare(lm: LM, op: str = "request") -> None:
+    """``lm.prepare(op)`` for LMs that have it (an ``LM`` need not be a ``BaseLM``)."""
+    method = getattr(lm, "prepare", None)
+    if method is not None:
+        await method(op)
 
 
 def unwrap(lm: LM) -> LM:

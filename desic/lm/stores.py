@@ -5,7 +5,9 @@ processes (parallel test workers, a compile and a notebook) share one file safel
 writer waits up to ``busy_timeout`` for another. Within a process one connection per
 file is shared under a lock (entries are small; each statement takes microseconds).
 A store that cannot be read or written is logged and treated as empty: a broken cache
-slows a run down but never fails it.
+slows a run down but never fails it. One that cannot even be opened (DESIC_CACHE_DIR
+read-only, under a file, or on a vanished mount) is turned off for the process after one
+warning, so calls go straight to the model instead of failing or retrying the disk.
 
 The file only grows as answers are cached; ``SqliteStore.stats()`` describes it and
 ``prune()`` / ``clear()`` bound it (``desic cache info|prune|clear`` on the command line).
@@ -28,9 +30,10 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from desic.errors import StorageError
 
+from .._redact import get_logger
 from .._sqlite import retry_sqlite_busy
 
-log = logging.getLogger("desic.lm")
+log = get_logger("desic.lm")
 
 CACHE_FILE = "lm.sqlite3"
 
@@ -98,6 +101,9 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._conn: Any = None
         self._pid = -1
+        # why the file cannot be opened, once it could not be: the cache is off then
+        self.off: str | None = None
+        self._warned: set[str] = set()
 
     def _connection(self) -> Any:
         # A connection must not cross a fork: a child opens its own.
@@ -148,17 +154,48 @@ class SqliteStore:
     def _retry_busy(self, operation: Callable[[], T]) -> T:
         return retry_sqlite_busy(operation, self.busy_timeout)
 
+    def _serving_connection(self) -> Any:
+        """The connection for ``get``/``put``, or None when the cache is off.
+
+        Called under the lock. A file that cannot be opened (its directory cannot be made,
+        or sqlite cannot open it) turns the cache off for good, with one warning: every
+        later call would fail the same way, and a cache is never worth failing a call for.
+        """
+        import sqlite3
+
+        if self.off is not None:
+            return None
+        try:
+            return self._connection()
+        except (OSError, sqlite3.Error) as exc:
+            self.off = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "LM cache %s cannot be opened (%s); the cache is off for this process and "
+                "every call goes to the LM. Set DESIC_CACHE_DIR to a writable directory, or "
+                "pass cache='memory' or cache=False",
+                self.path, self.off,
+            )
+            return None
+
+    def _warn_once(self, action: str, message: str, *args: Any) -> None:
+        """Warn the first time ``action`` fails on this store; later failures go to debug."""
+        level = logging.DEBUG if action in self._warned else logging.WARNING
+        self._warned.add(action)
+        log.log(level, message, *args)
+
     def get(self, key: str) -> bytes | None:
         import sqlite3
 
         try:
             with self._lock:
-                conn = self._connection()
+                conn = self._serving_connection()
+                if conn is None:
+                    return None
                 row = self._retry_busy(
                     lambda: conn.execute("SELECT value FROM entries WHERE key = ?", (key,)).fetchone()
                 )
-        except sqlite3.Error as exc:
-            log.warning("LM cache %s cannot be read (%s); calling the LM", self.path, exc)
+        except (OSError, sqlite3.Error) as exc:
+            self._warn_once("read", "LM cache %s cannot be read (%s); calling the LM", self.path, exc)
             return None
         return bytes(row[0]) if row is not None else None
 
@@ -167,15 +204,19 @@ class SqliteStore:
 
         try:
             with self._lock:
-                conn = self._connection()
+                conn = self._serving_connection()
+                if conn is None:
+                    return
                 self._retry_busy(
                     lambda: conn.execute(
                         "INSERT OR REPLACE INTO entries (key, value, created) VALUES (?, ?, ?)",
                         (key, value, time.time()),
                     )
                 )
-        except sqlite3.Error as exc:
-            log.warning("LM cache %s cannot be written (%s); the answer is not cached", self.path, exc)
+        except (OSError, sqlite3.Error) as exc:
+            self._warn_once(
+                "write", "LM cache %s cannot be written (%s); the answer is not cached", self.path, exc
+            )
 
     def __len__(self) -> int:
         with self._lock:
@@ -205,7 +246,7 @@ class SqliteStore:
                         "SELECT count(*), coalesce(sum(length(value)), 0), min(created), max(created) FROM entries"
                     ).fetchone()
                 )
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             raise self._error("read", exc) from exc
         return CacheStats(
             path=self.path,
@@ -289,7 +330,7 @@ class SqliteStore:
                 if vacuum:
                     self._retry_busy(lambda: conn.execute("VACUUM"))
                 self._checkpoint(conn)
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             raise self._error("written", exc) from exc
         return removed
 

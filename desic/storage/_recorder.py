@@ -8,54 +8,20 @@ replayed history, which the replay reproduces).
 
 Secrets: nothing secret should reach a recorder (LM descriptions are secret-free by
 contract), but error texts come from third parties. As a last line of defence every record
-is scrubbed of API-key-looking strings and of the values of ``*_API_KEY``/``*_TOKEN``/
-``*_SECRET`` environment variables before it is written.
+is scrubbed (``desic._redact.redact``, re-exported here as ``desic.storage.redact``: the
+one redaction every exit of desic uses) before it is written.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Mapping
 from typing import Any
 
-import msgspec
-
 from .. import events
+from .._redact import redact, secrets
 from ._base import Storage
 
 __all__ = ["StorageRecorder", "redact"]
-
-_KEY_PATTERN = re.compile(
-    rb"(?<![A-Za-z0-9])(?:sk-[A-Za-z0-9_\-]{8,}|(?:Bearer|bearer)\s+[A-Za-z0-9._\-]{8,})"
-)
-_SECRET_ENV = re.compile(r".*(_API_KEY|_TOKEN|_SECRET|_PASSWORD)$")
-REDACTED = b"<redacted>"
-
-
-def _env_secrets() -> list[bytes]:
-    found = []
-    for name, value in os.environ.items():
-        if _SECRET_ENV.fullmatch(name) and len(value) >= 8:
-            found.append(value.encode())
-    return found
-
-
-def redact(value: Any, extra: list[bytes] | None = None) -> Any:
-    """``value`` with API-key-looking strings and known secret values replaced.
-
-    Works on the JSON encoding, so it reaches every nested string; returns ``value`` itself
-    (no copy) when there is nothing to replace.
-    """
-    raw = msgspec.json.encode(value)
-    cleaned = _KEY_PATTERN.sub(REDACTED, raw)
-    for secret in extra if extra is not None else _env_secrets():
-        if secret in cleaned:
-            cleaned = cleaned.replace(secret, REDACTED)
-    if cleaned == raw:
-        return value
-    return msgspec.json.decode(cleaned)
-
 
 class StorageRecorder:
     """Records a compile run's evaluations and candidates into ``storage`` under ``run_id``."""
@@ -66,7 +32,7 @@ class StorageRecorder:
         run = storage.get_run(run_id)
         self.best_score = run.best_score
         self._recorded = {c.get("index") for c in storage.history(run_id)}
-        self._secrets = _env_secrets()
+        self._secrets = secrets()
         self.replayed_candidates = 0
 
     def get_evaluation(self, key: str) -> dict[str, Any] | None:

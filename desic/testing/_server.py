@@ -237,6 +237,8 @@ class FakeOpenAIServer:
         self.faults = faults or Faults()
         self.model = model
         self.requests: list[dict[str, Any]] = []
+        # the headers of every request (to any path), in arrival order, names in lower case
+        self.headers: list[dict[str, str]] = []
         self.counts: dict[str, int] = dict.fromkeys(
             ("requests", "ok", "429", "500", "slow", "malformed", "rejected_rate", "handler_error"),
             0)
@@ -322,6 +324,8 @@ class FakeOpenAIServer:
 
     def _dispatch(self, h: _RequestHandler, method: str) -> None:
         self._count("requests")
+        with self._lock:
+            self.headers.append({k.lower(): v for k, v in h.headers.items()})
         path = h.path.split("?", 1)[0].rstrip("/")
         route = self._routes.get((method, path.removeprefix("/v1")))
         length = int(h.headers.get("Content-Length") or 0)
