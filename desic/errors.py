@@ -67,7 +67,13 @@ class ConfigError(DesicError):
 
 
 class LMError(DesicError):
-    """A language-model call failed."""
+    """A language-model call failed.
+
+    ``usage`` (a ``desic.lm.Usage``, or None) is what the failed call consumed before it
+    failed: every request the server saw, so budgets and reports count them too.
+    """
+
+    usage: Any = None
 
 
 class RateLimited(LMError):

@@ -356,6 +356,9 @@ async def execute(
     try:
         response = await lm.request(request)
     except Exception as exc:
+        spent = getattr(exc, "usage", None)  # a failed call's requests count all the same
+        if state is not None and isinstance(spent, Usage):
+            state.add_usage(spent, node.id)
         if entry is not None:
             entry.error = f"{type(exc).__name__}: {exc}"
         if events.active():

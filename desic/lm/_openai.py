@@ -29,7 +29,7 @@ from .. import events
 from .._redact import add_secret, get_logger, guard_loggers, redact_exception, redact_text
 from ..errors import ConfigError, LMError, OutputValidationError, RateLimited, Timeout
 from . import BaseLM, LMParams, LMRequest, LMResponse, Usage
-from ._pacing import pace
+from ._pacing import counting, pace
 from ._retry import transient
 from .guard import check_allowed
 from .pricing import Price, PriceSpec, cost, normalize_prices
@@ -206,17 +206,22 @@ class OpenAILM(BaseLM):
         if self.extra_body:
             kwargs["extra_body"] = self.extra_body
         start = time.perf_counter()
-        try:
-            value, completion = await client.chat.completions.create_with_completion(**kwargs)
-        except Exception as exc:  # translated at the boundary
-            raise self._translate(exc, max_tokens=params.max_tokens) from exc
+        with counting() as sent:
+            try:
+                value, completion = await client.chat.completions.create_with_completion(**kwargs)
+            except Exception as exc:  # translated at the boundary
+                error = self._translate(exc, max_tokens=params.max_tokens)
+                if isinstance(error, LMError):  # what the server saw counts, failed or not
+                    spent = getattr(exc, "total_usage", None)
+                    error.usage = self._usage(kwargs["model"], spent, calls=sent[0])
+                raise error from exc
         latency = time.perf_counter() - start
         if type(value) is not request.response_model:
             # instructor returns an instance of its own subclass carrying the raw completion
             # (which breaks == with the user's model); hand back the requested model only.
             value = request.response_model.model_validate(value.model_dump())
         # instructor sums the usage of every attempt (re-asks included) on the last completion
-        usage = self._usage(kwargs["model"], getattr(completion, "usage", None))
+        usage = self._usage(kwargs["model"], getattr(completion, "usage", None), calls=max(1, sent[0]))
         return LMResponse(
             value=value,
             raw=_raw_text(completion),
@@ -264,15 +269,16 @@ class OpenAILM(BaseLM):
 
     # --- usage and cost -----------------------------------------------------------------
 
-    def _usage(self, model: str, usage: Any) -> Usage:
+    def _usage(self, model: str, usage: Any, *, calls: int = 1) -> Usage:
+        """``calls``: the HTTP requests the server saw for this call (re-asks included)."""
         if usage is None:
-            return Usage(calls=1)
+            return Usage(calls=calls)
         prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion = int(getattr(usage, "completion_tokens", 0) or 0)
         details = getattr(usage, "prompt_tokens_details", None)
         cached = int(getattr(details, "cached_tokens", 0) or 0)
         return Usage(
-            calls=1,
+            calls=calls,
             prompt_tokens=prompt,
             completion_tokens=completion,
             cost=self._cost(model, prompt, completion, cached),

@@ -18,7 +18,7 @@ import contextvars
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-__all__ = ["Paid", "entered", "pace"]
+__all__ = ["Paid", "counting", "entered", "pace"]
 
 
 class Paid:
@@ -47,8 +47,26 @@ def entered(entry: _Entry) -> Iterator[None]:
         _scope.reset(token)
 
 
+_sent: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("desic_lm_sent", default=None)
+
+
+@contextmanager
+def counting() -> Iterator[list[int]]:
+    """Count the HTTP requests sent in this block (``box[0]``): the requests one call made,
+    re-asks and the client's own retries included, for its usage."""
+    box = [0]
+    token = _sent.set(box)
+    try:
+        yield box
+    finally:
+        _sent.reset(token)
+
+
 async def pace(*_: object) -> None:
     """Called before each HTTP request a provider sends (any arguments are ignored)."""
+    box = _sent.get()
+    if box is not None:
+        box[0] += 1
     scope = _scope.get()
     for i, entry in enumerate(scope):
         if not isinstance(entry, Paid):

@@ -19,6 +19,7 @@ call runs under), then here with backoff.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .. import events
 from .._redact import get_logger
 from ..errors import ConfigError, LMError, OutputValidationError, RateLimited, Timeout
-from . import LM, LMRequest, LMResponse
+from . import LM, LMRequest, LMResponse, Usage
 from ._wrapper import WrapperLM
 
 if TYPE_CHECKING:
@@ -98,9 +99,19 @@ class RetryLM(WrapperLM):
             before_sleep=self._before_sleep,
             reraise=True,
         )
+        spent = Usage()  # what the failed attempts consumed: it counts too
         async for attempt in retrying:
             with attempt:
-                return await fn(arg)
+                try:
+                    result = await fn(arg)
+                except LMError as exc:
+                    if exc.usage is not None:
+                        spent = spent + exc.usage
+                    exc.usage = spent if spent.calls or spent.total_tokens else exc.usage
+                    raise
+                if isinstance(result, LMResponse) and (spent.calls or spent.total_tokens):
+                    result = dataclasses.replace(result, usage=result.usage + spent)
+                return result
         raise AssertionError("unreachable: tenacity reraises the last error")  # pragma: no cover
 
     def _stop(self, state: RetryCallState) -> bool:
