@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import os
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,10 +22,11 @@ from typing import Any, Literal
 import msgspec
 import pytest
 from pydantic import BaseModel
+from typer.testing import CliRunner
 
 import desic
 from desic import ir
-from desic.render import default_template
+from desic.render import default_template, render_messages
 from desic.testing import FakeLM
 
 
@@ -123,6 +125,164 @@ def test_the_base_artifact_loads_and_renders(artifact: dict[str, Any], tmp_path:
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
 
 
+# --- template payloads are bounded --------------------------------------------------------------
+
+
+def test_nested_range_loops_stop_at_the_step_limit(artifact: dict[str, Any], tmp_path: Path) -> None:
+    path = with_template(
+        artifact, tmp_path, "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    )
+    with pytest.raises(desic.ArtifactError, match=r"node 'route'.*template block 'system'.*limit"):
+        prompts_of(path)
+
+
+def test_nested_loops_over_a_literal_stop_at_the_step_limit(artifact: dict[str, Any], tmp_path: Path) -> None:
+    loops = "{% set r = range(10000) %}" + "{% for i in r %}" * 4 + "{% endfor %}" * 4
+    with pytest.raises(desic.ArtifactError, match=r"node 'route'.*steps"):
+        prompts_of(with_template(artifact, tmp_path, loops))
+
+
+def test_string_multiplication_cannot_build_a_huge_prompt(artifact: dict[str, Any], tmp_path: Path) -> None:
+    path = with_template(artifact, tmp_path, "{{ 'x' * 200000000 }}")
+    with pytest.raises(desic.ArtifactError, match=r"node 'route'.*characters"):
+        prompts_of(path)
+
+
+def test_a_huge_range_is_an_artifact_error(artifact: dict[str, Any], tmp_path: Path) -> None:
+    path = with_template(artifact, tmp_path, "{{ range(10**9)|list|length }}")
+    with pytest.raises(desic.ArtifactError, match=r"node 'route'.*range of 1000000000 items.*limit"):
+        prompts_of(path)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["{% include 'other.j2' %}", "{% import 'macros.j2' as m %}", "{% from 'macros.j2' import m %}"],
+)
+def test_templates_cannot_load_other_templates(artifact: dict[str, Any], tmp_path: Path, payload: str) -> None:
+    with pytest.raises(desic.ArtifactError, match=r"node 'route'.*cannot (include|import)"):
+        prompts_of(with_template(artifact, tmp_path, payload))
+
+
+def test_extends_is_refused(artifact: dict[str, Any], tmp_path: Path) -> None:
+    with pytest.raises(desic.ArtifactError, match=r"node 'route'.*cannot extend"):
+        prompts_of(with_template(artifact, tmp_path, "{% extends 'base.j2' %}", block="top"))
+
+
+# Payloads that would run away (time or memory) without the render limits, with the limit
+# or rule that stops each. They render in the system block, or in the user block per call.
+BOMBS = [
+    ("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "nested calls"),
+    ("{{ self.BLOCK() }}", "nested calls"),
+    ("{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}", "characters"),
+    ("{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}", "characters"),
+    ("{% set ns = namespace(s=[1]) %}{% for i in range(64) %}{% set ns.s = ns.s + ns.s %}{% endfor %}", "characters"),
+    ("{{ (range(10000)|list) * 10000 }}", "characters"),
+    ("{{ 'x'|center(10**9) }}", "characters"),
+    ("{{ 'x'|indent(10**9, true) }}", "characters"),
+    ("{{ 'ab'.ljust(10**9) }}", "unsafe"),
+    ("{{ '{:>999999999}'.format(1) }}", "unsafe"),
+    ("{{ '%999999999d' % 1 }}", "characters"),
+    ("{{ '%*d' % (999999999, 1) }}", "'*'"),
+    ("{{ '%999999999d'|format(1) }}", "characters"),
+    ("{{ 10 ** 1000000000 }}", "bits"),
+    ("{% set ns = namespace(n=3) %}{% for i in range(40) %}{% set ns.n = ns.n * ns.n %}{% endfor %}", "bits"),
+    ("{{ lipsum(10**9) }}", "undefined"),
+    ("{{ ([1] * 10000)|join('x' * 100000) }}", "characters"),
+    ("{% set s = 'x' * 100000 %}{{ s|replace('', s) }}", "characters"),
+    ("{% set s = 'x' * 100000 %}{{ s.replace('', s) }}", "unsafe"),
+    ("{{ [1]|slice(10**9)|list }}", "range"),
+    ("{{ [1]|batch(10**9, 0)|list }}", "characters"),
+    ("{% for i in range(10000) %}{% for j in range(10000) if false %}{% endfor %}{% endfor %}", "steps"),
+    ("{% for i in range(10000) %}{% for j in range(10000) %}{% if j is odd %}{% endif %}{% endfor %}{% endfor %}", "steps"),
+    ("{% set s = 'x' * 400000 %}{% for i in range(10000) %}{% if 'y' in s %}{% endif %}{% endfor %}", "scanned"),
+    ("{% set s = 'x' * 400000 %}{% for i in range(10000) %}{{ s.count('y') }}{% endfor %}", "scanned"),
+    ("{% set z = [0] * 10000 %}{% for i in range(10000) %}{{ z|select|list }}{% endfor %}", "steps"),
+    ("{% for i in range(10000) %}" + "x" * 1000 + "{% endfor %}", "characters"),
+    ("{% set t %}{% for i in range(10000) %}" + "x" * 1000 + "{% endfor %}{% endset %}", "characters"),
+    ("{{ ('x' * 90000)|upper|lower|length }}" * 40, "characters"),
+    ("{{ range(10000)|map('string')|join|length }}" * 40, "steps"),
+    ("{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}", "cannot be compiled"),
+    ("{% for i in [1] %}" * 30 + "{% endfor %}" * 30, "cannot be compiled"),
+    ("{# " + "x" * 300000 + " #}", "characters long"),
+]
+
+
+@pytest.mark.parametrize(("payload", "limit"), BOMBS, ids=[f"bomb{i}" for i in range(len(BOMBS))])
+@pytest.mark.parametrize("block", ["system", "user"])
+def test_template_bombs_are_stopped(artifact: dict[str, Any], tmp_path: Path, payload: str, limit: str, block: str) -> None:
+    path = with_template(artifact, tmp_path, payload.replace("self.BLOCK", f"self.{block}"), block=block)
+    with pytest.raises(desic.ArtifactError, match=r"node 'route'") as info:
+        prompts_of(path)
+    assert limit in str(info.value)
+
+
+def test_one_budget_bounds_a_node_however_many_demos_it_has(artifact: dict[str, Any], tmp_path: Path) -> None:
+    """Each demo's user turn alone stays under the limits; together they do not."""
+    payload = "{% for i in range(5000) %}{% for j in range(2) %}{% endfor %}{% endfor %}"
+    template = default_template("predict").replace("{{ f.value }}", "{{ f.value }}" + payload)
+
+    def edit(data: dict[str, Any]) -> None:
+        node = data["nodes"][0]
+        node["template"] = template
+        node["demos"] = node["demos"] * 200
+
+    with pytest.raises(desic.ArtifactError, match=r"node 'route': template block 'user' exceeds a render limit: more than \d+ steps"):
+        prompts_of(edited(artifact, tmp_path, edit))
+    node = ir.Node(id="route", signature=route.spec, template=template)
+    assert render_messages(node, {"ticket": "one call"})[-1]["content"] == "ticket: one call"
+
+
+def test_a_bomb_in_instructions_or_demos_is_data(artifact: dict[str, Any], tmp_path: Path) -> None:
+    bomb = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{{ 'x' * 10**9 }}"
+
+    def edit(data: dict[str, Any]) -> None:
+        node = data["nodes"][0]
+        node["instructions"] = bomb
+        node["demos"][0]["inputs"]["ticket"] = bomb
+        node["demos"][0]["output"]["reason"] = bomb
+
+    messages = prompts_of(edited(artifact, tmp_path, edit))["route"]
+    assert messages[0]["content"].startswith(bomb)
+    assert messages[1]["content"] == f"ticket: {bomb}"
+    assert bomb in messages[2]["content"]
+
+
+def test_the_limits_leave_ordinary_custom_templates_alone(artifact: dict[str, Any], tmp_path: Path) -> None:
+    template = (
+        "{% block system %}{% macro line(f) %}- {{ f.name|upper }} ({{ f.type }}){% endmacro %}"
+        "{{ instructions|trim }}\n"
+        "{% set ns = namespace(n=0) %}"
+        "{% for f in input_fields %}{{ line(f) }}{% if not loop.last %}, {% endif %}{% set ns.n = ns.n + 1 %}{% endfor %}\n"
+        "{{ ns.n }} inputs; outputs: {{ output_fields|map(attribute='name')|join(', ') }}; "
+        "{{ '%.2f'|format(0.5) }} {{ '%s!' % signature }} {{ (range(3)|list) * 2 }} {{ 'ab' * 2 }} {{ 2 ** 10 }}"
+        "{% if 'team' in output_fields|map(attribute='name')|list %} team{% endif %}"
+        "{{ ' ' ~ strategy ~ ' ' }}{{ instructions.split()|length }}{{ instructions[0:5]|lower }}{% endblock %}"
+        "{% block user %}{% for f in fields %}<{{ f.name }}>{{ f.value }}</{{ f.name }}>{% endfor %}{% endblock %}"
+        "{% block assistant %}{{ output|tojson }}{% endblock %}"
+    )
+
+    def edit(data: dict[str, Any]) -> None:
+        data["nodes"][0]["template"] = template
+
+    messages = prompts_of(edited(artifact, tmp_path, edit))["route"]
+    assert messages[0]["content"] == (
+        "Route the ticket to a team.\n- TICKET (string), - CHANNEL (string)"  # trim_blocks ate the newline
+        "2 inputs; outputs: team, reason; 0.50 route! [0, 1, 2, 0, 1, 2] abab 1024 team predict 6route"
+    )
+    assert messages[-1]["content"] == "<ticket>where is my parcel</ticket><channel>email</channel>"
+    assert messages[2]["content"] == '{"reason": "a bug", "team": "tech"}'
+
+
+def test_large_inputs_render_with_a_custom_template(artifact: dict[str, Any], tmp_path: Path) -> None:
+    """The character limit grows with the data a block is given: long inputs are fine."""
+    template = default_template("predict").replace("{{ f.value }}", "[{{ f.value }}]")
+    node = ir.Node(id="route", signature=route.spec, template=template)
+    ticket = "long ticket " * 200_000  # 2.4 M characters
+    with deadline():
+        messages = render_messages(node, {"ticket": ticket, "channel": "email"})
+    assert messages[-1]["content"] == f"ticket: [{ticket}]\nchannel: [email]"
+
+
 # --- strategy is a name, never a path -----------------------------------------------------------
 
 
@@ -133,6 +293,21 @@ def test_strategy_must_be_a_known_name(artifact: dict[str, Any], tmp_path: Path)
 
     with pytest.raises(desic.ArtifactError, match=r"node 'route'.*unknown strategy '../../../../etc/secret'"):
         desic.load(edited(artifact, tmp_path, edit))
+
+
+def test_a_strategy_path_never_reads_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.j2"
+    secret.write_text(
+        "{% block system %}SECRET{% endblock %}{% block user %}SECRET{% endblock %}{% block assistant %}{% endblock %}",
+        encoding="utf-8",
+    )
+    import desic.render
+
+    templates = Path(desic.render.__file__).parent / "templates"
+    strategy = os.path.relpath(secret.with_suffix(""), templates)
+    node = ir.Node(id="route", signature=route.spec, strategy=strategy, template="")
+    with pytest.raises(desic.ArtifactError, match="unknown strategy"):
+        render_messages(node, {"ticket": "t"})
 
 
 # --- malformed data is an ArtifactError, never a traceback --------------------------------------
@@ -278,6 +453,30 @@ def test_a_recursive_output_model_loads_and_runs_without_the_code(
     assert type(result) is not type(answer)  # a rebuilt model, not the user's class
     assert result.model_dump() == answer
     assert loaded.prompts(text="y") == compiled.prompts(text="y")
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "{% include 'x' %}"],
+)
+def test_cli_prompts_of_a_malformed_artifact_is_a_one_line_error(
+    artifact: dict[str, Any], tmp_path: Path, payload: str
+) -> None:
+    from desic.cli import app
+
+    path = with_template(artifact, tmp_path, payload)
+    with deadline():
+        result = CliRunner().invoke(app, ["prompts", str(path), "--input", '{"ticket": "hi"}'])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 5
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("error: ") and "node 'route'" in lines[0]
+    assert lines[1].startswith("fix: ")
+    assert len(lines) == 2
 
 
 def test_decode_program_is_the_only_door(artifact: dict[str, Any]) -> None:
