@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import json
 import os
 import signal
@@ -402,6 +403,27 @@ def test_an_integer_too_long_to_print_is_an_artifact_error(artifact: dict[str, A
     path.write_text(text, encoding="utf-8")
     with pytest.raises(desic.ArtifactError):
         prompts_of(path)
+
+
+def test_a_long_chain_of_nodes_is_shown_without_recursion(artifact: dict[str, Any], tmp_path: Path) -> None:
+    """``desic prompts`` and the report lay out the graph: 3000 nodes in a chain (a loop
+    feeding a signature its own output) must not exhaust the stack."""
+    from desic.report import format_graph, graph_layers
+
+    def edit(data: dict[str, Any]) -> None:
+        node = data["nodes"][0]
+        ids = ["route"] + [f"route#{i}" for i in range(2, 3001)]
+        data["nodes"] = [{**node, "id": i} for i in ids]
+        data["edges"] = [{"src": a, "dst": b, "field": "ticket"} for a, b in itertools.pairwise(ids)]
+        data["edges"].append({"src": ids[-1], "dst": ids[0], "field": "channel"})  # and a cycle
+
+    program = ir.decode_program(edited(artifact, tmp_path, edit).read_bytes())
+    with deadline():
+        layers = graph_layers(program)
+        text = format_graph(program)
+    assert [len(layer) for layer in layers] == [1] * 3000
+    assert sorted(i for layer in layers for i in layer) == sorted(program.node_ids)
+    assert "route#3000" in text
 
 
 # --- a legitimately recursive output model ------------------------------------------------------
