@@ -200,6 +200,8 @@ BOMBS = [
     ("{% set z = [0] * 10000 %}{% for i in range(10000) %}{{ z|select|list }}{% endfor %}", "steps"),
     ("{% for i in range(10000) %}" + "x" * 1000 + "{% endfor %}", "characters"),
     ("{% set t %}{% for i in range(10000) %}" + "x" * 1000 + "{% endfor %}{% endset %}", "characters"),
+    ("{% for i in range(10000) %}{{ '" + "x" * 90000 + "' }}{% endfor %}", "characters"),
+    ("{% set t %}{% for i in range(10000) %}{{ '" + "x" * 90000 + "' }}{% endfor %}{% endset %}", "characters"),
     ("{{ ('x' * 90000)|upper|lower|length }}" * 40, "characters"),
     ("{{ range(10000)|map('string')|join|length }}" * 40, "steps"),
     ("{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}", "cannot be compiled"),

@@ -84,8 +84,7 @@ def _block(
     an allowance for ``variables``), shared by the blocks that prepare one node."""
     where = f"node {node_id!r}: template block {name!r}"
     try:
-        with _sandbox.use_budget(budget or _sandbox.Budget.for_data(variables)):
-            text = "".join(template.blocks[name](template.new_context(variables)))
+        text = _sandbox.render(template, name, variables, budget or _sandbox.Budget.for_data(variables))
     except jinja2.UndefinedError as exc:
         raise TemplateError(f"{where}: {exc.message}") from exc
     except jinja2.TemplateError as exc:  # SecurityError (sandbox) and other runtime errors

@@ -69,6 +69,7 @@ __all__ = [
     "TemplateRefused",
     "environment",
     "prepare",
+    "render",
 ]
 
 MAX_TEMPLATE_CHARS = 100_000
@@ -142,6 +143,21 @@ def budget() -> Budget:
     """The budget of the render under way (a fresh one when Jinja folds constants while
     compiling, so the checks of single values still apply)."""
     return _current.get() or Budget()
+
+
+def render(template: jinja2.Template, block: str, variables: dict[str, Any], b: Budget) -> str:
+    """The text of ``block`` rendered with ``variables`` within ``b``; the streamed output is
+    counted too, so whatever the accounting above misses cannot pile up in the result."""
+    limit = b.max_chars
+    pieces: list[str] = []
+    total = 0
+    with use_budget(b):
+        for piece in template.blocks[block](template.new_context(variables)):
+            total += len(piece)
+            if total > limit:
+                raise RenderLimit(f"more than {limit} characters of output")
+            pieces.append(piece)
+    return "".join(pieces)
 
 
 class use_budget:  # lower case: used as ``with use_budget(b):``
@@ -405,13 +421,16 @@ _TICK, _CONCAT, _COMPARE_FILTER = "desic:tick", "desic:concat", "desic:compare" 
 
 
 def _weight(body: list[nodes.Node]) -> tuple[int, int]:
-    """(AST nodes, literal characters) of a body: what one run of it costs at most."""
+    """(AST nodes, literal characters) of a body: what one run of it costs at most (literal
+    text and string constants may be output without passing ``finalize``)."""
     count = chars = 0
     for child in body:
         for node in (child, *child.find_all(nodes.Node)):
             count += 1
             if isinstance(node, nodes.TemplateData):
                 chars += len(node.data)
+            elif isinstance(node, nodes.Const) and isinstance(node.value, str):
+                chars += len(node.value)  # ``{{ 'literal' }}`` is folded into constant output
     return count, chars
 
 
