@@ -184,6 +184,8 @@ class Program(msgspec.Struct, frozen=True, kw_only=True):
 def describe_type(schema: dict[str, Any]) -> str:
     """A JSON schema in words, as prompts and drift messages show it (``list of string``,
     ``one of: "a", "b"``, ``integer or null``)."""
+    if not isinstance(schema, dict):  # ``true`` (anything) is a schema too, e.g. as "items"
+        return "any"
     if "enum" in schema:
         return "one of: " + ", ".join(json.dumps(v) for v in schema["enum"])
     if "const" in schema:

@@ -387,6 +387,16 @@ def test_a_malformed_output_schema_is_an_artifact_error(
         desic.load(with_output_schema(artifact, tmp_path, change))
 
 
+def test_a_boolean_items_schema_is_described_as_any(artifact: dict[str, Any], tmp_path: Path) -> None:
+    """JSON schema allows ``"items": true``; pydantic never writes it, but an artifact may."""
+
+    def change(schema: dict[str, Any]) -> None:
+        schema["properties"]["tags"] = {"type": "array", "items": True}
+
+    system = prompts_of(with_output_schema(artifact, tmp_path, change))["route"][0]["content"]
+    assert "- tags (list of any)" in system
+
+
 @pytest.mark.parametrize("name", ["my ticket", "class", "", "ticket"])
 def test_input_names_must_be_parameter_names(artifact: dict[str, Any], tmp_path: Path, name: str) -> None:
     def edit(data: dict[str, Any]) -> None:
