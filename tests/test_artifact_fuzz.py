@@ -242,8 +242,8 @@ def duplicate_item(rng: random.Random, doc: Any) -> Any:
 
 def grow_string(rng: random.Random, doc: Any) -> Any:
     path = pick(rng, doc, containers=str)
-    if path is not None:
-        put(doc, path, get(doc, path) * rng.choice([2, 100, 10_000]) or "y" * 100_000)
+    if path is not None:  # up to 300k characters: large, yet the file stays small enough to be quick
+        put(doc, path, (get(doc, path) * rng.choice([2, 100, 10_000]))[:300_000] or "y" * 100_000)
     return doc
 
 
