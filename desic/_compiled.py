@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import ir
 from ._aio import run_sync
-from .errors import ArtifactError, StorageError
+from .errors import ArtifactError, SignatureError, StorageError
 from .lm import Usage
 from .pipeline import Pipeline, as_pipeline
 from .render import render_messages
@@ -188,8 +188,13 @@ def load(path: str | os.PathLike[str], pipeline: Any = None) -> CompiledPipeline
             f"desic.load({str(p)!r}, pipeline={program.pipeline.rsplit(':', 1)[-1] or 'my_pipeline'})"
         )
     node = program.nodes[0]
-    sig: Signature[..., Any] = Signature.from_spec(node.signature, strategy=node.strategy)
-    if node.id != node.signature.name:
-        sig = sig.named(node.id)
-    return CompiledPipeline(as_pipeline(sig), program)
+    try:
+        sig: Signature[..., Any] = Signature.from_spec(node.signature, strategy=node.strategy)
+        if node.id != node.signature.name:
+            sig = sig.named(node.id)
+        return CompiledPipeline(as_pipeline(sig), program)
+    except ArtifactError:
+        raise
+    except (SignatureError, TypeError, ValueError) as exc:  # the artifact is data: say what failed
+        raise ArtifactError(f"{p}: node {node.id!r} cannot run from the artifact alone: {exc}") from exc
 

@@ -8,6 +8,7 @@ code needs to catch only these::
     ├── SignatureError          a @signature or @pipeline declaration is wrong
     ├── DataError               a trainset/devset row does not fit the pipeline (names row and field)
     ├── ArtifactError           an artifact is corrupt, of an unknown version, or drifted from the code
+    │   └── TemplateError       a node's prompt template cannot compile or render (also a SignatureError)
     ├── ConfigError             unknown LM/storage spec, missing API key or extra (says how to fix it)
     ├── LMError                 a language-model call failed
     │   ├── RateLimited         the provider said 429 (carries retry_after when given)
@@ -34,6 +35,7 @@ __all__ = [
     "RateLimited",
     "SignatureError",
     "StorageError",
+    "TemplateError",
     "Timeout",
 ]
 
@@ -60,6 +62,15 @@ class DataError(DesicError):
 
 class ArtifactError(DesicError):
     """An artifact is corrupt, has an unsupported format version, or drifted from the code."""
+
+
+class TemplateError(ArtifactError, SignatureError):
+    """A node's prompt template cannot be compiled or rendered: a syntax error, an undefined
+    variable, something the sandbox refuses, or a render limit (``desic.render``).
+
+    Templates are part of the program, which may come from an artifact, so this is an
+    ``ArtifactError``; it is also a ``SignatureError``, which template mistakes were before.
+    """
 
 
 class ConfigError(DesicError):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import keyword
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +21,9 @@ import msgspec
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAX_NESTING",
     "MIGRATIONS",
+    "STRATEGIES",
     "Demo",
     "Edge",
     "FieldSpec",
@@ -36,6 +40,14 @@ __all__ = [
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "desic.program"
+
+#: How a node prompts: the names a ``Node.strategy`` may take (each has a shipped template).
+STRATEGIES = ("predict", "chain_of_thought")
+
+#: How deep an artifact's JSON may nest (objects and arrays). Real artifacts stay far below:
+#: schemas keep nested models in ``$defs``. The bound keeps every recursive consumer of the
+#: data (schemas, ``json.dumps`` of demos, the model builder) far from Python's stack limit.
+MAX_NESTING = 128
 
 
 def canonical_json(value: Any) -> bytes:
@@ -172,6 +184,8 @@ class Program(msgspec.Struct, frozen=True, kw_only=True):
 def describe_type(schema: dict[str, Any]) -> str:
     """A JSON schema in words, as prompts and drift messages show it (``list of string``,
     ``one of: "a", "b"``, ``integer or null``)."""
+    if not isinstance(schema, dict):  # ``true`` (anything) is a schema too, e.g. as "items"
+        return "any"
     if "enum" in schema:
         return "one of: " + ", ".join(json.dumps(v) for v in schema["enum"])
     if "const" in schema:
@@ -271,14 +285,38 @@ def migrate(raw: dict[str, Any], *, source: str = "<bytes>") -> dict[str, Any]:
     return raw
 
 
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_nesting(data: bytes) -> int:
+    """How deep the arrays and objects of the JSON text ``data`` nest, without parsing it
+    (strings are cut out first, then only the brackets are counted)."""
+    depth = deepest = 0
+    for byte in _JSON_STRING.sub(b"", data).translate(None, _NOT_BRACKETS):
+        if byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
 def decode_program(data: bytes, *, source: str = "<bytes>") -> Program:
     """Decode an artifact, refusing unknown formats and newer versions with clear errors.
 
     Older formats are upgraded through ``MIGRATIONS`` first; the current format is decoded
-    directly by the typed decoder (the fast path).
+    directly by the typed decoder (the fast path). An artifact is untrusted input: whatever
+    the bytes, this returns a ``Program`` that ``check_program`` accepts or raises
+    ``ArtifactError`` saying what is wrong.
     """
     from .errors import ArtifactError
 
+    nesting = json_nesting(data)
+    if nesting > MAX_NESTING:
+        raise ArtifactError(
+            f"{source} is corrupt: its JSON nests {nesting} levels deep; the limit is {MAX_NESTING}"
+        )
     try:
         header = msgspec.json.decode(data, type=_Header)
     except msgspec.DecodeError as exc:
@@ -296,11 +334,107 @@ def decode_program(data: bytes, *, source: str = "<bytes>") -> Program:
         raise ArtifactError(f"{source} has an invalid format version {header.format_version}")
     try:
         if header.format_version == FORMAT_VERSION:
-            return msgspec.json.decode(data, type=Program)
-        raw = migrate(msgspec.json.decode(data), source=source)
-        return msgspec.convert(raw, Program)
+            program = msgspec.json.decode(data, type=Program)
+        else:
+            raw = migrate(msgspec.json.decode(data), source=source)
+            program = msgspec.convert(raw, Program)
     except msgspec.ValidationError as exc:
         raise ArtifactError(f"{source} is corrupt: {exc}") from exc
+    except (msgspec.DecodeError, RecursionError, TypeError, ValueError, AttributeError) as exc:
+        # a migration step meeting data of the wrong shape, or a decoder limit
+        raise ArtifactError(f"{source} is corrupt: {type(exc).__name__}: {exc}") from exc
+    check_program(program, source=source)
+    return program
+
+
+def check_program(program: Program, *, source: str = "<program>") -> None:
+    """``ArtifactError`` unless every node of ``program`` can be used as data: a known
+    strategy, inputs named like Python parameters, schemas of the JSON-schema shape that
+    desic writes (and reads: prompts, the model builder)."""
+    from .errors import ArtifactError
+
+    for node in program.nodes:
+        where = f"{source}: node {node.id!r}"
+        if node.strategy not in STRATEGIES:
+            raise ArtifactError(
+                f"{where} has an unknown strategy {node.strategy!r}; strategies: {', '.join(STRATEGIES)}"
+            )
+        spec = node.signature
+        seen: set[str] = set()
+        for field in spec.inputs:
+            if not field.name.isidentifier() or keyword.iskeyword(field.name):
+                raise ArtifactError(f"{where}: input name {field.name!r} is not a Python parameter name")
+            if field.name in seen:
+                raise ArtifactError(f"{where}: input name {field.name!r} appears twice")
+            seen.add(field.name)
+            check_schema(field.schema, where=f"{where}: input {field.name!r} schema")
+        check_schema(spec.output_schema, where=f"{where}: output schema")
+        if spec.output_field is not None and spec.output_field not in spec.output_names:
+            raise ArtifactError(f"{where}: output_field {spec.output_field!r} is not an output property")
+
+
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SCHEMA_MAPS = ("properties", "$defs")
+_SCHEMA_OR_BOOL = ("items", "additionalProperties")
+_STRING_KEYS = ("title", "description")
+
+
+def check_schema(schema: Any, *, where: str = "schema") -> None:
+    """``ArtifactError`` unless ``schema`` has the shape of the JSON schemas desic writes:
+    the keywords desic reads have the right types (``enum`` a list, ``properties`` an object
+    of schemas, ...) and every ``$ref`` names an entry of the root's ``$defs``."""
+    from .errors import ArtifactError
+
+    if not isinstance(schema, dict):
+        raise ArtifactError(f"{where} must be an object, not {_json_kind(schema)}")
+    defs = schema.get("$defs", {})
+    names = set(defs) if isinstance(defs, dict) else set()
+    todo: list[tuple[Any, str]] = [(schema, "")]
+    while todo:
+        node, path = todo.pop()
+        here = f"{where}{' at ' + path if path else ''}"
+        if not isinstance(node, dict):
+            raise ArtifactError(f"{here} must be an object, not {_json_kind(node)}")
+        if "enum" in node and not isinstance(node["enum"], list):
+            raise ArtifactError(f"{here}: 'enum' must be a list")
+        if "required" in node and not (
+            isinstance(node["required"], list) and all(isinstance(r, str) for r in node["required"])
+        ):
+            raise ArtifactError(f"{here}: 'required' must be a list of names")
+        kind = node.get("type")
+        if kind is not None and not isinstance(kind, str) and not (
+            isinstance(kind, list) and all(isinstance(k, str) for k in kind)
+        ):
+            raise ArtifactError(f"{here}: 'type' must be a string or a list of strings")
+        for key in _STRING_KEYS:
+            if key in node and not isinstance(node[key], str):
+                raise ArtifactError(f"{here}: {key!r} must be a string")
+        if "$ref" in node:
+            ref = node["$ref"]
+            if not isinstance(ref, str):
+                raise ArtifactError(f"{here}: '$ref' must be a string")
+            name = ref.removeprefix("#/$defs/")
+            if name == ref or name not in names:
+                raise ArtifactError(f"{here} refers to unknown definition {ref.rsplit('/', 1)[-1]!r}")
+        for key in _SCHEMA_LISTS:
+            if key in node:
+                if not isinstance(node[key], list):
+                    raise ArtifactError(f"{here}: {key!r} must be a list of schemas")
+                todo.extend((s, f"{path}.{key}[{i}]".lstrip(".")) for i, s in enumerate(node[key]))
+        for key in _SCHEMA_MAPS:
+            if key in node:
+                if not isinstance(node[key], dict):
+                    raise ArtifactError(f"{here}: {key!r} must be an object of schemas")
+                todo.extend((s, f"{path}.{key}.{n}".lstrip(".")) for n, s in node[key].items())
+        for key in _SCHEMA_OR_BOOL:
+            if key in node and not isinstance(node[key], bool):
+                todo.append((node[key], f"{path}.{key}".lstrip(".")))
+
+
+def _json_kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
+        type(value), "null" if value is None else "a number"
+    )
 
 
 def encode_program(program: Program) -> bytes:

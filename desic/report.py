@@ -114,24 +114,44 @@ def _info(run_info: Any) -> dict[str, Any]:
 
 
 def graph_layers(program: ir.Program) -> list[list[str]]:
-    """Node ids by depth: a node sits one layer below the deepest node feeding it."""
+    """Node ids by depth: a node sits one layer below the deepest node feeding it.
+
+    A depth-first walk up the edges from each node in program order, cutting an edge back
+    into the path being walked (so cycles are cut, never followed). The walk keeps its own
+    stack: a program is data, and a chain of thousands of nodes must not exhaust Python's.
+    """
     ids = list(program.node_ids)
     parents: dict[str, set[str]] = {i: set() for i in ids}
     for edge in program.edges:
         if edge.src in parents and edge.dst in parents and edge.src != edge.dst:
             parents[edge.dst].add(edge.src)
     depth: dict[str, int] = {}
+    path: set[str] = set()  # the nodes on the stack: what a recursive walk would have "seen"
 
-    def visit(node_id: str, seen: frozenset[str]) -> int:
-        if node_id in depth:
-            return depth[node_id]
-        ups = [p for p in parents[node_id] if p not in seen]  # cycles are cut, never followed
-        d = 1 + max((visit(p, seen | {node_id}) for p in ups), default=-1)
-        depth[node_id] = d
-        return d
+    def enter(node_id: str) -> list[Any]:
+        frame = [node_id, iter([p for p in parents[node_id] if p not in path]), -1]
+        path.add(node_id)
+        return frame
 
-    for node_id in ids:
-        visit(node_id, frozenset())
+    for start in ids:
+        if start in depth:
+            continue
+        stack = [enter(start)]
+        while stack:
+            frame = stack[-1]
+            for up in frame[1]:
+                if up in depth:
+                    frame[2] = max(frame[2], depth[up])
+                else:
+                    stack.append(enter(up))
+                    break
+            else:
+                node_id = frame[0]
+                depth[node_id] = frame[2] + 1
+                path.discard(node_id)
+                stack.pop()
+                if stack:
+                    stack[-1][2] = max(stack[-1][2], depth[node_id])
     layers: list[list[str]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
     for node_id in ids:
         layers[depth[node_id]].append(node_id)

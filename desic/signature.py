@@ -24,7 +24,7 @@ __all__ = ["STRATEGIES", "Signature", "signature"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
-STRATEGIES = ("predict", "chain_of_thought")
+STRATEGIES = ir.STRATEGIES
 OUTPUT_FIELD = "output"
 REASONING_FIELD = "reasoning"
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")

@@ -9,6 +9,12 @@ Per call only the query's user block is rendered (the rest is cached per node). 
 shipped templates that block is built in plain Python, to the byte what Jinja renders
 (``tests/test_render_fast.py`` holds the two together); custom templates always go
 through the sandbox.
+
+A template may come from an artifact, so it is untrusted: it renders in the bounded sandbox
+of ``desic.render._sandbox`` (no ``include``/``import``, counted steps, characters and
+nesting), and every failure, from a syntax error to a render limit, is a ``TemplateError``
+(an ``ArtifactError``) naming the node and the block. A strategy is a name from
+``ir.STRATEGIES``, never a path.
 """
 
 from __future__ import annotations
@@ -19,43 +25,40 @@ from importlib.resources import files
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .. import ir
 from .._json import to_jsonable
-from ..errors import SignatureError
+from ..errors import TemplateError
+from . import _sandbox
 
 __all__ = ["BLOCKS", "answer_json", "default_template", "format_value", "render_messages"]
 
 BLOCKS = ("system", "user", "assistant")
 
-_env = ImmutableSandboxedEnvironment(
-    undefined=jinja2.StrictUndefined,
-    autoescape=False,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=False,
-)
-
-
 @lru_cache(maxsize=8)
 def default_template(strategy: str) -> str:
-    """The source of the template shipped for ``strategy``."""
-    try:
-        return files(__package__).joinpath("templates", f"{strategy}.j2").read_text("utf-8")
-    except FileNotFoundError as exc:
-        raise SignatureError(f"no default template for strategy {strategy!r}") from exc
+    """The source of the template shipped for ``strategy`` (a name of ``ir.STRATEGIES``)."""
+    if strategy not in ir.STRATEGIES:  # never a path: an artifact's strategy is untrusted
+        raise TemplateError(
+            f"no default template for strategy {strategy!r}: unknown strategy; "
+            f"strategies: {', '.join(ir.STRATEGIES)}"
+        )
+    return files(__package__).joinpath("templates", f"{strategy}.j2").read_text("utf-8")
 
 
 @lru_cache(maxsize=256)
 def _compile(source: str) -> jinja2.Template:
     try:
-        template = _env.from_string(source)
+        template = _sandbox.environment.from_string(_sandbox.prepare(source))
     except jinja2.TemplateSyntaxError as exc:
-        raise SignatureError(f"template syntax error at line {exc.lineno}: {exc.message}") from exc
+        raise TemplateError(f"template syntax error at line {exc.lineno}: {exc.message}") from exc
+    except (_sandbox.TemplateRefused, _sandbox.RenderLimit) as exc:
+        raise TemplateError(str(exc)) from exc
+    except Exception as exc:  # RecursionError, SyntaxError (too deeply nested), ValueError, ...
+        raise TemplateError(f"the template cannot be compiled: {type(exc).__name__}: {exc}") from exc
     missing = [b for b in BLOCKS if b not in template.blocks]
     if missing:
-        raise SignatureError(f"template lacks block(s) {', '.join(missing)}; it needs {BLOCKS}")
+        raise TemplateError(f"template lacks block(s) {', '.join(missing)}; it needs {BLOCKS}")
     return template
 
 
@@ -70,13 +73,28 @@ def answer_json(output: dict[str, Any]) -> str:
     return json.dumps(output, ensure_ascii=False)
 
 
-def _block(template: jinja2.Template, name: str, variables: dict[str, Any]) -> str:
+def _block(
+    template: jinja2.Template,
+    name: str,
+    variables: dict[str, Any],
+    node_id: str,
+    budget: _sandbox.Budget | None = None,
+) -> str:
+    """Render one block; ``budget`` is what the render may spend (default: the limits plus
+    an allowance for ``variables``), shared by the blocks that prepare one node."""
+    where = f"node {node_id!r}: template block {name!r}"
     try:
-        text = "".join(template.blocks[name](template.new_context(variables)))
+        text = _sandbox.render(template, name, variables, budget or _sandbox.Budget.for_data(variables))
     except jinja2.UndefinedError as exc:
-        raise SignatureError(f"template block {name!r}: {exc.message}") from exc
+        raise TemplateError(f"{where}: {exc.message}") from exc
     except jinja2.TemplateError as exc:  # SecurityError (sandbox) and other runtime errors
-        raise SignatureError(f"template block {name!r}: {type(exc).__name__}: {exc.message}") from exc
+        raise TemplateError(f"{where}: {type(exc).__name__}: {exc.message}") from exc
+    except _sandbox.RenderLimit as exc:
+        raise TemplateError(f"{where} exceeds a render limit: {exc}") from exc
+    except RecursionError as exc:
+        raise TemplateError(f"{where} nests too deeply (RecursionError)") from exc
+    except Exception as exc:  # the template is untrusted: whatever it did, say so, never a traceback
+        raise TemplateError(f"{where}: {type(exc).__name__}: {exc}") from exc
     return text.strip()
 
 
@@ -132,13 +150,19 @@ def _fast_user(spec: ir.SignatureSpec, values: dict[str, Any]) -> str:
     return "".join(lines).strip()
 
 
-def _user(template: jinja2.Template, spec: ir.SignatureSpec, values: dict[str, Any]) -> str:
+def _user(
+    template: jinja2.Template,
+    spec: ir.SignatureSpec,
+    values: dict[str, Any],
+    node_id: str | None = None,
+    budget: _sandbox.Budget | None = None,
+) -> str:
     fields = [
         {"name": f.name, "description": f.description, "value": format_value(values.get(f.name))}
         for f in spec.inputs
         if f.name in values
     ]
-    return _block(template, "user", {"fields": fields, "inputs": values})
+    return _block(template, "user", {"fields": fields, "inputs": values}, node_id or spec.name, budget)
 
 
 class _Rendering:
@@ -149,8 +173,11 @@ class _Rendering:
     __slots__ = ("fast", "node", "prefix", "template")
 
     def __init__(self, node: ir.Node) -> None:
-        source = node.template or default_template(node.strategy)
-        template = _compile(source)
+        try:
+            source = node.template or default_template(node.strategy)
+            template = _compile(source)
+        except TemplateError as exc:
+            raise TemplateError(f"node {node.id!r}: {exc}") from exc
         self.node = node
         self.template = template
         self.fast = _fast_user_ok(source)
@@ -159,30 +186,30 @@ class _Rendering:
             {"name": f.name, "type": ir.describe_type(f.schema), "description": f.description}
             for f in spec.inputs
         ]
-        system = _block(
-            template,
-            "system",
-            {
-                "instructions": node.instructions or spec.instructions,
-                "input_fields": input_fields,
-                "output_fields": _output_fields(spec),
-                "strategy": node.strategy,
-                "signature": spec.name,
-            },
-        )
+        variables = {
+            "instructions": node.instructions or spec.instructions,
+            "input_fields": input_fields,
+            "output_fields": _output_fields(spec),
+            "strategy": node.strategy,
+            "signature": spec.name,
+        }
+        # One budget for the system block and every demo turn: a node's preparation is
+        # bounded as a whole, however many demos the artifact holds.
+        budget = _sandbox.Budget.for_data((variables, [(d.inputs, d.output) for d in node.demos]))
+        system = _block(template, "system", variables, node.id, budget)
         messages: list[dict[str, str]] = [{"role": "system", "content": system}]
         for demo in node.demos:
-            messages.append({"role": "user", "content": self.user(demo.inputs)})
+            messages.append({"role": "user", "content": self.user(demo.inputs, budget)})
             answer = _block(
-                template, "assistant", {"answer": answer_json(demo.output), "output": demo.output}
+                template, "assistant", {"answer": answer_json(demo.output), "output": demo.output}, node.id, budget
             )
             messages.append({"role": "assistant", "content": answer})
         self.prefix = tuple(messages)
 
-    def user(self, values: dict[str, Any]) -> str:
+    def user(self, values: dict[str, Any], budget: _sandbox.Budget | None = None) -> str:
         if self.fast:
             return _fast_user(self.node.signature, values)
-        return _user(self.template, self.node.signature, values)
+        return _user(self.template, self.node.signature, values, self.node.id, budget)
 
 
 _renderings: dict[int, _Rendering] = {}
