@@ -167,3 +167,32 @@ def test_threads_with_different_wrapped_lms_never_cross() -> None:
     for name in ("A", "B"):
         assert seen[name] == [f"{name}-{i}" for i in range(10)]
         assert results[name] == [f"{name}:{name}-{i % 10}" for i in range(n_calls)]
+
+
+def test_faults_the_retries_cannot_absorb_fail_the_run_visibly_and_it_resumes() -> None:
+    """An outage (most requests failing, few retries): the compile stops with a clear error
+    and a failed, resumable run; resumed once the server is healthy it ends with the
+    fault-free program."""
+    import uuid
+
+    faults = Faults(rate_500=0.6, rate_429=0.1, retry_after=0.01, rate_malformed=0.1)
+    url = f"memory://outage-{uuid.uuid4().hex}"
+
+    def weak(server: FakeOpenAIServer) -> Any:
+        provider = desic.lm("openai:fake-model", base_url=server.url, api_key="x", client_retries=0)
+        return desic.lm.retry(provider, max_retries=1, initial=0.0, jitter=0.0)
+
+    options: dict[str, Any] = {"metric": desic.metrics.exact_match, "optimizer": "bootstrap", "valset": VAL,
+                               "seed": 7, "concurrency": 8, "storage": url, "max_errors": 3}
+    with FakeOpenAIServer(handler=handler, faults=faults, seed=3) as server:
+        lm = weak(server)
+        with pytest.raises(desic.LMError, match="max_errors=3"):
+            desic.compile(triage, TRAIN, lm=lm, **options)
+        (run,) = desic.storage.open(url).list_runs()
+        assert run.status == "failed" and "retries" in (run.error or "")
+        server.faults = Faults()  # the outage is over
+        resumed = desic.compile(triage, TRAIN, lm=lm, resume=run.id, **options)
+    with FakeOpenAIServer(handler=handler) as clean_server:
+        clean = desic.compile(triage, TRAIN, lm=weak(clean_server), **{**options, "storage": None})
+    assert resumed.program.nodes == clean.program.nodes
+    assert resumed.errors == 0
