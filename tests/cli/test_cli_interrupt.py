@@ -49,6 +49,7 @@ def _env(server: FakeOpenAIServer) -> dict[str, str]:
     return env
 
 
+@pytest.mark.usefixtures("ctrl_c_raises")
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_compile_stops_and_its_resume_command_works(
     signum: int, server: FakeOpenAIServer, project: Path

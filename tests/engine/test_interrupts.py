@@ -22,6 +22,8 @@ from desic.storage import is_stale
 from desic.testing import FakeLM, FunctionLM
 from tests.support.house_rule import ROWS, answer, route, triage
 
+pytestmark = pytest.mark.usefixtures("ctrl_c_raises")
+
 
 def interrupting(after: int) -> FunctionLM:
     """The fake model, which presses Ctrl-C on its ``after``-th call."""

