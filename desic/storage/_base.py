@@ -249,19 +249,14 @@ def is_stale(info: RunInfo, *, after: float = STALE_SECONDS, at: _dt.datetime | 
 def _gone(owner: str) -> bool:
     """Whether the process named by a lease owner (``host:pid:token``) ran on this host and
     no longer exists (killed: its run can be resumed at once, without waiting until stale)."""
-    import os
     import socket
 
-    rest = owner.split(":")
-    if len(rest) < 3 or not rest[-2].isdigit() or ":".join(rest[:-2]) != socket.gethostname():
+    from ._fs import alive
+
+    parts = owner.split(":")
+    if len(parts) < 3 or not parts[-2].isdigit() or ":".join(parts[:-2]) != socket.gethostname():
         return False
-    try:
-        os.kill(int(rest[-2]), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, OverflowError):
-        return False
-    return False
+    return not alive(int(parts[-2]))
 
 
 def new_run_id() -> str:
