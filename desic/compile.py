@@ -96,7 +96,8 @@ async def acompile(
     teacher = make_lm(teacher_lm) if isinstance(teacher_lm, str) else teacher_lm
     active = student if student is not None else current_lm()  # resolved once, handed down on the task
     with compile_run(storage, resume, recorder) as run:
-        rows = ir.fingerprint([dataset_fingerprint(train), dataset_fingerprint(val) if val is not None else None])
+        train_fingerprint = dataset_fingerprint(train)
+        rows = ir.fingerprint([train_fingerprint, dataset_fingerprint(val) if val is not None else None])
         run.start(
             pipeline=pipe.ref, optimizer=opt.name, optimizer_config={**opt.config(), "seed": seed}, seed=seed,
             lm=active.describe(), trainset=rows,
@@ -136,7 +137,7 @@ async def acompile(
                 optimizer_config={**opt.config(), "seed": seed},
                 score=score,
                 score_split=split,
-                trainset_fingerprint=dataset_fingerprint(train),
+                trainset_fingerprint=train_fingerprint,
                 run_id=run.run_id,
             )
             program = program.replace(meta=meta, pipeline=pipe.ref)

@@ -27,9 +27,13 @@ __all__ = ["MAX_DEMO_CHARS", "demo_chars", "fits", "labeled_demo", "labeled_rows
 MAX_DEMO_CHARS = 50_000
 
 
+_encoder = msgspec.json.Encoder(enc_hook=str)
+
+
 def demo_chars(demo: ir.Demo) -> int:
-    """The characters of a demo's JSON: its inputs and its output."""
-    return len(json.dumps([demo.inputs, demo.output], ensure_ascii=False, default=str))
+    """The size of a demo's JSON (its inputs and output), in UTF-8 bytes: at least its
+    characters, and measured without building a Python string (a demo per trace)."""
+    return len(_encoder.encode((demo.inputs, demo.output)))
 
 
 def fits(demo: ir.Demo) -> bool:
