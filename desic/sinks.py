@@ -404,7 +404,7 @@ class OTelSink:
     """
 
     def __init__(self, tracer_provider: Any = None):
-        from opentelemetry import trace
+        import opentelemetry.trace as trace
 
         self._trace = trace
         self._provider = tracer_provider
