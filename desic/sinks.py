@@ -404,9 +404,9 @@ class OTelSink:
     """
 
     def __init__(self, tracer_provider: Any = None):
-        import opentelemetry.trace as trace
+        import opentelemetry.trace
 
-        self._trace = trace
+        self._trace = opentelemetry.trace
         self._provider = tracer_provider
         self._tracer: Any = None
         self._runs: list[tuple[str, Any]] = []  # (run_id, span), innermost last
