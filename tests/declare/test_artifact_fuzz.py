@@ -11,11 +11,9 @@ turns a regression into a failure naming the case instead of a stuck suite.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import random
-import signal
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +27,7 @@ from desic import ir
 from desic.render import default_template
 from desic.report import format_graph, node_prompt
 from desic.testing import FakeLM
+from tests.support.hang import Hung, deadline
 
 SEED = 20260611
 CASES = 400  # per base artifact
@@ -82,28 +81,6 @@ BASES: dict[str, Any] = {
         {"reasoning": "r", "kind": "customer", "address": {"city": "Utrecht", "country": "NL"}, "phone": None},
     ),
 }
-
-
-class Hung(BaseException):
-    """A case ran away (a BaseException, so that no ``except Exception`` swallows it)."""
-
-
-@contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    if not hasattr(signal, "setitimer"):
-        yield
-        return
-
-    def fire(signum: int, frame: Any) -> None:
-        raise Hung(f"still running after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 # --- what mutations put in ------------------------------------------------------------------

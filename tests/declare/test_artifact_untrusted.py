@@ -10,13 +10,11 @@ limits (``desic.render`` counts steps and characters), so no test here relies on
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import itertools
 import json
 import os
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +27,7 @@ import desic
 from desic import ir
 from desic.render import default_template, render_messages
 from desic.testing import FakeLM
+from tests.support.hang import deadline
 
 
 class Route(BaseModel):
@@ -45,30 +44,6 @@ ROWS = [
     {"ticket": "money gone", "team": "billing", "reason": "a refund"},
     {"ticket": "app crash", "team": "tech", "reason": "a bug"},
 ]
-
-
-class Hung(BaseException):
-    """Raised by ``deadline``; a BaseException so that no ``except Exception`` swallows it."""
-
-
-@contextlib.contextmanager
-def deadline(seconds: float = 20.0) -> Iterator[None]:
-    """Fail (rather than hang the suite) if the block runs away; a hang detector, not a timing
-    assertion: the limits under test bound the work far below this."""
-    if not hasattr(signal, "setitimer"):
-        yield
-        return
-
-    def fire(signum: int, frame: Any) -> None:
-        raise Hung(f"still running after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 @pytest.fixture(scope="module")
