@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
+import pytest
 from pydantic import BaseModel, Field
 
 import desic
@@ -63,3 +64,30 @@ def test_compiled_prompts_with_demos_are_pinned(prompt_snapshot: PromptSnapshot)
     assert list(prompts) == ["route", "draft_reply"]
     # demos are example turns: system, 2 x (user, assistant), then the query
     assert [m["role"] for m in prompts["route"]] == ["system", "user", "assistant", "user", "assistant", "user"]
+
+
+SNAPSHOT_PROJECT = '''
+import desic
+
+
+@desic.signature
+def route(ticket: str) -> str:
+    """{doc}"""
+
+
+def test_prompt(prompt_snapshot):
+    prompt_snapshot(route, ticket="my parcel is late")
+'''
+
+
+def test_a_changed_prompt_fails_with_a_readable_diff(pytester: pytest.Pytester) -> None:
+    """The failure shows the changed line (syrupy's own diff), also when desic is
+    installed in editable mode (its plugin's asserts are not rewritten there)."""
+    pytester.makefile(".toml", pyproject="[tool.pytest.ini_options]\n")
+    pytester.makepyfile(test_route=SNAPSHOT_PROJECT.format(doc="Route the ticket to a team."))
+    assert pytester.runpytest_subprocess("--snapshot-update").ret == 0
+    pytester.makepyfile(test_route=SNAPSHOT_PROJECT.format(doc="Route the ticket to the right team."))
+    result = pytester.runpytest_subprocess()
+    assert result.ret == 1
+    out = result.stdout.str()
+    assert "Route the ticket to a team." in out and "Route the ticket to the right team." in out
