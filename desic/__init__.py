@@ -31,6 +31,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from . import executors as executors
     from . import metrics as metrics
     from . import storage as storage
     from . import testing as testing
@@ -78,6 +79,7 @@ __all__ = [
     "compile",
     "context",
     "evaluate",
+    "executors",
     "lm",
     "load",
     "load_dataset",
@@ -106,6 +108,7 @@ _LAZY = {
     "context": ("runtime", "context"),
     "Signature": ("signature", "Signature"),
     "signature": ("signature", "signature"),
+    "executors": ("executors", None),
     "metrics": ("metrics", None),
     "storage": ("storage", None),
     "testing": ("testing", None),

@@ -11,6 +11,20 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Awaitable
+from typing import Protocol
+
+
+class Bucket(Protocol):
+    """What a throttle needs of a bucket: this process's ``TokenBucket``, or one a whole
+    cluster shares (``desic.executors``: its ``reserve`` answers in an awaitable)."""
+
+    rate: float
+    burst: float
+
+    def reserve(self, tokens: float = 1.0) -> float | Awaitable[float]: ...
+
+    async def acquire(self, tokens: float = 1.0) -> float: ...
 
 
 class TokenBucket:

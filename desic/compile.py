@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
-from . import events, ir
+from . import events, executors, ir
 from ._aio import run_sync
 from ._compiled import CompiledPipeline, load
 from ._lifecycle import compile_run
@@ -25,7 +25,7 @@ from ._redact import get_logger
 from ._version import __version__
 from .budget import Budget
 from .data import Example, dataset_fingerprint, require_json, to_examples
-from .engine import default_concurrency
+from .engine import Executor, default_concurrency
 from .errors import BudgetExceeded
 from .lm import LM
 from .metrics import Metric, check_labels, resolve_metric
@@ -73,6 +73,7 @@ async def acompile(
     max_seconds: float | None = None,
     progress: bool | None = None,
     max_errors: int | None = 10,
+    executor: Executor | str | None = None,
     **optimizer_options: Any,
 ) -> CompiledPipeline:
     """The async form of :func:`compile` (same options)."""
@@ -95,6 +96,35 @@ async def acompile(
     student = make_lm(lm) if isinstance(lm, str) else lm
     teacher = make_lm(teacher_lm) if isinstance(teacher_lm, str) else teacher_lm
     active = student if student is not None else current_lm()  # resolved once, handed down on the task
+    runner, owned = executors.resolve(executor)
+    try:
+        return await _compile(
+            pipe, train, val, metric, opt, limits, active, teacher, seed, concurrency, storage, resume, recorder,
+            progress, max_errors, runner,
+        )
+    finally:
+        if owned:
+            executors.close(runner)
+
+
+async def _compile(
+    pipe: Pipeline[..., Any],
+    train: list[Example],
+    val: list[Example] | None,
+    metric: Metric | None,
+    opt: Optimizer,
+    limits: Budget | None,
+    active: LM,
+    teacher: LM | None,
+    seed: int,
+    concurrency: int | None,
+    storage: Storage | str | None,
+    resume: str | None,
+    recorder: RunRecorder | None,
+    progress: bool | None,
+    max_errors: int | None,
+    runner: Executor,
+) -> CompiledPipeline:
     with compile_run(storage, resume, recorder) as run:
         train_fingerprint = dataset_fingerprint(train)
         rows = ir.fingerprint([train_fingerprint, dataset_fingerprint(val) if val is not None else None])
@@ -117,6 +147,7 @@ async def acompile(
             budget=limits,
             optimizer_name=opt.name,
             max_errors=max_errors,
+            executor=runner,
         )
         listening = events.active()
         if listening:
@@ -284,6 +315,7 @@ def compile(
     max_seconds: float | None = None,
     progress: bool | None = None,
     max_errors: int | None = 10,
+    executor: Executor | str | None = None,
     **optimizer_options: Any,
 ) -> CompiledPipeline:
     """Optimize ``pipeline`` on ``trainset`` and return it bound to the best program.
@@ -311,7 +343,10 @@ def compile(
       outage, a rate limit that never clears) before the compile stops with an
       ``LMError`` (the stored run is ``failed`` and resumable; failed evaluations are
       never recorded, so a resume runs them again). None: no limit. A metric that
-      raises stops the compile at once (``MetricError``).
+      raises stops the compile at once (``MetricError``);
+    - ``executor``: where the pipeline's rows run: ``"local"`` (this process, the
+      default), ``"ray"`` or a ``desic.executors.Ray(...)`` (default ``$DESIC_EXECUTOR``;
+      see :mod:`desic.executors`). The optimizer and everything it decides stay here.
 
     Before the first LM call every row is checked (inputs, JSON values, and labels against
     the output type: ``desic.metrics.check_labels``), and so are the metric and the
@@ -330,6 +365,6 @@ def compile(
             teacher_lm=teacher_lm, seed=seed, concurrency=concurrency, recorder=recorder,
             storage=storage, resume=resume, budget=budget, max_calls=max_calls,
             max_tokens=max_tokens, max_dollars=max_dollars, max_seconds=max_seconds,
-            progress=progress, max_errors=max_errors, **optimizer_options,
+            progress=progress, max_errors=max_errors, executor=executor, **optimizer_options,
         )
     )

@@ -30,7 +30,7 @@ from ._bucket import TokenBucket
 from ._json import to_jsonable
 from .budget import Budget, BudgetMeter
 from .data import Example, to_examples
-from .engine import LOCAL, RunOutcome, default_concurrency, score_outcome
+from .engine import Executor, RunOutcome, default_concurrency, score_outcome
 from .errors import ConfigError
 from .lm import LM, Usage
 from .metrics import Metric, check_labels, resolve_metric
@@ -136,6 +136,7 @@ async def aevaluate(
     lm: LM | None = None,
     program: ir.Program | None = None,
     progress: bool | None = None,
+    executor: Executor | str | None = None,
 ) -> EvaluationReport:
     """Evaluate a pipeline (or compiled pipeline, or signature) on ``devset`` with ``metric``.
 
@@ -150,8 +151,11 @@ async def aevaluate(
     ``burst`` at once; wrap the LM in a throttle to cap LM calls instead); ``max_errors``:
     stop after this many failed rows; ``budget``: stop when LM calls/tokens/dollars/time
     run out; ``lm``: the LM (default: the one in ``desic.context``); ``progress``: a
-    progress line on stderr (default: only when stderr is a terminal).
+    progress line on stderr (default: only when stderr is a terminal); ``executor``: where
+    the rows run, ``"local"`` (this process, the default), ``"ray"`` or a
+    ``desic.executors.Ray(...)`` (default ``$DESIC_EXECUTOR``; see :mod:`desic.executors`).
     """
+    from . import executors
     from .sinks import progress_display
 
     metric = resolve_metric(metric)
@@ -164,16 +168,21 @@ async def aevaluate(
     if max_errors is not None and max_errors < 1:
         raise ConfigError(f"max_errors must be at least 1 (or None for no limit), got {max_errors}")
     limits = Budget.of(budget)
-    run = _Evaluation(pipe, examples, metric, program, lm, concurrency, rps, burst, max_errors, limits)
-    sink = progress_display("evaluate", total=len(examples), budget=limits, show=progress)
-    if sink is None:
-        return await run.execute()
-    with events.listening(sink):
-        sink.start()
-        try:
+    runner, owned = executors.resolve(executor)
+    run = _Evaluation(pipe, examples, metric, program, lm, concurrency, rps, burst, max_errors, limits, runner)
+    try:
+        sink = progress_display("evaluate", total=len(examples), budget=limits, show=progress)
+        if sink is None:
             return await run.execute()
-        finally:
-            sink.stop()
+        with events.listening(sink):
+            sink.start()
+            try:
+                return await run.execute()
+            finally:
+                sink.stop()
+    finally:
+        if owned:
+            executors.close(runner)
 
 
 class _Evaluation:
@@ -191,7 +200,9 @@ class _Evaluation:
         burst: int | None,
         max_errors: int | None,
         budget: Budget | None,
+        executor: Executor,
     ):
+        self.executor = executor
         self.pipe = pipe
         self.examples = examples
         self.metric = metric
@@ -252,7 +263,7 @@ class _Evaluation:
         if self.listening:
             events.emit("run_start", what="evaluate", pipeline=self.pipe.name, examples=total)
         start = time.perf_counter()
-        await LOCAL.run(
+        await self.executor.run(
             self.pipe,
             [(e, self.program) for e in self.examples],
             lm=self.lm,
@@ -304,6 +315,7 @@ def evaluate(
     lm: LM | None = None,
     program: ir.Program | None = None,
     progress: bool | None = None,
+    executor: Executor | str | None = None,
 ) -> EvaluationReport:
     """Sync front of :func:`aevaluate` (works inside a running event loop too)."""
     return run_sync(
@@ -319,5 +331,6 @@ def evaluate(
             lm=lm,
             program=program,
             progress=progress,
+            executor=executor,
         )
     )

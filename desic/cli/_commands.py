@@ -48,6 +48,10 @@ StorageOpt = Annotated[
     typer.Option("--storage", "-s", help="store URL, e.g. sqlite://.desic/desic.db (default: $DESIC_STORAGE)"),
 ]
 ConcurrencyOpt = Annotated[int, typer.Option("--concurrency", "-c", min=1, help="examples run at once")]
+ExecutorOpt = Annotated[
+    str | None,
+    typer.Option("--executor", help="where rows run: local, ray, ray:auto or ray://HOST:10001 (default: $DESIC_EXECUTOR, else local)"),
+]
 ArtifactArg = Annotated[
     str,
     typer.Argument(
@@ -140,6 +144,7 @@ def compile_cmd(
     budget: Annotated[str | None, typer.Option("--budget", help="limits: calls=100,tokens=50000,dollars=1.5,seconds=600 (any subset)")] = None,
     concurrency: ConcurrencyOpt = 8,
     option: Annotated[list[str] | None, typer.Option("--option", "-O", help="optimizer option KEY=VALUE (JSON values), repeatable")] = None,
+    executor: ExecutorOpt = None,
 ) -> None:
     """Optimize a pipeline on a trainset and save the compiled artifact."""
     from ..compile import compile as compile_fn
@@ -169,6 +174,8 @@ def compile_cmd(
         kwargs["resume"] = resume
     if limits is not None:
         kwargs["budget"] = _budget_value(limits)
+    if executor is not None:
+        kwargs["executor"] = executor
     try:
         with progress(what="compile", budget=limits):
             compiled = compile_fn(obj, train_rows, **kwargs)
@@ -230,6 +237,7 @@ def eval_cmd(
     pipeline: PipelineOpt = None,
     storage: StorageOpt = None,
     concurrency: ConcurrencyOpt = 8,
+    executor: ExecutorOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the full report (every example) as JSON")] = False,
     show_errors: Annotated[int, typer.Option("--show-errors", help="how many failed examples to list")] = 5,
 ) -> None:
@@ -243,6 +251,8 @@ def eval_cmd(
     from ..evaluate import evaluate
 
     options: dict[str, Any] = {"concurrency": concurrency}
+    if executor is not None:
+        options["executor"] = executor
     if accepts(evaluate, "progress"):
         options["progress"] = False  # the progress line below draws it from the events
     with lm_context(lm), progress(what="evaluate", total=len(rows)):

@@ -80,6 +80,8 @@ class CacheLM(WrapperLM):
     def __init__(self, inner: LM, store: Any = True):
         super().__init__(inner)
         self.store: CacheStore = open_store(store)
+        # how to open the same store in another process (desic.lm.portable); None for an object
+        self.store_spec: Any = store if isinstance(store, (bool, str)) else None
         self.hits = 0
         self.misses = 0
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 __all__ = ["Paid", "counting", "entered", "pace"]
@@ -26,8 +26,10 @@ class Paid:
 
     __slots__ = ("reserve", "sent")
 
-    def __init__(self, reserve: Callable[[], float]):
-        self.reserve = reserve  # takes a request slot; returns the seconds to wait for it
+    def __init__(self, reserve: Callable[[], float | Awaitable[float]]):
+        # takes a request slot; returns the seconds to wait for it (a bucket shared by a
+        # cluster, desic.executors, answers in an awaitable)
+        self.reserve = reserve
         self.sent = 0
 
 
@@ -74,7 +76,8 @@ async def pace(*_: object) -> None:
         entry.sent += 1
         if entry.sent == 1:
             continue  # paid before the call began
-        wait = entry.reserve()
+        reserved = entry.reserve()
+        wait = reserved if isinstance(reserved, (int, float)) else await reserved
         if wait > 0:
             for inner in scope[i + 1 :]:
                 if isinstance(inner, asyncio.Timeout) and (when := inner.when()) is not None:

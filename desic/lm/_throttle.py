@@ -16,9 +16,9 @@ kept. Their tokens are in the call's reported usage, settled afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 
-from .._bucket import TokenBucket
+from .._bucket import Bucket, TokenBucket
 from ..errors import ConfigError
 from . import LM, LMRequest, LMResponse, Message
 from ._pacing import Paid, entered
@@ -56,8 +56,8 @@ class ThrottleLM(WrapperLM):
         if rps is None and tpm is None:
             raise ConfigError("throttle needs rps= (requests per second) and/or tpm= (tokens per minute)")
         self.rps, self.burst, self.tpm = rps, burst, tpm
-        self.requests = TokenBucket(rps, burst) if rps is not None else None
-        self.tokens = TokenBucket(tpm / 60.0, tpm_burst or tpm) if tpm is not None else None
+        self.requests: Bucket | None = TokenBucket(rps, burst) if rps is not None else None
+        self.tokens: Bucket | None = TokenBucket(tpm / 60.0, tpm_burst or tpm) if tpm is not None else None
 
     async def request(self, request: LMRequest) -> LMResponse:
         estimate = await self._acquire(estimate_tokens(_message_texts(request.messages)))
@@ -73,7 +73,7 @@ class ThrottleLM(WrapperLM):
         with entered(Paid(self._later_request)):
             return await super().embed(texts)
 
-    def _later_request(self) -> float:
+    def _later_request(self) -> float | Awaitable[float]:
         """A request slot for a call's second and later HTTP requests: the seconds to wait."""
         return self.requests.reserve() if self.requests is not None else 0.0
 

@@ -202,6 +202,26 @@ class FakeLM(_RecordingLM):
         await self._wait()
         return self._respond(request, self._pick(request), started)
 
+    def to_config(self) -> dict[str, Any]:
+        """This fake as plain data (``desic.lm.portable``): a Ray worker builds its own copy.
+        Answers by input behave the same everywhere; answers in sequence are counted by
+        each copy on its own."""
+        from .._json import to_jsonable
+
+        answers = self.by_input if self.by_input is not None else self.sequence
+        return {
+            "answers": to_jsonable(answers), "by_input": self.by_input is not None, "default": to_jsonable(self.default),
+            "cycle": self.cycle, "latency": self.latency, "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, data: dict[str, Any]) -> FakeLM:
+        answers = data["answers"]
+        return cls(
+            dict(answers) if data.get("by_input") else list(answers), default=data.get("default"),
+            cycle=bool(data.get("cycle")), latency=float(data.get("latency") or 0.0), name=str(data.get("name") or "fake"),
+        )
+
 
 class FunctionLM(_RecordingLM):
     """Answers computed by ``fn(request)`` (sync or async); see ``coerce_answer``."""
@@ -219,6 +239,27 @@ class FunctionLM(_RecordingLM):
         if inspect.isawaitable(answer):
             answer = await answer
         return self._respond(request, answer, started)
+
+    def to_config(self) -> dict[str, Any]:
+        """This fake as plain data: its function travels by import path (``module:name``)."""
+        fn = self.fn
+        ref = f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', '')}"
+        if "<" in ref or ref.startswith((":", "__main__:")):
+            raise ConfigError(
+                f"FunctionLM's function {ref!r} cannot be imported by name on another process; "
+                "define it at the top level of an importable module"
+            )
+        return {"fn": ref, "latency": self.latency, "name": self.name}
+
+    @classmethod
+    def from_config(cls, data: dict[str, Any]) -> FunctionLM:
+        import importlib
+
+        module, _, qualname = str(data["fn"]).partition(":")
+        fn: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            fn = getattr(fn, part)
+        return cls(fn, latency=float(data.get("latency") or 0.0), name=str(data.get("name") or "function"))
 
 
 def last_input(request: LMRequest) -> str:

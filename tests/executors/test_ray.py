@@ -1,0 +1,70 @@
+"""The Ray executor on a real local cluster: the same report as on one machine, events from
+the workers on the driver's bus, and a clear error when a worker cannot import the code."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import desic
+from desic.events import Event
+from desic.sinks import JsonlSink, read_trace
+from desic.testing import FunctionLM
+from tests.support.house_rule import ROWS, answer, route, triage
+
+
+def test_evaluate_on_ray_matches_the_local_report_row_for_row(ray_executor: Any, tmp_path: Path) -> None:
+    lm = FunctionLM(answer, name="m", latency=0.002)
+    devset = ROWS * 3
+    trace = tmp_path / "trace.jsonl"
+    seen: list[Event] = []
+    with desic.events.listening(JsonlSink(trace)), desic.events.listening(seen.append):
+        on_ray = desic.evaluate(triage, devset, "exact_match", lm=lm, executor=ray_executor, concurrency=8)
+    local = desic.evaluate(triage, devset, "exact_match", lm=lm, concurrency=8)
+    assert [r.output for r in on_ray.results] == [r.output for r in local.results]  # devset order
+    assert [r.score for r in on_ray.results] == [r.score for r in local.results]
+    assert on_ray.score == local.score and on_ray.usage.calls == len(devset)
+    # every LM call made on a worker reached the driver's bus, the JSONL trace included,
+    # naming its worker; each row's progress event came as its outcome did
+    calls = [e for e in read_trace(trace) if e.kind == "lm_call"]
+    assert len(calls) == len(devset)
+    assert {e.data["worker"] for e in calls} <= {"ray-worker-0", "ray-worker-1"}
+    assert sum(1 for e in seen if e.kind == "example") == len(devset)
+    # a bare signature runs there too (imported by its own MODULE:NAME)
+    signature_report = desic.evaluate(route, devset[:8], "exact_match", lm=lm, executor=ray_executor)
+    assert [r.output for r in signature_report.results] == [r.output for r in local.results[:8]]
+
+
+def test_a_pipeline_the_workers_cannot_import_is_refused_with_how_to_ship_it(
+    ray_executor: Any, tmp_path: Path
+) -> None:
+    name = f"only_on_the_driver_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{name}.py").write_text(
+        "import desic\n"
+        "from tests.support.house_rule import route\n\n"
+        "@desic.pipeline\n"
+        "def here(ticket: str):\n"
+        "    return route(ticket=ticket)\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        module = __import__(name)
+        with pytest.raises(desic.ConfigError) as caught:
+            desic.evaluate(module.here, ROWS[:2], "exact_match", lm=FunctionLM(answer), executor=ray_executor)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop(name, None)
+    message = str(caught.value)
+    assert f"cannot import module {name!r}" in message
+    assert "runtime_env" in message and "working_dir" in message and "py_modules" in message
+
+    @desic.pipeline
+    def nested(ticket: str) -> Any:
+        return route(ticket=ticket)
+
+    with pytest.raises(desic.ConfigError, match="define it at the top level of a module"):
+        desic.evaluate(nested, ROWS[:2], "exact_match", lm=FunctionLM(answer), executor=ray_executor)
