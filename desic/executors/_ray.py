@@ -122,6 +122,7 @@ class Ray:
         self._nodes = NodeCache()
         self._lms: dict[int, tuple[LM, str, dict[str, Any]]] = {}
         self._swapped: list[tuple[Any, Bucket | None, Bucket | None]] = []
+        self._current: _Run | None = None
 
     def __repr__(self) -> str:
         return f"desic.executors.Ray(address={self.address!r}, workers={len(self.slots) or self.workers})"
@@ -172,6 +173,12 @@ class Ray:
                 ray.kill(slot.actor, no_restart=True)
                 slot.actor = None
         self.slots = []
+
+    @property
+    def held(self) -> list[int]:
+        """Jobs of the running call each worker holds now (sent, no outcome back yet)."""
+        run = self._current
+        return list(run.outstanding) if run is not None else [0] * len(self.slots)
 
     @property
     def actors(self) -> list[Any]:
@@ -245,14 +252,34 @@ class Ray:
         active = lm if lm is not None else current_lm()
         lm_key, config = self._lm(active)
         await self._prepare(ref)
-        await _Run(self, pipe, jobs, lm_key, config, trace, stop, before, after).go()
+        run = self._current = _Run(self, pipe, jobs, lm_key, config, trace, stop, before, after)
+        try:
+            await run.go()
+        finally:
+            self._current = None
 
     async def _prepare(self, ref: str) -> None:
-        """Every worker imports the pipeline, or the run fails with why (and how to ship it)."""
-        answers = await asyncio.gather(*(slot.actor.prepare.remote(ref) for slot in self.slots))
-        for answer in answers:
-            if answer is not None:
-                raise ConfigError(answer)
+        """Every worker imports the pipeline, or the run fails with why (and how to ship it).
+        A worker found dead (lost between two runs) is replaced first."""
+        ray = _ray()
+        for attempt in range(self.max_restarts + 1):
+            answers = await asyncio.gather(
+                *(slot.actor.prepare.remote(ref) for slot in self.slots), return_exceptions=True
+            )
+            dead = False
+            for slot, answer in zip(self.slots, answers, strict=True):
+                if isinstance(answer, (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)):
+                    if attempt == self.max_restarts:
+                        raise DesicError(f"Ray workers keep dying before they can run anything: {answer}")
+                    self.restarts += 1
+                    self._replace(slot)
+                    dead = True
+                elif isinstance(answer, BaseException):
+                    raise answer
+                elif answer is not None:
+                    raise ConfigError(answer)
+            if not dead:
+                return
 
 
 class _Run:
@@ -457,7 +484,7 @@ class _Run:
             task.cancel()
         waits = [asyncio.ensure_future(_settled(r)) for r in refs]
         if waits:
-            await asyncio.wait(waits, timeout=5.0)
+            await asyncio.wait(waits, timeout=3.0)  # within an interrupted loop's own wind-down
 
 
 async def _settled(ref: Any) -> None:

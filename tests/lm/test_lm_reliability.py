@@ -21,6 +21,7 @@ from typing import Any, Literal
 import pytest
 
 import desic
+from desic._bucket import TokenBucket  # private: the bucket this process's throttle keeps
 from desic.lm import ThrottleLM
 from desic.testing import FakeLM, FakeOpenAIServer, Faults, allow_model_requests
 
@@ -148,7 +149,7 @@ def test_every_http_request_reserves_a_slot_even_a_retried_broken_body(
     with FakeOpenAIServer(faults=Faults(rate_malformed=0.3), seed=3) as server:
         lm = desic.lm("openai:fake-model", base_url=server.url, api_key="x", rps=1000, burst=1000)
         throttle = next(w for w in _chain(lm) if isinstance(w, ThrottleLM))
-        assert throttle.requests is not None
+        assert isinstance(throttle.requests, TokenBucket)
         reservations: list[float] = []
         reserve = throttle.requests.reserve
 

@@ -15,6 +15,7 @@ import pytest
 
 import desic
 import desic._bucket  # private: the token bucket's clock is patched
+from desic._bucket import TokenBucket  # private: the bucket this process's throttle keeps
 from desic.lm import LMRequest, RetryLM, ThrottleLM
 from desic.lm._throttle import estimate_tokens  # private: the throttle's own token estimate
 from desic.testing import FakeLM, FakeOpenAIServer, Faults, FunctionLM, allow_model_requests
@@ -99,7 +100,7 @@ def test_the_same_lm_object_shares_its_budget_across_threads_and_loops() -> None
 
 def test_burst_lets_the_first_requests_through_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     lm = desic.lm.throttle(FakeLM(default="tech"), rps=2, burst=5)
-    assert isinstance(lm, ThrottleLM) and lm.requests is not None
+    assert isinstance(lm, ThrottleLM) and isinstance(lm.requests, TokenBucket)
     waits: list[float] = []
     reserve = lm.requests.reserve
 
@@ -136,6 +137,7 @@ def test_tokens_per_minute_reserves_an_estimate_and_settles_with_the_usage(
     used = response.usage.total_tokens
     assert used != estimate
     # the bucket was charged exactly what the call used: its "full again" time moved by used/rate
+    assert isinstance(lm.tokens, TokenBucket)
     assert lm.tokens._tat - 1000.0 == pytest.approx(used / 100)
 
 
