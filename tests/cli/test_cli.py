@@ -510,3 +510,15 @@ def test_import_desic_does_not_load_the_cli_stack() -> None:
     proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_eval_runs_rows_where_executor_says(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    result = cli("eval", "cliproj:triage", "-d", "dev.jsonl", "--executor", "local")
+    assert result.exit_code == 0, result.output
+    assert "on 4 examples" in result.stdout
+    wrong = cli("eval", "cliproj:triage", "-d", "dev.jsonl", "--executor", "spark")
+    assert wrong.exit_code != 0
+    assert "unknown executor 'spark'" in wrong.output
+    monkeypatch.setenv("DESIC_EXECUTOR", "spark")
+    from_env = cli("compile", "cliproj:triage", "-t", "dev.jsonl", "-o", "out.json")
+    assert from_env.exit_code != 0 and "unknown DESIC_EXECUTOR 'spark'" in from_env.output

@@ -37,6 +37,7 @@ EXPECTED_ALL = [
     "compile",
     "context",
     "evaluate",
+    "executors",
     "lm",
     "load",
     "load_dataset",
@@ -99,11 +100,12 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
 _IMPORT_CHECK = """
 import json, sys
 import desic
-heavy = ("openai", "instructor", "xllamacpp")
+heavy = ("openai", "instructor", "xllamacpp", "ray")
 before = sorted(m for m in heavy if m in sys.modules)
 # Touching one lazy name imports the submodules behind it; none of them may shadow a
 # public function of the same name.
 desic.compile
+desic.executors.resolve("local")  # the executor seam; Ray loads only when an executor runs
 public = {n: callable(getattr(desic, n)) for n in ("signature", "pipeline", "evaluate", "lm", "load")}
 # Using the core API (signatures, pipelines, fakes) must not pull the SDKs in either.
 @desic.signature
