@@ -81,9 +81,9 @@ def main() -> None:
     args = parser.parse_args()
 
     import ray
+    from _scale_out import answer, cpu_bound
 
     import desic
-    from _scale_out import answer, cpu_bound
     from desic.testing import FakeLM, FakeOpenAIServer, Faults, allow_model_requests
 
     path = os.pathsep.join(p for p in (str(REPO), str(BENCH), os.environ.get("PYTHONPATH", "")) if p)

@@ -36,6 +36,7 @@ from .._json import to_jsonable
 from ..engine import Job, RunOutcome
 from ..errors import ConfigError, DesicError
 from ..lm import LM
+from ..lm.guard import requests_refused
 from ..lm.portable import lm_config, throttles
 from ..pipeline import Pipeline
 from ..record import program_key
@@ -138,7 +139,7 @@ class Ray:
     def _start(self, concurrency: int) -> None:
         ray = _ray()
         if not ray.is_initialized():
-            options: dict[str, Any] = {"log_to_driver": False}
+            options: dict[str, Any] = {}
             if self.address is not None:
                 options["address"] = self.address
             ray.init(**options)
@@ -308,6 +309,7 @@ class _Run:
         self.after = after
         self.id = uuid.uuid4().hex
         self.events = events.active()
+        self.refuse = requests_refused()  # a test refusing real LM calls refuses them on the workers too
         self.queue: collections.deque[int] = collections.deque(range(len(jobs)))
         self.admitted = bytearray(len(jobs))
         self.outstanding = [0] * len(ex.slots)
@@ -405,7 +407,7 @@ class _Run:
                 programs[pid] = data
         payload: dict[str, Any] = {
             "run": self.id, "pipe": self.pipe.ref, "lm": self.lm_key, "programs": programs,
-            "trace": self.trace, "events": self.events, "concurrency": self.ex._concurrency, "jobs": jobs,
+            "trace": self.trace, "events": self.events, "concurrency": self.ex._concurrency, "refuse": self.refuse, "jobs": jobs,
         }
         if self.lm_key not in slot.lms:
             slot.lms.add(self.lm_key)

@@ -31,6 +31,7 @@ from ..data import Example
 from ..engine import RunOutcome, run_one
 from ..errors import DataError
 from ..lm import LM
+from ..lm.guard import refuse_model_requests
 from ..lm.portable import lm_from_config
 from ..pipeline import Pipeline, as_pipeline
 from ._codec import NodeBytes, decode, encode, encode_outcome
@@ -212,7 +213,9 @@ class Worker:
         held = self._tasks.setdefault(run, set())
         token = home_loop.set(loop)
         try:
-            with events.listening(sink) if b["events"] else nullcontext():
+            with events.listening(sink) if b["events"] else nullcontext(), (
+                refuse_model_requests() if b.get("refuse") else nullcontext()
+            ):
                 mine = [loop.create_task(self._job(run, pipe, lm, bool(b["trace"]), job, queue)) for job in b["jobs"]]
         finally:
             home_loop.reset(token)

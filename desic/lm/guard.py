@@ -16,16 +16,35 @@ from contextlib import contextmanager
 from ..errors import ConfigError
 
 _allowed: contextvars.ContextVar[bool] = contextvars.ContextVar("desic_allow_requests", default=False)
+# set in another process (a Ray worker) running rows for a test that refuses real requests
+_refused: contextvars.ContextVar[bool] = contextvars.ContextVar("desic_refuse_requests", default=False)
 
 
 def _under_pytest() -> bool:
     return "pytest" in sys.modules and "PYTEST_CURRENT_TEST" in os.environ
 
 
-def check_allowed(lm_name: str) -> None:
+def requests_refused() -> bool:
+    """Whether a real LM call would be refused here (for a worker process to do the same)."""
+    if _refused.get():
+        return True
     if not _under_pytest() or _allowed.get():
-        return
-    if os.environ.get("DESIC_ALLOW_MODEL_REQUESTS", "").lower() in ("1", "true", "yes"):
+        return False
+    return os.environ.get("DESIC_ALLOW_MODEL_REQUESTS", "").lower() not in ("1", "true", "yes")
+
+
+@contextmanager
+def refuse_model_requests() -> Iterator[None]:
+    """Refuse real LM calls in this block, as a test would (a Ray worker running its rows)."""
+    token = _refused.set(True)
+    try:
+        yield
+    finally:
+        _refused.reset(token)
+
+
+def check_allowed(lm_name: str) -> None:
+    if not requests_refused():
         return
     raise ConfigError(
         f"refusing to call the real LM {lm_name!r} inside a test: mark the test "

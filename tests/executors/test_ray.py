@@ -68,3 +68,10 @@ def test_a_pipeline_the_workers_cannot_import_is_refused_with_how_to_ship_it(
 
     with pytest.raises(desic.ConfigError, match="define it at the top level of a module"):
         desic.evaluate(nested, ROWS[:2], "exact_match", lm=FunctionLM(answer), executor=ray_executor)
+
+
+def test_a_test_that_refuses_real_lm_calls_refuses_them_on_the_workers_too(ray_executor: Any) -> None:
+    lm = desic.lm("openai:gpt-4o-mini", base_url="http://127.0.0.1:9/v1", api_key="x")
+    report = desic.evaluate(triage, ROWS[:4], "exact_match", lm=lm, executor=ray_executor)
+    assert report.errors == 4
+    assert all("refusing to call the real LM" in (r.error or "") for r in report.results)
