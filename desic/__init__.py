@@ -34,9 +34,11 @@ if TYPE_CHECKING:
     from . import metrics as metrics
     from . import storage as storage
     from . import testing as testing
+    from ._batch import BatchResult as BatchResult
     from ._compiled import CompiledPipeline as CompiledPipeline
     from ._compiled import load as load
     from .budget import Budget as Budget
+    from .compile import acompile as acompile
     from .compile import compile as compile
     from .data import Example as Example
     from .data import load_dataset as load_dataset
@@ -49,12 +51,14 @@ if TYPE_CHECKING:
     from .pipeline import Pipeline as Pipeline
     from .pipeline import pipeline as pipeline
     from .runtime import context as context
+    from .signature import Output as Output
     from .signature import Signature as Signature
     from .signature import signature as signature
 
 __all__ = [
     "LM",
     "ArtifactError",
+    "BatchResult",
     "Budget",
     "BudgetExceeded",
     "CompiledPipeline",
@@ -65,6 +69,7 @@ __all__ = [
     "Example",
     "LMError",
     "MetricError",
+    "Output",
     "OutputValidationError",
     "Pipeline",
     "Program",
@@ -74,6 +79,7 @@ __all__ = [
     "StorageError",
     "Timeout",
     "__version__",
+    "acompile",
     "aevaluate",
     "compile",
     "context",
@@ -91,6 +97,9 @@ __all__ = [
 _LAZY = {
     "CompiledPipeline": ("_compiled", "CompiledPipeline"),  # light: loading imports no optimizer
     "compile": ("compile", "compile"),
+    "acompile": ("compile", "acompile"),
+    "BatchResult": ("_batch", "BatchResult"),
+    "Output": ("signature", "Output"),
     "load": ("_compiled", "load"),
     "Example": ("data", "Example"),
     "load_dataset": ("data", "load_dataset"),

@@ -9,12 +9,13 @@ both names.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from . import ir
 from ._aio import run_sync
+from ._batch import BatchResult
 from .errors import ArtifactError, SignatureError, StorageError
 from .lm import Usage
 from .pipeline import Pipeline, as_pipeline
@@ -28,13 +29,24 @@ if TYPE_CHECKING:
 
 __all__ = ["CompiledPipeline", "load"]
 
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)  # a pipeline of an async def returns a coroutine
+Q = ParamSpec("Q")
+T = TypeVar("T")
 
-class CompiledPipeline:
-    """A pipeline bound to an optimized ``Program``. Call it like the original."""
+
+class CompiledPipeline(Generic[P, R_co]):
+    """A pipeline bound to an optimized ``Program``. Call it like the original.
+
+    Typed like the pipeline it came from: ``compiled(...)`` takes the pipeline's
+    parameters and returns what it returns; ``await compiled.acall(...)`` is the async
+    form, ``compiled.batch([...])`` / ``await compiled.abatch([...])`` run many inputs.
+    """
 
     def __init__(
         self,
-        pipeline: Pipeline[..., Any],
+        pipeline: Pipeline[P, R_co],
         program: ir.Program,
         *,
         history: list[Any] | None = None,
@@ -57,12 +69,59 @@ class CompiledPipeline:
     def score(self) -> float | None:
         return self.program.meta.score
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
         inputs = self.pipeline.bind(args, kwargs)
         state = RunState(program=self.program)
         if self.pipeline.is_async:
-            return self.pipeline.arun(inputs, state)
-        return self.pipeline.run(inputs, state)
+            return self.pipeline.arun(inputs, state)  # type: ignore[return-value]  # R is the coroutine
+        result: R_co = self.pipeline.run(inputs, state)
+        return result
+
+    # An ``async def`` pipeline's R is a coroutine: ``acall`` and the batches give what it returns.
+    @overload
+    async def acall(
+        self: CompiledPipeline[Q, Coroutine[Any, Any, T]], *args: Q.args, **kwargs: Q.kwargs
+    ) -> T: ...
+    @overload
+    async def acall(self: CompiledPipeline[Q, T], *args: Q.args, **kwargs: Q.kwargs) -> T: ...
+    async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        """The async form of calling: ``await compiled.acall(...)`` (a synchronous
+        pipeline runs on one of desic's worker threads)."""
+        inputs = self.pipeline.bind(args, kwargs)
+        return await self.pipeline.arun(inputs, RunState(program=self.program))
+
+    @overload
+    def batch(
+        self: CompiledPipeline[Q, Coroutine[Any, Any, T]],
+        inputs: Iterable[Mapping[str, Any]],
+        *,
+        concurrency: int | None = None,
+    ) -> list[BatchResult[T]]: ...
+    @overload
+    def batch(
+        self: CompiledPipeline[Q, T], inputs: Iterable[Mapping[str, Any]], *, concurrency: int | None = None
+    ) -> list[BatchResult[T]]: ...
+    def batch(self, inputs: Iterable[Mapping[str, Any]], *, concurrency: int | None = None) -> list[BatchResult[Any]]:
+        """Run every dict of inputs, ``concurrency`` at a time; one ``BatchResult`` per item
+        in input order (its output or its error; one failure never stops the others)."""
+        return run_sync(self.pipeline.run_batch(inputs, self.program, concurrency))
+
+    @overload
+    async def abatch(
+        self: CompiledPipeline[Q, Coroutine[Any, Any, T]],
+        inputs: Iterable[Mapping[str, Any]],
+        *,
+        concurrency: int | None = None,
+    ) -> list[BatchResult[T]]: ...
+    @overload
+    async def abatch(
+        self: CompiledPipeline[Q, T], inputs: Iterable[Mapping[str, Any]], *, concurrency: int | None = None
+    ) -> list[BatchResult[T]]: ...
+    async def abatch(
+        self, inputs: Iterable[Mapping[str, Any]], *, concurrency: int | None = None
+    ) -> list[BatchResult[Any]]:
+        """The async form of :meth:`batch`."""
+        return await self.pipeline.run_batch(inputs, self.program, concurrency)
 
     def prompts(self, **inputs: Any) -> dict[str, list[dict[str, str]]]:
         """The exact messages each node sends for ``inputs``, by node id.
@@ -155,7 +214,13 @@ def _check_drift(program: ir.Program, source: str) -> None:
             raise drift_error(node.id, node.signature, sig.spec)
 
 
-def load(path: str | os.PathLike[str], pipeline: Any = None) -> CompiledPipeline:
+@overload
+def load(path: str | os.PathLike[str], pipeline: None = None) -> CompiledPipeline[..., Any]: ...
+@overload
+def load(
+    path: str | os.PathLike[str], pipeline: Pipeline[P, R] | Signature[P, R] | CompiledPipeline[P, R]
+) -> CompiledPipeline[P, R]: ...
+def load(path: str | os.PathLike[str], pipeline: Any = None) -> CompiledPipeline[..., Any]:
     """Read an artifact (no code is executed) and bind it.
 
     ``path`` is a file, or a store URL naming an artifact version:

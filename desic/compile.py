@@ -15,7 +15,7 @@ import datetime as _dt
 import json
 from collections.abc import Iterable
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from . import events, ir
 from ._aio import run_sync
@@ -41,11 +41,12 @@ if TYPE_CHECKING:
     from .signature import Signature
     from .storage import Storage
 
-    Compilable = Pipeline[..., Any] | Signature[..., Any] | CompiledPipeline
-
 __all__ = ["CompiledPipeline", "acompile", "compile", "load"]
 
 log = get_logger("desic.compile")
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _now() -> str:
@@ -53,7 +54,7 @@ def _now() -> str:
 
 
 async def acompile(
-    pipeline: Compilable,
+    pipeline: Pipeline[P, R] | Signature[P, R] | CompiledPipeline[P, R],
     trainset: Iterable[Any],
     *,
     metric: Metric | str | None = None,
@@ -74,12 +75,12 @@ async def acompile(
     progress: bool | None = None,
     max_errors: int | None = 10,
     **optimizer_options: Any,
-) -> CompiledPipeline:
+) -> CompiledPipeline[P, R]:
     """The async form of :func:`compile` (same options)."""
     from .lm import lm as make_lm
 
     metric = resolve_metric(metric) if metric is not None else None
-    pipe = as_pipeline(pipeline)
+    pipe = cast("Pipeline[P, R]", as_pipeline(pipeline))  # the same parameters and result
     train = to_examples(pipe, trainset, what="trainset")  # every row checked before any LM call
     val = to_examples(pipe, valset, what="valset") if valset is not None else None
     require_json(train, "trainset")  # rows are fingerprinted and recorded
@@ -264,7 +265,7 @@ async def _final_score(
 
 
 def compile(
-    pipeline: Compilable,
+    pipeline: Pipeline[P, R] | Signature[P, R] | CompiledPipeline[P, R],
     trainset: Iterable[Any],
     *,
     metric: Metric | str | None = None,
@@ -285,7 +286,7 @@ def compile(
     progress: bool | None = None,
     max_errors: int | None = 10,
     **optimizer_options: Any,
-) -> CompiledPipeline:
+) -> CompiledPipeline[P, R]:
     """Optimize ``pipeline`` on ``trainset`` and return it bound to the best program.
 
     - ``metric``: scores an output against a row's labels: a function ``metric(example,

@@ -171,7 +171,7 @@ def compile_cmd(
         kwargs["budget"] = _budget_value(limits)
     try:
         with progress(what="compile", budget=limits):
-            compiled = compile_fn(obj, train_rows, **kwargs)
+            compiled: CompiledPipeline[..., Any] = compile_fn(obj, train_rows, **kwargs)
     except KeyboardInterrupt:
         echo_err("interrupted")
         _resume_hint(storage, pipe.ref)
@@ -330,7 +330,7 @@ def run_cmd(
         raise typer.BadParameter("give exactly one of --input JSON or --jsonl FILE", param_hint="--input / --jsonl")
 
 
-def _run_one(compiled: CompiledPipeline, data: dict[str, Any], lm: str | None) -> None:
+def _run_one(compiled: CompiledPipeline[..., Any], data: dict[str, Any], lm: str | None) -> None:
     from ..runtime import RunState
 
     pipe = compiled.pipeline
@@ -343,7 +343,7 @@ def _run_one(compiled: CompiledPipeline, data: dict[str, Any], lm: str | None) -
     typer.echo(_dumps(result))
 
 
-def _run_many(compiled: CompiledPipeline, rows: list[dict[str, Any]], lm: str | None, concurrency: int, *, source: str) -> None:
+def _run_many(compiled: CompiledPipeline[..., Any], rows: list[dict[str, Any]], lm: str | None, concurrency: int, *, source: str) -> None:
     from .._aio import run_sync
     from ..data import to_examples
     from ..engine import run_all

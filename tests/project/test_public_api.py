@@ -13,6 +13,7 @@ import desic
 
 EXPECTED_ALL = [
     "ArtifactError",
+    "BatchResult",
     "Budget",
     "BudgetExceeded",
     "CompiledPipeline",
@@ -24,6 +25,7 @@ EXPECTED_ALL = [
     "LM",
     "LMError",
     "MetricError",
+    "Output",
     "OutputValidationError",
     "Pipeline",
     "Program",
@@ -33,6 +35,7 @@ EXPECTED_ALL = [
     "StorageError",
     "Timeout",
     "__version__",
+    "acompile",
     "aevaluate",
     "compile",
     "context",
