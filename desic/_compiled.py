@@ -163,7 +163,15 @@ class CompiledPipeline(Generic[P, R_co]):
         lines = [f"pipeline {p.pipeline or self.pipeline.ref}  ({len(p.nodes)} nodes)"]
         m = p.meta
         if m.optimizer:
-            score = f"{m.score:.3f} on {m.score_split}" if m.score is not None else "not scored"
+            if m.score is not None:
+                score = f"{m.score:.3f} on {m.score_split}"
+            elif self.stopped_by is not None:
+                score = f"not scored (the {self.stopped_by} budget ran out first)"
+            else:
+                score = (
+                    f"not scored ({m.optimizer} scored no validation split and no valset= was given; "
+                    "compiled.evaluate(devset, metric) scores it)"
+                )
             lines.append(f"optimizer {m.optimizer}, score {score}, lm {m.lm.get('model', '?')}")
         for node in p.nodes:
             ins = ", ".join(node.signature.input_names)
