@@ -51,6 +51,10 @@ if TYPE_CHECKING:
     from .pipeline import Pipeline as Pipeline
     from .pipeline import pipeline as pipeline
     from .runtime import context as context
+    from .sampling import BestOfN as BestOfN
+    from .sampling import Majority as Majority
+    from .sampling import Refine as Refine
+    from .sampling import reward as reward
     from .signature import Output as Output
     from .signature import Signature as Signature
     from .signature import signature as signature
@@ -59,6 +63,7 @@ __all__ = [
     "LM",
     "ArtifactError",
     "BatchResult",
+    "BestOfN",
     "Budget",
     "BudgetExceeded",
     "CompiledPipeline",
@@ -68,12 +73,14 @@ __all__ = [
     "EvaluationReport",
     "Example",
     "LMError",
+    "Majority",
     "MetricError",
     "Output",
     "OutputValidationError",
     "Pipeline",
     "Program",
     "RateLimited",
+    "Refine",
     "Signature",
     "SignatureError",
     "StorageError",
@@ -89,6 +96,7 @@ __all__ = [
     "load_dataset",
     "metrics",
     "pipeline",
+    "reward",
     "signature",
     "storage",
     "testing",
@@ -113,6 +121,10 @@ _LAZY = {
     "Pipeline": ("pipeline", "Pipeline"),
     "pipeline": ("pipeline", "pipeline"),
     "context": ("runtime", "context"),
+    "Majority": ("sampling", "Majority"),
+    "BestOfN": ("sampling", "BestOfN"),
+    "Refine": ("sampling", "Refine"),
+    "reward": ("sampling", "reward"),
     "Signature": ("signature", "Signature"),
     "signature": ("signature", "signature"),
     "metrics": ("metrics", None),
