@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Coroutine, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from . import ir
 from ._aio import run_sync
@@ -24,7 +24,9 @@ from .runtime import CaptureStop, RunState, drift_error, settings
 from .signature import Signature, registered
 
 if TYPE_CHECKING:
+    from .budget import Budget
     from .evaluate import EvaluationReport
+    from .lm import LM
     from .metrics import Metric
 
 __all__ = ["CompiledPipeline", "load"]
@@ -34,6 +36,18 @@ R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)  # a pipeline of an async def returns a coroutine
 Q = ParamSpec("Q")
 T = TypeVar("T")
+
+
+class EvaluateOptions(TypedDict, total=False):
+    """The options of ``compiled.evaluate`` / ``aevaluate``: ``desic.evaluate``'s own."""
+
+    concurrency: int | None
+    rps: float | None
+    burst: int | None
+    max_errors: int | None
+    budget: Budget | None
+    lm: LM | None
+    progress: bool | None
 
 
 class CompiledPipeline(Generic[P, R_co]):
@@ -148,11 +162,15 @@ class CompiledPipeline(Generic[P, R_co]):
             raise KeyError(f"no node {node_id!r}; nodes: {', '.join(self.program.node_ids)}")
         return render_messages(node, inputs)
 
-    def evaluate(self, devset: Iterable[Any], metric: Metric | str, **options: Any) -> EvaluationReport:
+    def evaluate(
+        self, devset: Iterable[Any], metric: Metric | str, **options: Unpack[EvaluateOptions]
+    ) -> EvaluationReport:
         """``desic.evaluate`` of this compiled program (same options: concurrency, rps, ...)."""
         return run_sync(self.aevaluate(devset, metric, **options))
 
-    async def aevaluate(self, devset: Iterable[Any], metric: Metric | str, **options: Any) -> EvaluationReport:
+    async def aevaluate(
+        self, devset: Iterable[Any], metric: Metric | str, **options: Unpack[EvaluateOptions]
+    ) -> EvaluationReport:
         from .evaluate import aevaluate
 
         return await aevaluate(self, devset, metric, **options)

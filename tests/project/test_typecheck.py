@@ -154,6 +154,7 @@ n: int = compiled(ticket="x")
 compiled(ticket=3)
 compiled(tiket="x")
 team: int = route(ticket="x").team
+compiled.evaluate([], "exact_match", concurency=4)
 '''
 
 # Why the README documents its convention: without empty-body off mypy flags both bodies,
@@ -234,7 +235,8 @@ def test_user_project_under_mypy_strict(tmp_path: Path) -> None:
     assert 'mistakes.py:9: error: Argument "ticket" to "__call__" of "CompiledPipeline"' in out
     assert 'mistakes.py:10: error: Unexpected keyword argument "tiket"' in out
     assert "mistakes.py:11: error: Incompatible types in assignment" in out
-    assert len(mistakes) == 4, mistakes
+    assert 'mistakes.py:12: error: Unexpected keyword argument "concurency"' in out
+    assert len(mistakes) == 5, mistakes
     assert [e.split("error: ")[1] for e in _errors(out, "bare")] == [
         "Missing return statement  [empty-body]",
         "Missing return statement  [empty-body]",
@@ -246,7 +248,7 @@ def test_user_project_under_pyright_strict(tmp_path: Path) -> None:
     result = _pyright(_project(tmp_path))
     out = result.stdout
     assert "tasks.py:" not in out and "main.py:" not in out, out
-    assert {line: f"mistakes.py:{line}:" in out for line in (8, 9, 10, 11)} == dict.fromkeys((8, 9, 10, 11), True), out
+    assert {line: f"mistakes.py:{line}:" in out for line in (8, 9, 10, 11, 12)} == dict.fromkeys((8, 9, 10, 11, 12), True), out
     bare = [line for line in out.splitlines() if "bare.py:" in line]
     assert len(bare) == 1 and "bare.py:13:" in bare[0] and "must return value" in bare[0], out
 
