@@ -183,7 +183,7 @@ class ProgressSink:
         self.cached = 0
         self.loading: str | None = None  # the model being loaded, until it is
         self.stopped_by: str | None = None
-        self._first_work: float | None = None  # when the first call or example was seen
+        self.load_seconds = 0.0  # spent loading models (lm_load events), not working
         self._lock = threading.Lock()
         self._progress = Progress(
             SpinnerColumn(),
@@ -234,6 +234,8 @@ class ProgressSink:
                 self.calls += _int(d.get("calls"), 0)  # a failed call's requests count too
             elif kind == "lm_load":
                 self.loading = None if d.get("done") else str(d.get("model") or d.get("lm") or "model")
+                if d.get("done"):
+                    self.load_seconds += float(d.get("seconds") or 0.0)
             elif kind == "example":
                 if (d.get("what") == "compile") != (self.what == "compile"):
                     return
@@ -269,10 +271,9 @@ class ProgressSink:
     # -- rendering --------------------------------------------------------------------------
     def eta(self) -> float | None:
         """Seconds left, estimated from the work done so far: from ``total`` when known,
-        else from the most used budget (the rate it is being spent at, measured from the
-        first work done, never from the start alone), else unknown."""
-        now = time.monotonic()
-        elapsed = now - self.started
+        else from the rate the most used budget is being spent at (time spent loading a
+        model left out), else unknown."""
+        elapsed = time.monotonic() - self.started
         if self.total and self.done:
             return elapsed / self.done * max(0, self.total - self.done)
         if self.loading is not None:
@@ -287,12 +288,10 @@ class ProgressSink:
             return 0.0
         if key == "seconds":
             return max(0.0, self.budget["seconds"] - elapsed)
-        if fraction <= 0 or self._first_work is None:
+        working = elapsed - self.load_seconds  # loading a model is no work: it is not repeated
+        if fraction <= 0 or working <= 0:
             return None  # nothing spent yet: no rate to estimate from
-        spending = now - self._first_work
-        if spending <= 0:
-            return None
-        return spending * (1 - fraction) / fraction
+        return working * (1 - fraction) / fraction
 
     def status(self) -> str:
         parts: list[str] = []
@@ -321,8 +320,6 @@ class ProgressSink:
         return " · ".join(parts)
 
     def _update(self) -> None:
-        if self._first_work is None and (self.calls or self.done or self.examples):
-            self._first_work = time.monotonic()
         noun = "candidate" if self.what == "compile" else "example"
         ending = "" if (self.total or self.done) == 1 else "s"
         count = f"{self.done}/{self.total} {noun}{ending}" if self.total else f"{self.done} {noun}{ending}"

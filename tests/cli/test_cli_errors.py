@@ -20,7 +20,7 @@ CASES: list[tuple[list[str], int, str, str]] = [
     (["compile", "cliproj:triag", "-t", T, "-o", "x.json"], 3, "'cliproj' has no 'triag'", "did you mean 'triage'?"),
     (["compile", "cliproj", "-t", T, "-o", "x.json"], 3, "does not name a pipeline", "write MODULE:NAME"),
     (["compile", "broken.py:triage", "-t", T, "-o", "x.json"], 3, "ZeroDivisionError", "fix the error in broken.py"),
-    (["compile", "cliproj:TRAIN_NOTE", "-t", T, "-o", "x.json"], 1, "expected a @desic.pipeline", "name a @desic.pipeline or a @desic.signature"),
+    (["compile", "errmod:NOTE", "-t", T, "-o", "x.json"], 1, "expected a @desic.pipeline", "name a @desic.pipeline or a @desic.signature"),
     # datasets
     (["compile", "cliproj:triage", "-t", "nofile.jsonl", "-o", "x.json"], 4, "--trainset file not found: nofile.jsonl", "check the --trainset path"),
     (["compile", "cliproj:triage", "-t", T, "--valset", "nodev.jsonl", "-o", "x.json"], 4, "--valset file not found", "check the --valset path"),
@@ -47,7 +47,7 @@ CASES: list[tuple[list[str], int, str, str]] = [
     (["compile", "cliproj:triage", "-t", T, "-o", "x.json", "-O", "seed=3"], 3, "has no option 'seed'", "have their flags (--seed"),
     (["compile", "cliproj:triage", "-t", T, "-o", "x.json", "--optimizer", "labeled", "-O", "max_demos=abc"], 3, "max_demos='abc'", "takes the options of the labeled optimizer"),
     (["eval", "cliproj:triage", "-d", "dev.jsonl", "--metric", "exact_matc"], 3, "did you mean 'exact_match'?", "--metric takes one of"),
-    (["eval", "cliproj:triage", "-d", "dev.jsonl", "--metric", "cliproj:TRAIN_NOTE"], 3, "is not callable", "metric(example, output) -> float"),
+    (["eval", "cliproj:triage", "-d", "dev.jsonl", "--metric", "errmod:NOTE"], 3, "is not callable", "metric(example, output) -> float"),
     # artifacts, prompts, runs
     (["run", "nothing-here.json", "--input", "{}"], 5, "artifact not found", "check the artifact's path"),
     (["prompts", "cliproj:support"], 3, "is not compiled", """pass --input '{"ticket": "..."}' to render its first node"""),
@@ -62,9 +62,7 @@ def broken(project: Path) -> None:  # noqa: F811 - the imported fixture
     (project / "broken.py").write_text("import desic\n\nx = 1 / 0\n", encoding="utf-8")
     (project / "notes.txt").write_text("ticket\n", encoding="utf-8")
     write_jsonl(project / BAD_ROWS, [{"ticket": "ok", "team": "billing"}, {"tickett": "typo", "team": "billing"}])
-    with (project / "cliproj.py").open("a", encoding="utf-8") as f:
-        if "TRAIN_NOTE" not in (project / "cliproj.py").read_text(encoding="utf-8"):
-            f.write('\nTRAIN_NOTE = "not a pipeline"\n')
+    (project / "errmod.py").write_text('NOTE = "not a pipeline"\n', encoding="utf-8")
 
 
 @pytest.mark.parametrize(("argv", "code", "message", "fix"), CASES, ids=lambda v: " ".join(v) if isinstance(v, list) else None)

@@ -35,7 +35,10 @@ def test_eval_says_loading_model_while_the_local_model_loads() -> None:
 def test_the_eta_under_a_budget_comes_from_the_work_done() -> None:
     bar = sink("compile", budget={"calls": 60})
     bar.started = time.monotonic() - 120  # two minutes went into loading the model
-    assert bar.eta() is None  # nothing spent yet: no rate to estimate from
+    bar(events.Event("lm_load", {"lm": "local", "model": "m.gguf", "done": False}))
+    assert bar.eta() is None  # loading: no rate to estimate from
+    bar(events.Event("lm_load", {"lm": "local", "model": "m.gguf", "done": True, "seconds": 119.0}))
+    assert bar.eta() is None  # nothing spent yet
     for _ in range(30):  # then half the budget goes in a moment
         bar(events.Event("lm_call", {"calls": 1, "prompt_tokens": 1, "completion_tokens": 1}))
     eta = bar.eta()
