@@ -327,7 +327,7 @@ def test_a_budget_stops_compile_cleanly_and_saves_the_best_so_far(
     import desic
     from desic.storage import open as open_store
 
-    roomy = cli("compile", "cliproj:triage", "-t", "train.jsonl", "-o", str(tmp_path / "b.json"), "--budget", "calls=500,dollars=2")
+    roomy = cli("compile", "cliproj:triage", "-t", "train.jsonl", "-o", str(tmp_path / "b.json"), "--budget", "calls=500,tokens=1000000")
     assert roomy.exit_code == 0, roomy.output
     assert "stopped by" not in roomy.stdout and "budget" not in roomy.stderr
     assert (tmp_path / "b.json").is_file()
