@@ -9,13 +9,14 @@ both names.
 from __future__ import annotations
 
 import os
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from . import ir
 from ._aio import run_sync
 from ._batch import BatchResult
+from ._text import plural
 from .errors import ArtifactError, SignatureError, StorageError
 from .lm import Usage
 from .pipeline import Pipeline, as_pipeline
@@ -178,7 +179,7 @@ class CompiledPipeline(Generic[P, R_co]):
     def inspect(self) -> str:
         """The node graph and each node's configuration, as text."""
         p = self.program
-        lines = [f"pipeline {p.pipeline or self.pipeline.ref}  ({len(p.nodes)} nodes)"]
+        lines = [f"pipeline {p.pipeline or self.pipeline.ref}  ({plural(len(p.nodes), 'node')})"]
         m = p.meta
         if m.optimizer:
             if m.score is not None:
@@ -194,7 +195,7 @@ class CompiledPipeline(Generic[P, R_co]):
         for node in p.nodes:
             ins = ", ".join(node.signature.input_names)
             outs = ", ".join(node.signature.output_names)
-            lines.append(f"  [{node.id}] {node.strategy}({ins}) -> {outs}; {len(node.demos)} demos")
+            lines.append(f"  [{node.id}] {node.strategy}({ins}) -> {outs}; {plural(len(node.demos), 'demo')}")
             first = (node.instructions.splitlines() or [""])[0]
             lines.append(f"      instructions: {first[:100]}")
         if p.edges:
@@ -244,7 +245,7 @@ def _check_drift(program: ir.Program, source: str) -> None:
 def load(path: str | os.PathLike[str], pipeline: None = None) -> CompiledPipeline[..., Any]: ...
 @overload
 def load(
-    path: str | os.PathLike[str], pipeline: Pipeline[P, R] | Signature[P, R] | CompiledPipeline[P, R]
+    path: str | os.PathLike[str], pipeline: Callable[P, R]
 ) -> CompiledPipeline[P, R]: ...
 def load(path: str | os.PathLike[str], pipeline: Any = None) -> CompiledPipeline[..., Any]:
     """Read an artifact (no code is executed) and bind it.
@@ -275,7 +276,7 @@ def load(path: str | os.PathLike[str], pipeline: Any = None) -> CompiledPipeline
         return CompiledPipeline(as_pipeline(pipeline), program)
     if len(program.nodes) != 1:
         raise ArtifactError(
-            f"{p} holds a pipeline of {len(program.nodes)} nodes; pass your code to run it: "
+            f"{p} holds a pipeline of {plural(len(program.nodes), 'node')}; pass your code to run it: "
             f"desic.load({str(p)!r}, pipeline={program.pipeline.rsplit(':', 1)[-1] or 'my_pipeline'})"
         )
     node = program.nodes[0]
