@@ -181,8 +181,8 @@ def compile_cmd(
     if limits is not None:
         kwargs["budget"] = _budget_value(limits)
     try:
-        with progress(what="compile", budget=limits):
-            compiled: CompiledPipeline[..., Any] = compile_fn(obj, train_rows, progress=False, **kwargs)
+        with progress(what="compile", budget=limits), cause(_compile_hint):
+            compiled = compile_fn(obj, train_rows, progress=False, **kwargs)
     except KeyboardInterrupt:
         echo_err("interrupted")
         _resume_hint(storage, pipe.ref)
@@ -211,6 +211,13 @@ def compile_cmd(
         _budget_note(compiled.stopped_by, limits or {}, storage, meta.run_id)
     if storage or kwargs.get("resume"):
         typer.echo(f"report: desic runs report {meta.run_id}" + (f" --storage {storage}" if storage else ""))
+
+
+def _compile_hint(exc: Exception) -> str | None:
+    """A hint for the compile's own refusals the command line can fix; else the class's."""
+    if isinstance(exc, ConfigError) and "max_dollars" in str(exc):
+        return "drop dollars= from --budget, or use an LM whose price is known (desic.lm(..., prices=...) in Python)"
+    return None
 
 
 _NOT_A_PIPELINE = "name a @desic.pipeline or a @desic.signature after the ':' (or a compiled pipeline)"
