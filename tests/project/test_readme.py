@@ -80,7 +80,14 @@ def _run(block: Block, namespace: dict[str, Any]) -> None:
         exec(code, namespace)  # noqa: S102 - the README's own code, run as its reader would
     except Exception as exc:  # noqa: BLE001 - any failure of a block is reported with its line
         trace = "".join(traceback.format_exception(exc)[-6:])
-        pytest.fail(f"{block.where} fails as written:\n{block.source}\n{trace}", pytrace=False)
+        pytest.fail(
+            f"{block.where} fails as written:\n{block.source}\n{trace}\n"
+            "The blocks run in order in one namespace (a name a block redefines stays redefined for "
+            "the blocks below it), in a scratch folder with examples/, DESIC_LM on the loopback fake "
+            "OpenAI server. A block that cannot run here (a cluster, a paid API) gets "
+            "<!-- not run: the reason --> on the line before its fence.",
+            pytrace=False,
+        )
 
 
 def test_readme_python_blocks_run_in_order(reader: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
