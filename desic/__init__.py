@@ -35,9 +35,11 @@ if TYPE_CHECKING:
     from . import metrics as metrics
     from . import storage as storage
     from . import testing as testing
+    from ._batch import BatchResult as BatchResult
     from ._compiled import CompiledPipeline as CompiledPipeline
     from ._compiled import load as load
     from .budget import Budget as Budget
+    from .compile import acompile as acompile
     from .compile import compile as compile
     from .data import Example as Example
     from .data import load_dataset as load_dataset
@@ -50,12 +52,19 @@ if TYPE_CHECKING:
     from .pipeline import Pipeline as Pipeline
     from .pipeline import pipeline as pipeline
     from .runtime import context as context
+    from .sampling import BestOfN as BestOfN
+    from .sampling import Majority as Majority
+    from .sampling import Refine as Refine
+    from .sampling import reward as reward
+    from .signature import Output as Output
     from .signature import Signature as Signature
     from .signature import signature as signature
 
 __all__ = [
     "LM",
     "ArtifactError",
+    "BatchResult",
+    "BestOfN",
     "Budget",
     "BudgetExceeded",
     "CompiledPipeline",
@@ -65,16 +74,20 @@ __all__ = [
     "EvaluationReport",
     "Example",
     "LMError",
+    "Majority",
     "MetricError",
+    "Output",
     "OutputValidationError",
     "Pipeline",
     "Program",
     "RateLimited",
+    "Refine",
     "Signature",
     "SignatureError",
     "StorageError",
     "Timeout",
     "__version__",
+    "acompile",
     "aevaluate",
     "compile",
     "context",
@@ -85,6 +98,7 @@ __all__ = [
     "load_dataset",
     "metrics",
     "pipeline",
+    "reward",
     "signature",
     "storage",
     "testing",
@@ -93,6 +107,9 @@ __all__ = [
 _LAZY = {
     "CompiledPipeline": ("_compiled", "CompiledPipeline"),  # light: loading imports no optimizer
     "compile": ("compile", "compile"),
+    "acompile": ("compile", "acompile"),
+    "BatchResult": ("_batch", "BatchResult"),
+    "Output": ("signature", "Output"),
     "load": ("_compiled", "load"),
     "Example": ("data", "Example"),
     "load_dataset": ("data", "load_dataset"),
@@ -106,6 +123,10 @@ _LAZY = {
     "Pipeline": ("pipeline", "Pipeline"),
     "pipeline": ("pipeline", "pipeline"),
     "context": ("runtime", "context"),
+    "Majority": ("sampling", "Majority"),
+    "BestOfN": ("sampling", "BestOfN"),
+    "Refine": ("sampling", "Refine"),
+    "reward": ("sampling", "reward"),
     "Signature": ("signature", "Signature"),
     "signature": ("signature", "signature"),
     "executors": ("executors", None),

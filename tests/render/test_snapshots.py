@@ -66,6 +66,19 @@ def test_compiled_prompts_with_demos_are_pinned(prompt_snapshot: PromptSnapshot)
     assert [m["role"] for m in prompts["route"]] == ["system", "user", "assistant", "user", "assistant", "user"]
 
 
+@desic.signature
+def detect_language(
+    sentence: str,
+) -> Annotated[str, desic.Output("language", "the language's English name")]:
+    """Identify the language of the sentence."""
+
+
+def test_named_bare_output_prompt_is_pinned(prompt_snapshot: PromptSnapshot) -> None:
+    """A DSPy port of "sentence -> language": the LM is asked for `language`, not `output`."""
+    prompts = prompt_snapshot(detect_language, sentence="Das ist gut.")
+    assert "- language (string): the language's English name" in prompts["detect_language"][0]["content"]
+
+
 SNAPSHOT_PROJECT = '''
 import desic
 
@@ -91,3 +104,22 @@ def test_a_changed_prompt_fails_with_a_readable_diff(pytester: pytest.Pytester) 
     assert result.ret == 1
     out = result.stdout.str()
     assert "Route the ticket to a team." in out and "Route the ticket to the right team." in out
+
+
+def _capitals(inputs: dict[str, Any], output: str) -> tuple[float, str]:
+    return (1.0, "") if output.isupper() else (0.0, "write it in capitals")
+
+
+@desic.signature(sampling=desic.Refine(2, reward=_capitals))
+def shout(text: str) -> str:
+    """Repeat the text."""
+
+
+def test_a_refine_retry_is_pinned(snapshot: Any) -> None:
+    """The second attempt of ``desic.Refine``: the first answer, its score and feedback."""
+    from desic.testing.snapshots import PromptSnapshotExtension, format_prompts
+
+    lm = FunctionLM(lambda r: ["hello", "HELLO"][r.sample])
+    with desic.context(lm=lm):
+        assert shout(text="hello") == "HELLO"
+    snapshot.use_extension(PromptSnapshotExtension).assert_match(format_prompts({"shout": list(lm.calls[1].messages)}))
