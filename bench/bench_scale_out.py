@@ -23,8 +23,8 @@ Method
   CPU-bound ratio on a shared machine.
 * Rate: a ``FakeOpenAIServer`` in this process enforcing R requests/s (``Faults(max_rps=R,
   latency=0.05)``), LM ``desic.lm("openai:fake-model", base_url=..., rps=R, retries=0)``,
-  ``--rate-rows`` rows at concurrency 200 on Ray: rejections (target 0) and wall / (N / R),
-  beside the same on the local executor.
+  ``--rate-rows`` rows at concurrency 200 on Ray: rejections (target 0) and wall / (N / R).
+* ``--parts cpu,zero,lm,rate`` picks the figures to take.
 """
 
 from __future__ import annotations
@@ -72,104 +72,136 @@ def parallelism(seconds: float = 0.5) -> float:
     return 2 * one / two
 
 
+def cpu_part(ex: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    from _scale_out import cpu_bound
+
+    import desic
+    from desic.testing import FakeLM
+
+    n = len(rows)
+    lm = FakeLM(default="a", latency=0.05)
+    log("cpu-bound: warm-up")
+    desic.evaluate(cpu_bound, rows[:64], "exact_match", lm=lm, executor=ex, concurrency=16)
+    out: dict[str, Any] = {"parallelism_before": parallelism()}
+    log(f"cpu-bound: local, {n} rows")
+    local_wall, report = timed(lambda: desic.evaluate(cpu_bound, rows, "exact_match", lm=lm, concurrency=16))
+    assert report.errors == 0, report
+    log(f"cpu-bound: ray, {n} rows")
+    ray_wall, report = timed(lambda: desic.evaluate(cpu_bound, rows, "exact_match", lm=lm, executor=ex, concurrency=16))
+    assert report.errors == 0, report
+    out["parallelism_after"] = parallelism()
+    out["cpu_local_rows_s"] = n / local_wall
+    out["cpu_ray_rows_s"] = n / ray_wall
+    out["cpu_ratio"] = local_wall / ray_wall
+    return out
+
+
+def zero_part(ex: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    from _scale_out import answer
+
+    import desic
+    from desic.testing import FakeLM
+
+    n = len(rows)
+    zero = FakeLM(default="a")
+    desic.evaluate(answer, rows, "exact_match", lm=zero, executor=ex, concurrency=200)
+    log(f"zero latency: local and ray, {n} rows")
+    local0 = min(timed(lambda: desic.evaluate(answer, rows, "exact_match", lm=zero, concurrency=200))[0] for _ in range(3))
+    ray0 = min(timed(lambda: desic.evaluate(answer, rows, "exact_match", lm=zero, executor=ex, concurrency=200))[0]
+               for _ in range(3))
+    return {"zero_local_s": local0, "zero_ray_s": ray0, "overhead_ms_per_example": (ray0 - local0) / n * 1000}
+
+
+def lm_part(ex: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    from _scale_out import answer
+
+    import desic
+    from desic.testing import FakeLM
+
+    n = len(rows)
+    slow = FakeLM(default="a", latency=0.05)
+    desic.evaluate(answer, rows, "exact_match", lm=slow, executor=ex, concurrency=200)
+    log(f"lm-bound: ray, {n} rows at 50 ms, concurrency 200")
+    wall = min(timed(lambda: desic.evaluate(answer, rows, "exact_match", lm=slow, executor=ex, concurrency=200))[0]
+               for _ in range(3))
+    ideal = n * 0.05 / 200
+    return {"lm_ray_s": wall, "lm_ideal_s": ideal, "lm_ratio": wall / ideal}
+
+
+def rate_part(ex: Any, rate: float, m: int) -> dict[str, Any]:
+    from _scale_out import answer
+
+    import desic
+    from desic.testing import FakeOpenAIServer, Faults, allow_model_requests
+
+    rows = [{"question": f"q{i}", "answer": "a"} for i in range(m)]
+    out: dict[str, Any] = {}
+    with allow_model_requests(), FakeOpenAIServer(handler=lambda req: {"output": "a"},
+                                                  faults=Faults(max_rps=rate, latency=0.05)) as server:
+        throttled = desic.lm("openai:fake-model", base_url=server.url, api_key="x", rps=rate, retries=0)
+        desic.evaluate(answer, rows[:64], "exact_match", lm=throttled, executor=ex, concurrency=200)
+        time.sleep(1.0)
+        log(f"rate: ray, {m} rows against a server enforcing {rate:g}/s")
+        wall, report = timed(lambda: desic.evaluate(answer, rows, "exact_match", lm=throttled, executor=ex, concurrency=200))
+        out["rate_rejections"] = server.counts["rejected_rate"]
+        out["rate_errors"] = report.errors
+        out["rate_wall_over_ideal"] = wall / (m / rate)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=200.0, help="R: requests/s the server enforces")
     parser.add_argument("--rate-rows", type=int, default=2000)
+    parser.add_argument("--parts", default="cpu,zero,lm,rate", help="which figures (comma-separated)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
 
     import ray
-    from _scale_out import answer, cpu_bound
 
     import desic
-    from desic.testing import FakeLM, FakeOpenAIServer, Faults, allow_model_requests
 
     path = os.pathsep.join(p for p in (str(REPO), str(BENCH), os.environ.get("PYTHONPATH", "")) if p)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
     n = args.rows
     rows = [{"question": f"q{i}", "answer": "a"} for i in range(n)]
-    results: dict[str, Any] = {"rows": n, "parallelism_before": parallelism()}
+    r: dict[str, Any] = {"rows": n}
     with desic.executors.Ray(workers=2) as ex:
-        # --- CPU-bound
-        lm = FakeLM(default="a", latency=0.05)
-        log("cpu-bound: warm-up")
-        desic.evaluate(cpu_bound, rows[:64], "exact_match", lm=lm, executor=ex, concurrency=16)
-        log(f"cpu-bound: local, {n} rows")
-        local_wall, report = timed(lambda: desic.evaluate(cpu_bound, rows, "exact_match", lm=lm, concurrency=16))
-        assert report.errors == 0, report
-        log(f"cpu-bound: ray, {n} rows")
-        ray_wall, report = timed(lambda: desic.evaluate(cpu_bound, rows, "exact_match", lm=lm, executor=ex, concurrency=16))
-        assert report.errors == 0, report
-        results["cpu_local_rows_s"] = n / local_wall
-        results["cpu_ray_rows_s"] = n / ray_wall
-        results["cpu_ratio"] = local_wall / ray_wall
-
-        # --- overhead at zero latency
-        zero = FakeLM(default="a")
-        desic.evaluate(answer, rows, "exact_match", lm=zero, executor=ex, concurrency=200)
-        log(f"zero latency: local and ray, {n} rows")
-        local0, _ = timed(lambda: desic.evaluate(answer, rows, "exact_match", lm=zero, concurrency=200))
-        ray0 = min(timed(lambda: desic.evaluate(answer, rows, "exact_match", lm=zero, executor=ex, concurrency=200))[0]
-                   for _ in range(3))
-        results["zero_local_s"] = local0
-        results["zero_ray_s"] = ray0
-        results["overhead_ms_per_example"] = (ray0 - local0) / n * 1000
-
-        # --- LM-bound
-        slow = FakeLM(default="a", latency=0.05)
-        desic.evaluate(answer, rows, "exact_match", lm=slow, executor=ex, concurrency=200)
-        log(f"lm-bound: ray, {n} rows at 50 ms, concurrency 200")
-        lm_wall = min(timed(lambda: desic.evaluate(answer, rows, "exact_match", lm=slow, executor=ex, concurrency=200))[0]
-                      for _ in range(3))
-        ideal = n * 0.05 / 200
-        results["lm_ray_s"] = lm_wall
-        results["lm_ideal_s"] = ideal
-        results["lm_ratio"] = lm_wall / ideal
-
-        # --- a server enforcing R requests/s
-        rate, m = args.rate, args.rate_rows
-        rate_rows = [{"question": f"q{i}", "answer": "a"} for i in range(m)]
-        with allow_model_requests(), FakeOpenAIServer(handler=lambda req: {"output": "a"},
-                                                      faults=Faults(max_rps=rate, latency=0.05)) as server:
-            throttled = desic.lm("openai:fake-model", base_url=server.url, api_key="x", rps=rate, retries=0)
-            desic.evaluate(answer, rate_rows[:64], "exact_match", lm=throttled, executor=ex, concurrency=200)
-            time.sleep(1.0)
-            log(f"rate: ray, {m} rows against a server enforcing {rate:g}/s")
-            wall, report = timed(lambda: desic.evaluate(answer, rate_rows, "exact_match", lm=throttled, executor=ex,
-                                                        concurrency=200))
-            results["rate_rejections"] = server.counts["rejected_rate"]
-            results["rate_errors"] = report.errors
-            results["rate_wall_over_ideal"] = wall / (m / rate)
-            time.sleep(1.0)
-            log(f"rate: local, {m} rows against a server enforcing {rate:g}/s")
-            before = server.counts["rejected_rate"]
-            wall, report = timed(lambda: desic.evaluate(answer, rate_rows, "exact_match", lm=throttled, concurrency=200))
-            results["rate_local_rejections"] = server.counts["rejected_rate"] - before
-            results["rate_local_wall_over_ideal"] = wall / (m / rate)
+        if "cpu" in parts:
+            r.update(cpu_part(ex, rows))
+        if "zero" in parts:
+            r.update(zero_part(ex, rows))
+        if "lm" in parts:
+            r.update(lm_part(ex, rows))
+        if "rate" in parts:
+            r.update(rate_part(ex, args.rate, args.rate_rows))
     ray.shutdown()
-    results["parallelism_after"] = parallelism()
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(r, indent=2))
         return
-    r = results
     print(f"scale-out on a local Ray cluster (2 workers) vs the local executor; {n} rows")
-    print("figure                                  | value   | target")
-    print("----------------------------------------+---------+--------------")
-    print(f"machine: 2-process CPU speed-up (b/a)   | {r['parallelism_before']:.2f}/{r['parallelism_after']:.2f} | (2.00 idle)")
-    print(f"cpu-bound rows/s local                  | {r['cpu_local_rows_s']:7.1f} |")
-    print(f"cpu-bound rows/s ray                    | {r['cpu_ray_rows_s']:7.1f} |")
-    print(f"cpu-bound throughput ratio ray/local    | {r['cpu_ratio']:7.2f} | >= 1.7 {'PASS' if r['cpu_ratio'] >= 1.7 else 'MISS'}")
-    print(f"zero latency wall local (s)             | {r['zero_local_s']:7.3f} |")
-    print(f"zero latency wall ray (s)               | {r['zero_ray_s']:7.3f} |")
-    print(f"ray overhead per example (ms)           | {r['overhead_ms_per_example']:7.3f} | <= 2 {'PASS' if r['overhead_ms_per_example'] <= 2 else 'MISS'}")
-    print(f"lm-bound wall ray (s), ideal {r['lm_ideal_s']:.2f}       | {r['lm_ray_s']:7.3f} |")
-    print(f"lm-bound wall / ideal                   | {r['lm_ratio']:7.3f} | <= 1.2 {'PASS' if r['lm_ratio'] <= 1.2 else 'MISS'}")
-    print(f"rate {args.rate:g}/s: server rejections           | {r['rate_rejections']:7d} | 0 {'PASS' if r['rate_rejections'] == 0 else 'MISS'}")
-    print(f"rate {args.rate:g}/s: wall / (N / R)              | {r['rate_wall_over_ideal']:7.3f} |")
-    print(f"rate {args.rate:g}/s local: rejections            | {r['rate_local_rejections']:7d} |")
-    print(f"rate {args.rate:g}/s local: wall / (N / R)        | {r['rate_local_wall_over_ideal']:7.3f} |")
+    print("figure                                  | value     | target")
+    print("----------------------------------------+-----------+--------------")
+    if "cpu_ratio" in r:
+        print(f"machine: 2-process CPU speed-up (b/a)   | {r['parallelism_before']:.2f}/{r['parallelism_after']:.2f} | (2.00 idle)")
+        print(f"cpu-bound rows/s local                  | {r['cpu_local_rows_s']:9.1f} |")
+        print(f"cpu-bound rows/s ray                    | {r['cpu_ray_rows_s']:9.1f} |")
+        print(f"cpu-bound throughput ratio ray/local    | {r['cpu_ratio']:9.2f} | >= 1.7 {'PASS' if r['cpu_ratio'] >= 1.7 else 'MISS'}")
+    if "overhead_ms_per_example" in r:
+        print(f"zero latency wall local (s)             | {r['zero_local_s']:9.3f} |")
+        print(f"zero latency wall ray (s)               | {r['zero_ray_s']:9.3f} |")
+        ok = r["overhead_ms_per_example"] <= 2
+        print(f"ray overhead per example (ms)           | {r['overhead_ms_per_example']:9.3f} | <= 2 {'PASS' if ok else 'MISS'}")
+    if "lm_ratio" in r:
+        print(f"lm-bound wall ray (s), ideal {r['lm_ideal_s']:.2f}       | {r['lm_ray_s']:9.3f} |")
+        print(f"lm-bound wall / ideal                   | {r['lm_ratio']:9.3f} | <= 1.2 {'PASS' if r['lm_ratio'] <= 1.2 else 'MISS'}")
+    if "rate_rejections" in r:
+        ok = r["rate_rejections"] == 0
+        print(f"rate {args.rate:g}/s: server rejections           | {r['rate_rejections']:9d} | 0 {'PASS' if ok else 'MISS'}")
+        print(f"rate {args.rate:g}/s: errors                      | {r['rate_errors']:9d} |")
+        print(f"rate {args.rate:g}/s: wall / (N / R)              | {r['rate_wall_over_ideal']:9.3f} |")
 
 
 if __name__ == "__main__":
