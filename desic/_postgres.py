@@ -90,8 +90,8 @@ def _fix(message: str, params: dict[str, Any]) -> str:
     text = message.lower()
     if "password authentication failed" in text or "no password supplied" in text:
         return (
-            "check the user and password: give them in the URL (postgresql://USER:PASSWORD@host:port/db, "
-            "the password percent-encoded) or in the environment (PGUSER, PGPASSWORD or ~/.pgpass)"
+            "check the user and password: give them in the URL (the password after the user name "
+            "and a colon, percent-encoded) or in the environment (PGUSER, PGPASSWORD or ~/.pgpass)"
         )
     if "does not exist" in text and "database" in text:
         return f"create the database first (createdb -h {host} -p {port} {db}) or fix its name in the URL"
@@ -109,10 +109,10 @@ def connect(url: str, *, what: str) -> psycopg.Connection[Any]:
     names the URL without its password and says how to fix it. ``what`` names the user."""
     shown = public_url(url)
     add_secret(_password(url))
-    psycopg = _psycopg(url)
+    pg = _psycopg(url)
     try:
-        params = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.Error as exc:
+        params = pg.conninfo.conninfo_to_dict(url)
+    except pg.Error as exc:
         raise ConfigError(
             f"invalid PostgreSQL URL for {what} ({shown}): {redact_text(str(exc))}; write "
             "postgresql://user@host:port/dbname"
@@ -123,8 +123,8 @@ def connect(url: str, *, what: str) -> psycopg.Connection[Any]:
     if "application_name" not in params:
         options["application_name"] = "desic"
     try:
-        conn: psycopg.Connection[Any] = psycopg.connect(url, **options)
-    except psycopg.Error as exc:
+        conn: psycopg.Connection[Any] = pg.connect(url, **options)
+    except pg.Error as exc:
         message = redact_text(str(exc).strip())
         raise ConfigError(
             f"cannot connect to {shown} for {what}: {message}\nfix: {_fix(message, params)}"
@@ -135,8 +135,7 @@ def connect(url: str, *, what: str) -> psycopg.Connection[Any]:
 def storage_error(shown: str, exc: BaseException) -> StorageError:
     """A psycopg error met while using a store, as a ``StorageError`` naming it."""
     message = redact_text(str(exc).strip())
-    psycopg = _psycopg(shown)
-    if isinstance(exc, psycopg.OperationalError):
+    if isinstance(exc, _psycopg(shown).OperationalError):
         return StorageError(
             f"{shown}: the connection to PostgreSQL failed ({message}); check that the server is "
             "up, then try again (desic reconnects on the next call)"

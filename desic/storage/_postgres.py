@@ -177,7 +177,7 @@ class PostgresStorage(BaseStorage):
             raise self._corrupt("a run record", exc) from exc
         # the columns are the truth for what the lease and staleness are judged by
         return msgspec.structs.replace(
-            info, status=status, owner=owner, updated_at=_iso(updated_at), candidates=n  # type: ignore[arg-type]
+            info, status=status, owner=owner, updated_at=_iso(updated_at), candidates=n
         )
 
     def _corrupt(self, what: str, exc: Exception) -> DesicError:
@@ -212,7 +212,7 @@ class PostgresStorage(BaseStorage):
     def get_run(self, run_id: str) -> RunInfo:
         with self._read() as db:
             row = db.execute(
-                f"SELECT {self._RUN_COLUMNS} FROM desic_runs r WHERE r.id = %s",  # type: ignore[arg-type]
+                f"SELECT {self._RUN_COLUMNS} FROM desic_runs r WHERE r.id = %s",
                 (run_id,),
             ).fetchone()
         if row is None:
@@ -222,14 +222,14 @@ class PostgresStorage(BaseStorage):
     def list_runs(self) -> list[RunInfo]:
         with self._read() as db:
             rows = db.execute(
-                f"SELECT {self._RUN_COLUMNS} FROM desic_runs r ORDER BY r.created_at, r.seq"  # type: ignore[arg-type]
+                f"SELECT {self._RUN_COLUMNS} FROM desic_runs r ORDER BY r.created_at, r.seq"
             ).fetchall()
         return [self._decode_info(*row) for row in rows]
 
     def update_run(self, run_id: str, **changes: Unpack[RunUpdate]) -> RunInfo:
         with self._tx() as db:
             row = db.execute(
-                f"SELECT {self._RUN_COLUMNS}, clock_timestamp() FROM desic_runs r WHERE r.id = %s FOR UPDATE",  # type: ignore[arg-type]
+                f"SELECT {self._RUN_COLUMNS}, clock_timestamp() FROM desic_runs r WHERE r.id = %s FOR UPDATE",
                 (run_id,),
             ).fetchone()
             if row is None:

@@ -1,5 +1,6 @@
 # mypy: disable-error-code="empty-body"
-"""``desic runs list|show|report|watch`` on stores filled directly (no LM involved)."""
+"""``desic runs list|show|report|watch`` on stores filled directly (no LM involved): a local
+SQLite file and a shared PostgreSQL database (a real server, tests/support/postgres.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from desic.cli import app
 from desic.runtime import default_node
 from desic.storage import RunInfo
 from desic.storage import open as open_store
+from tests.support.stores import url_for
 
 
 @desic.signature
@@ -56,8 +58,10 @@ def cli(*args: str) -> Any:
     return result
 
 
-@pytest.fixture
-def store_url(tmp_path: Path) -> str:
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        return url_for("postgres", tmp_path)
     return f"sqlite://{tmp_path / 'runs.db'}"
 
 

@@ -52,7 +52,7 @@ def _bindir() -> Path | None:
         candidates.append(os.environ["DESIC_TEST_PG_BIN"])
     if shutil.which("pg_config"):
         try:
-            out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, timeout=30)
+            out = subprocess.run(["pg_config", "--bindir"], check=False, capture_output=True, text=True, timeout=30)
             candidates.append(out.stdout.strip())
         except (OSError, subprocess.SubprocessError):
             pass
@@ -115,7 +115,7 @@ class Server:
             started = subprocess.run(
                 [*self.prefix, str(bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
                  "-o", options, "-w", "-t", "300", "start"],
-                capture_output=True, text=True,
+                check=False, capture_output=True, text=True,
             )  # fmt: skip
             if started.returncode == 0:
                 self.port = port
@@ -145,7 +145,7 @@ class Server:
         )
 
     def _run(self, cmd: list[str], what: str) -> None:
-        done = subprocess.run([*self.prefix, *cmd], capture_output=True, text=True)
+        done = subprocess.run([*self.prefix, *cmd], check=False, capture_output=True, text=True)
         if done.returncode != 0:
             self._fail(f"{what} failed: {done.stderr.strip() or done.stdout.strip()}")
 
@@ -166,7 +166,7 @@ class Server:
         if self.data.exists():
             subprocess.run(
                 [*self.prefix, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
-                capture_output=True,
+                check=False, capture_output=True,
             )
         shutil.rmtree(self.root, ignore_errors=True)
 
