@@ -77,7 +77,9 @@ def _free_port() -> int:
 class Server:
     """One running server: ``url(db)`` and ``admin_url`` connect to it as a superuser."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        """``durable``: the server's default settings (every commit flushed to disk), for
+        benchmarks; tests run with fsync off (a test server that crashes is thrown away)."""
         bindir = _bindir()
         if bindir is None:
             pytest.fail(f"psycopg is installed but no PostgreSQL server was found: {INSTALL}", pytrace=False)
@@ -108,10 +110,9 @@ class Server:
         self.port = 0
         for _ in range(5):  # a free port can be taken between finding and binding it: try again
             port = _free_port()
-            options = (
-                f"-p {port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=400 "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-            )
+            options = f"-p {port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=400"
+            if not durable:
+                options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             started = subprocess.run(
                 [*self.prefix, str(bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
                  "-o", options, "-w", "-t", "300", "start"],
