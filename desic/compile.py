@@ -23,7 +23,7 @@ from ._compiled import CompiledPipeline, load
 from ._lifecycle import compile_run
 from ._redact import get_logger
 from ._version import __version__
-from .budget import Budget
+from .budget import Budget, require_prices
 from .data import Example, dataset_fingerprint, require_json, to_examples
 from .engine import default_concurrency
 from .errors import BudgetExceeded
@@ -95,6 +95,7 @@ async def acompile(
     student = make_lm(lm) if isinstance(lm, str) else lm
     teacher = make_lm(teacher_lm) if isinstance(teacher_lm, str) else teacher_lm
     active = student if student is not None else current_lm()  # resolved once, handed down on the task
+    require_prices(limits, active)
     with compile_run(storage, resume, recorder) as run:
         train_fingerprint = dataset_fingerprint(train)
         rows = ir.fingerprint([train_fingerprint, dataset_fingerprint(val) if val is not None else None])
