@@ -29,6 +29,7 @@ PACKAGES: tuple[tuple[str, bool], ...] = (
     ("rich", True),
     ("xllamacpp", False),
     ("opentelemetry-api", False),
+    ("psycopg", False),  # postgresql:// stores
 )
 
 
@@ -135,6 +136,9 @@ def storage_check(url: str | None) -> Check:
             return Check("storage", "fail", f"{url}: cannot create {path} (folder not writable)", "choose a writable --storage / DESIC_STORAGE", EXIT_STORAGE)
         if not os.access(path, os.W_OK) or (path.is_file() and not os.access(path.parent, os.W_OK)):
             return Check("storage", "fail", f"{url}: {path} is not writable", "fix the permissions or choose another --storage", EXIT_STORAGE)
+    from .._postgres import is_postgres_url, public_url
+
+    shown = public_url(url) if is_postgres_url(url) else url  # never the password
     try:
         store = open(url)
         try:
@@ -143,8 +147,11 @@ def storage_check(url: str | None) -> Check:
         finally:
             store.close()
     except (ConfigError, StorageError) as exc:
-        return Check("storage", "fail", f"{url}: {str(exc).splitlines()[0]}", "check the URL; a corrupt store must be moved aside", exit_code(exc))
-    return Check("storage", "ok", f"{url}: writable, {runs} runs, {artifacts} artifacts")
+        first, *rest = str(exc).splitlines()
+        fixes = [line.removeprefix("fix: ") for line in rest if line.startswith("fix: ")]
+        fix = fixes[0] if fixes else "check the URL; a corrupt store must be moved aside"
+        return Check("storage", "fail", first if shown in first else f"{shown}: {first}", fix, exit_code(exc))
+    return Check("storage", "ok", f"{shown}: writable, {runs} runs, {artifacts} artifacts")
 
 
 _MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL", "skip": "--  "}

@@ -248,3 +248,15 @@ def test_report_of_a_budget_stopped_run_names_the_budget(with_stops: str, tmp_pa
     assert "<b>stopped (max_calls)</b><span>status</span>" in page
     assert "<dt>stopped by budget</dt><dd>max_calls</dd>" in page
     assert "<dt>reason</dt><dd>BudgetExceeded: budget max_calls ran out" in page
+
+
+def test_doctor_checks_a_postgres_store_without_showing_its_password(tmp_path: Path) -> None:
+    from tests.support.postgres import PASSWORD
+
+    url = url_for("postgres", tmp_path)
+    shown = url.replace(f":{PASSWORD}@", "@")
+    ok = cli("doctor", "--offline", "--storage", url)
+    assert f"{shown}: writable, 0 runs, 0 artifacts" in ok.output and PASSWORD not in ok.output
+    bad = cli("doctor", "--offline", "--storage", url.replace(PASSWORD, "wrong-pw"))
+    assert f"cannot connect to {shown}" in bad.output and "PGPASSWORD" in bad.output
+    assert "wrong-pw" not in bad.output and bad.exit_code != 0
