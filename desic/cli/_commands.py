@@ -121,7 +121,10 @@ def resume_command(argv: list[str], store_url: str, run_id: str) -> str:
             has_storage = True
         args.append(arg)
     if not has_storage:
-        args += ["--storage", store_url]
+        from .._postgres import is_postgres_url, public_url
+
+        # never the password: the pasted command takes it from PGPASSWORD / ~/.pgpass
+        args += ["--storage", public_url(store_url) if is_postgres_url(store_url) else store_url]
     return shlex.join(["desic", *args, "--resume", run_id])
 
 

@@ -260,3 +260,10 @@ def test_doctor_checks_a_postgres_store_without_showing_its_password(tmp_path: P
     bad = cli("doctor", "--offline", "--storage", url.replace(PASSWORD, "wrong-pw"))
     assert f"cannot connect to {shown}" in bad.output and "PGPASSWORD" in bad.output
     assert "wrong-pw" not in bad.output and bad.exit_code != 0
+
+
+def test_the_resume_hint_for_a_postgres_store_from_the_environment_holds_no_password() -> None:
+    from desic.cli._commands import resume_command  # private: the hint printed after Ctrl-C
+
+    hint = resume_command(["compile", "app:triage"], "postgresql://alice:s3cret@db.example:5432/desic", "r1")
+    assert hint == "desic compile app:triage --storage postgresql://alice@db.example:5432/desic --resume r1"

@@ -300,3 +300,19 @@ def test_without_psycopg_a_postgresql_url_says_what_to_install(tmp_path: Path) -
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert "pip install 'desic[postgres]'" in out and "postgresql://u@127.0.0.1:1/db" in out
     assert "secret" not in out
+
+
+def test_artifacts_save_and_load_by_url_and_no_message_holds_the_password(url: str) -> None:
+    import desic
+    from desic.testing import FunctionLM
+    from tests.support.two_teams import TRAIN, answer, triage
+
+    compiled = desic.compile(triage, TRAIN[:4], optimizer="labeled", lm=FunctionLM(answer))
+    assert compiled.save(f"{url}#triage@prod").ref == "triage@1"
+    assert desic.load(f"{url}#triage@prod", pipeline=triage).program == compiled.program
+    program, source = ds.load_url(f"{url}#triage@1")
+    assert program == compiled.program and source == url.replace(f":{PASSWORD}@", "@") + "#triage@1"
+    for bad in (lambda: compiled.save(url), lambda: compiled.save(f"{url}#triage@3"), lambda: desic.load(url)):
+        with pytest.raises(ConfigError) as err:
+            bad()
+        assert "postgresql://desic@" in str(err.value) and PASSWORD not in str(err.value)
