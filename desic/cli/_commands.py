@@ -24,6 +24,7 @@ from ._common import (
     parse_json_object,
     parse_options,
     resolve_metric,
+    shown_url,
 )
 
 if TYPE_CHECKING:
@@ -121,10 +122,7 @@ def resume_command(argv: list[str], store_url: str, run_id: str) -> str:
             has_storage = True
         args.append(arg)
     if not has_storage:
-        from .._postgres import is_postgres_url, public_url
-
-        # never the password: the pasted command takes it from PGPASSWORD / ~/.pgpass
-        args += ["--storage", public_url(store_url) if is_postgres_url(store_url) else store_url]
+        args += ["--storage", shown_url(store_url)]
     return shlex.join(["desic", *args, "--resume", run_id])
 
 
@@ -182,7 +180,7 @@ def compile_cmd(
     saved = compiled.save(out)
     where = f"{getattr(saved, 'ref', '')}" if not isinstance(saved, Path) else str(saved)
     if not isinstance(saved, Path):
-        where = f"{out.split('#', 1)[0]}#{where}"
+        where = f"{shown_url(out.split('#', 1)[0])}#{where}"
     meta = compiled.program.meta
     parts = [f"saved {where}"]
     if meta.score is not None:
@@ -202,7 +200,7 @@ def compile_cmd(
     if compiled.stopped_by:
         _budget_note(compiled.stopped_by, limits or {}, storage, meta.run_id)
     if storage or kwargs.get("resume"):
-        typer.echo(f"report: desic runs report {meta.run_id}" + (f" --storage {storage}" if storage else ""))
+        typer.echo(f"report: desic runs report {meta.run_id}" + (f" --storage {shown_url(storage)}" if storage else ""))
 
 
 def _budget_note(stopped_by: str, limits: dict[str, float], storage: str | None, run_id: str | None) -> None:
@@ -218,7 +216,7 @@ def _budget_note(stopped_by: str, limits: dict[str, float], storage: str | None,
     )
     url = storage or configured_url()
     if url and run_id:
-        echo_err(f"continue it with a larger budget: desic compile ... --storage {url} --resume {run_id} --budget ...")
+        echo_err(f"continue it with a larger budget: desic compile ... --storage {shown_url(url)} --resume {run_id} --budget ...")
 
 
 # --- eval --------------------------------------------------------------------------------------

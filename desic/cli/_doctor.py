@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import typer
 
 from ..errors import ConfigError, DesicError, StorageError
-from ._common import EXIT_CONFIG, EXIT_LM, EXIT_STORAGE, exit_code, handle_errors
+from ._common import EXIT_CONFIG, EXIT_LM, EXIT_STORAGE, exit_code, handle_errors, shown_url
 
 Status = Literal["ok", "warn", "fail", "skip"]
 
@@ -136,9 +136,7 @@ def storage_check(url: str | None) -> Check:
             return Check("storage", "fail", f"{url}: cannot create {path} (folder not writable)", "choose a writable --storage / DESIC_STORAGE", EXIT_STORAGE)
         if not os.access(path, os.W_OK) or (path.is_file() and not os.access(path.parent, os.W_OK)):
             return Check("storage", "fail", f"{url}: {path} is not writable", "fix the permissions or choose another --storage", EXIT_STORAGE)
-    from .._postgres import is_postgres_url, public_url
-
-    shown = public_url(url) if is_postgres_url(url) else url  # never the password
+    shown = shown_url(url)  # never the password
     try:
         store = open(url)
         try:
