@@ -139,7 +139,8 @@ async def acompile(
                 trainset=len(train), valset=len(val) if val is not None else None, seed=seed,
             )
         stopped: BudgetExceeded | None = None
-        beat = asyncio.ensure_future(run.heartbeat())  # a killed process leaves a stale run
+        # a killed process leaves a stale run; one whose run was taken over is cancelled
+        beat = asyncio.ensure_future(run.heartbeat(asyncio.current_task()))
         try:
             program, stopped = await _optimize(opt, task, run.run_id, progress)
             if ensemble > 1 and stopped is None:

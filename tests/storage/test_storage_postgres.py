@@ -316,3 +316,54 @@ def test_artifacts_save_and_load_by_url_and_no_message_holds_the_password(url: s
         with pytest.raises(ConfigError) as err:
             bad()
         assert "postgresql://desic@" in str(err.value) and PASSWORD not in str(err.value)
+
+
+def test_a_compile_whose_run_another_machine_took_over_stops_and_writes_nothing_more(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Machine A paused long enough to look dead; machine B took the run over. A's next
+    heartbeat is refused: A's compile stops with a StorageError and leaves the run to B."""
+    import asyncio
+    import threading
+
+    import desic
+    from desic import _lifecycle  # private on purpose: a fast heartbeat
+    from desic.testing import FunctionLM
+    from tests.support.two_teams import TRAIN, answer, triage
+
+    monkeypatch.setattr(_lifecycle, "HEARTBEAT_SECONDS", 0.05)
+    started, release = threading.Event(), threading.Event()
+
+    async def held(request: Any) -> Any:  # A is busy in an LM call while B takes the run
+        started.set()
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        return answer(request)
+
+    outcome: dict[str, BaseException] = {}
+
+    def machine_a() -> None:
+        try:
+            desic.compile(triage, TRAIN, metric=desic.metrics.exact_match, lm=FunctionLM(held), storage=url)
+        except BaseException as exc:  # noqa: BLE001 - checked below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=machine_a)
+    thread.start()
+    try:
+        assert started.wait(120)
+        (run_id,) = [r[0] for r in _sql(url, "SELECT id FROM desic_runs")]
+        # what B's successful take-over of the (then stale) run leaves in the store
+        _sql(url, "UPDATE desic_runs SET owner = %s, updated_at = clock_timestamp() WHERE id = %s", (MACHINE_B, run_id))
+        thread.join(120)
+    finally:
+        release.set()
+        thread.join(120)
+    error = outcome.get("error")
+    assert isinstance(error, StorageError), error
+    assert f"run {run_id}" in str(error) and "taken over by another process" in str(error) and MACHINE_B in str(error)
+    with ds.open(url) as store:  # type: ignore[attr-defined]
+        after = store.get_run(run_id)
+        assert (after.status, after.owner, after.error) == ("running", MACHINE_B, None)  # A left it to B
+        assert store.get_run_program(run_id) is None
+    assert not thread.is_alive()
