@@ -391,7 +391,8 @@ async def _request(
         if entry is not None:
             entry.error = f"{type(exc).__name__}: {exc}"
         if events.active():
-            events.emit("node_call", node=node.id, latency=time.perf_counter() - started, error=str(exc))
+            spent_calls = spent.calls if isinstance(spent, Usage) else 0
+            events.emit("node_call", node=node.id, latency=time.perf_counter() - started, error=str(exc), calls=spent_calls)
         raise
     if events.active():
         u = response.usage
@@ -404,6 +405,7 @@ async def _request(
             completion_tokens=u.completion_tokens,
             cost=u.cost,
             cached=bool(response.meta.get("cached", False)),
+            calls=u.calls,
         )
         events.emit("node_call", node=node.id, latency=time.perf_counter() - started, error=None)
     if state is not None:

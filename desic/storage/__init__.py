@@ -73,6 +73,7 @@ from ._base import (
     check_name,
     is_stale,
     new_run_id,
+    owner_gone,
 )
 from ._fs import atomic_write
 from ._recorder import StorageRecorder, redact
@@ -100,6 +101,7 @@ __all__ = [
     "load_url",
     "new_run_id",
     "open",
+    "owner_gone",
     "parse_ref",
     "redact",
     "register",
