@@ -91,7 +91,10 @@ class Server:
         if bindir is None:
             pytest.fail(f"psycopg is installed but no PostgreSQL server was found: {INSTALL}", pytrace=False)
         self.bindir = bindir
-        self.root = Path(tempfile.mkdtemp(prefix="desic-pg-"))
+        parent = Path(tempfile.gettempdir())
+        if os.geteuid() == 0 and not all(os.stat(p).st_mode & 0o001 for p in (parent, *parent.parents)):
+            parent = Path("/tmp")  # the postgres user must reach the folder: TMPDIR may be private
+        self.root = Path(tempfile.mkdtemp(prefix="desic-pg-", dir=parent))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self.prefix: list[str] = []
