@@ -248,10 +248,12 @@ async def _optimize(
 async def _final_score(
     task: CompileTask, program: ir.Program, stopped: BudgetExceeded | None
 ) -> tuple[float | None, str | None]:
-    """The program's validation score: from the history when the optimizer scored it there,
-    else (valset given, budget left) by evaluating it through the task (memoized)."""
+    """The program's validation score: from the history when the optimizer scored it there
+    (on the check rows the search never used, when it has them), else (valset given, budget left) by evaluating it through the task (memoized)."""
     key = program_key(program)
     for cand in reversed(task.history):
+        if cand.split == "selected (check)" and cand.score is not None and program_key(cand.program) == key:
+            return cand.score, "check rows (never used by the search)"
         if cand.split == "val" and cand.score is not None and program_key(cand.program) == key:
             return cand.score, task.val_name
     if task.valset is None or task.metric is None or stopped is not None:

@@ -123,6 +123,7 @@ class LocalLM(OpenAILM):
         timeout: float = 300.0,
         top_k: int = 20,
         client_retries: int = 0,
+        cache_prompt: bool = True,
     ):
         super().__init__(
             model="local",
@@ -137,7 +138,7 @@ class LocalLM(OpenAILM):
             client_retries=client_retries,
             # llama.cpp checks the JSON grammar only against the top-k candidates instead of
             # the whole 262k-token vocabulary: several times faster per token.
-            extra_body={"top_k": top_k},
+            extra_body={"top_k": top_k, "cache_prompt": cache_prompt},
             embedding_model="local",
         )
         self._model_path = model_path
@@ -145,6 +146,7 @@ class LocalLM(OpenAILM):
         self.name = "local" if model_path is None else f"local:{self.model}"
         self.n_ctx = n_ctx
         self.n_parallel = n_parallel
+        self.cache_prompt = cache_prompt
         self.threads = threads or max(1, os.cpu_count() or 1)
         self._url: str | None = None
         self._embed_url: str | None = None
