@@ -153,6 +153,8 @@ async def acompile(
         if listening:
             _run_end(task, run.run_id, pipe, opt, score, stopped)
     stopped_by = stopped.budget if stopped is not None else None
+    if task.proposals_failed:
+        _warn_proposals(task)
     if task.errors:
         log.warning(
             "desic: %d evaluations of this compile failed after their LM call's retries (last: %s); "
@@ -161,6 +163,20 @@ async def acompile(
         )
     return CompiledPipeline(
         pipe, program, history=task.history, stopped_by=stopped_by, usage=task.usage, errors=task.errors
+    )
+
+
+def _warn_proposals(task: CompileTask) -> None:
+    """Say how many instruction proposals failed, why the last did, and what helps."""
+    from .optimize.calls import PROPOSAL_TOKENS
+
+    proposer = task.proposer_lm
+    name = proposer.name if proposer is not None else "?"
+    log.warning(
+        "desic: %d of %d instruction proposals failed and were skipped (last: %s). Proposals run "
+        "with the proposer LM's own max_tokens, at least %d; if they were cut off, give the proposer "
+        "more (e.g. teacher_lm=desic.lm(%r, max_tokens=1024)) or use a stronger teacher_lm.",
+        task.proposals_failed, task.proposals, redact(task.last_proposal_error), PROPOSAL_TOKENS, name,
     )
 
 
@@ -213,6 +229,7 @@ def _run_end(
     events.emit(
         "run_end", what="compile", run_id=run_id, pipeline=pipe.ref, optimizer=opt.name, score=score,
         candidates=len(task.history), calls=u.calls, cost=u.cost, seconds=task.meter.elapsed(), errors=task.errors,
+        proposals=task.proposals, proposals_failed=task.proposals_failed,
         stopped_by=stopped.budget if stopped is not None else None, **data,
     )
 

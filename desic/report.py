@@ -44,6 +44,18 @@ class CandidateRow:
     tokens: int
     cost: float
     program: ir.Program | None
+    split: str | None = None
+    interval: tuple[float, float] | None = None
+    n: int = 0
+
+    def evidence(self) -> str:
+        """``0.750 [0.47, 0.91] · 16 val rows``: the score with its interval and rows."""
+        text = _fmt_score(self.score)
+        if self.score is not None and self.interval is not None:
+            text += f" [{self.interval[0]:.2f}, {self.interval[1]:.2f}]"
+        if self.n:
+            text += f" · {self.n} {self.split + ' ' if self.split else ''}rows"
+        return text
 
 
 def _usage(value: Any) -> tuple[int, int, float]:
@@ -85,13 +97,37 @@ def candidate_rows(candidates: Iterable[Any]) -> list[CandidateRow]:
                 tokens=tokens,
                 cost=cost,
                 program=_program(get("program")),
+                split=str(split) if (split := get("split")) is not None else None,
+                interval=_interval(get("interval"), get("scores")),
+                n=_rows(get("n"), get("scores")),
             )
         )
     return rows
 
 
+def _interval(value: Any, scores: Any) -> tuple[float, float] | None:
+    """A record's interval, or one computed from its scores (records older than intervals)."""
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
+        return float(value[0]), float(value[1])
+    if isinstance(scores, Sequence) and not isinstance(scores, str) and scores:
+        from .optimize import interval
+
+        return interval([float(s) for s in scores])
+    return None
+
+
+def _rows(value: Any, scores: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return len(scores) if isinstance(scores, Sequence) and not isinstance(scores, str) else 0
+
+
 def _best(rows: Sequence[CandidateRow]) -> CandidateRow | None:
-    """The highest-scoring candidate (the earliest of equals), or ``None`` if none scored."""
+    """The program the optimizer chose (its last ``selected`` record, with the evidence)
+    when it recorded one; else the highest-scoring candidate (the earliest of equals)."""
+    for row in reversed(rows):
+        if row.split is not None and row.split.startswith("selected"):
+            return row
     best: CandidateRow | None = None
     for row in rows:
         if row.score is not None and (best is None or best.score is None or row.score > best.score):
@@ -341,7 +377,7 @@ def _candidate_table(rows: Sequence[CandidateRow]) -> str:
     if not rows:
         return '<p class="empty">No candidates recorded yet.</p>'
     best = _best(rows)
-    head = ["#", "score", "best so far", "note", "calls", "tokens", "cost ($)", "demos", "instructions"]
+    head = ["#", "score [95% interval] · rows", "best so far", "note", "calls", "tokens", "cost ($)", "demos", "instructions"]
     out = ['<table class="cands" id="candidates-table"><thead><tr>']
     out.extend(f"<th>{_e(h)}</th>" for h in head)
     out.append("</tr></thead><tbody>")
@@ -353,7 +389,7 @@ def _candidate_table(rows: Sequence[CandidateRow]) -> str:
         instr = " | ".join(_first_line(n.instructions, 80) for n in r.program.nodes) if r.program else ""
         cells = [
             (str(r.index), str(r.index), "num"),
-            (_fmt_score(r.score), "" if r.score is None else f"{r.score}", "num"),
+            (r.evidence(), "" if r.score is None else f"{r.score}", "num"),
             (_fmt_score(running), "" if running is None else f"{running}", "num"),
             (r.note, r.note, ""),
             (str(r.calls), str(r.calls), "num"),
@@ -454,7 +490,7 @@ def _best_program_html(best: CandidateRow | None) -> str:
         return '<p class="empty">No scored candidate with a program.</p>'
     program = best.program
     parts = [
-        f"<p>Candidate {best.index}, score {_fmt_score(best.score)}"
+        f"<p>Candidate {best.index}, score {_e(best.evidence())}"
         + (f" — {_e(best.note)}" if best.note else "")
         + ". Inputs are shown as <code>{name}</code>.</p>",
         _graph_svg(program),
@@ -559,7 +595,7 @@ def build_report(run_info: Any, candidates: Iterable[Any]) -> str:
     run_id = str(info.get("id") or info.get("run_id") or "run")
     last = rows[-1] if rows else None
     cards = [
-        (_fmt_score(best.score if best else None), "best score"),
+        (best.evidence() if best else _fmt_score(None), "chosen score [95% interval]" if best and best.interval else "best score"),
         (str(len(rows)), "candidates"),
         (str(last.calls if last else 0), "LM calls"),
         (str(last.tokens if last else 0), "tokens"),

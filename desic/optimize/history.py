@@ -38,6 +38,8 @@ class Candidate:
     round: int | None = None
     parent: int | None = None
     seconds: float = 0.0
+    proposals: int = 0  # the optimizer's own LM calls so far (instruction proposals)
+    proposals_failed: int = 0  # of which failed (cut off, invalid): skipped, not used
 
     @property
     def n(self) -> int:
@@ -65,6 +67,7 @@ class Candidate:
             "interval": list(span) if span else None, "n": self.n,
             "scores": self.scores, "round": self.round, "parent": self.parent,
             "usage": usage_list(self.usage), "seconds": self.seconds,
+            "proposals": self.proposals, "proposals_failed": self.proposals_failed,
             "program": msgspec.to_builtins(self.program),
         }
 
@@ -72,7 +75,8 @@ class Candidate:
         """The fields of its ``candidate`` event."""
         return {
             "index": self.index, "score": self.score, "split": self.split, "note": self.note,
-            "interval": list(span) if (span := self.interval) else None, "n": self.n, "round": self.round, "calls": self.usage.calls, "cost": self.usage.cost,
+            "interval": list(span) if (span := self.interval) else None, "n": self.n, "round": self.round, "calls": self.usage.calls,
+            "proposals": self.proposals, "proposals_failed": self.proposals_failed, "cost": self.usage.cost,
         }
 
 

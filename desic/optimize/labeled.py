@@ -33,7 +33,7 @@ class Labeled:
         rows = task.trainset if examples is None else examples
         sig = getattr(task.pipeline, "signature", None)
         if sig is not None:  # a bare signature: its one node is known without running it
-            program = ir.Program(pipeline=task.pipeline.ref, nodes=(default_node(sig, sig.spec.name),))
+            program = ir.Program(pipeline=task.pipeline.ref, nodes=(default_node(sig, sig.node_name or sig.spec.name),))
         else:  # a @pipeline: its nodes are seen by running it once
             program = await task.discover()
         order = list(range(len(rows)))

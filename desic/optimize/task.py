@@ -140,7 +140,7 @@ class CompileTask:
         """(train, validation) examples: the valset when given, else a seeded split of the
         trainset (``fraction`` of it, at most ``max_val`` rows, for validation); rows of
         ``check_split()`` are in neither."""
-        check, rest = self._checked()
+        _, rest = self._checked()
         if self.valset is not None:
             return self.trainset, rest
         key = (fraction, max_val)
@@ -390,6 +390,7 @@ class CompileTask:
         cand = Candidate(
             index=len(self.history), program=program, score=score, usage=self.usage, note=note, split=split,
             scores=scores, round=round, parent=parent, seconds=self.meter.elapsed(),
+            proposals=self.proposals, proposals_failed=self.proposals_failed,
         )
         self.history.append(cand)
         self.recorder.add_candidate(cand.to_record())

@@ -125,7 +125,7 @@ def test_search_finds_what_the_zero_shot_program_misses(name: str) -> None:
 def test_instruction_optimizers_rewrite_instructions(name: str) -> None:
     lm = FunctionLM(answer)
     # genetic rewrites only when its dice say mutate-by-rewrite: make that near certain
-    extra = {"mutation": 1.0, "generations": 3} if name == "genetic" else {}
+    extra: dict[str, Any] = {"mutation": 1.0, "generations": 3} if name == "genetic" else {}
     if name == "reflective":
         extra = {"init": None}  # from bootstrap it is perfect on every minibatch: nothing to edit
     compiled = compile_with(name, lm, **extra)
