@@ -25,7 +25,7 @@ from desic.lm import LMRequest
 
 
 class Said(BaseModel):
-    text: str = Field(max_length=60)
+    text: str = Field(max_length=40)
 
 
 def prompts(n: int) -> list[str]:
@@ -53,8 +53,8 @@ async def run(lm: Any, texts: list[str], order: list[int], concurrency: int) -> 
     return out
 
 
-async def measure(n_parallel: int, cache: bool, texts: list[str], max_tokens: int) -> dict[str, object]:
-    lm = desic.lm("local", n_parallel=n_parallel, max_tokens=max_tokens, cache_prompt=cache)
+async def measure(n_parallel: int, cache: bool, texts: list[str], max_tokens: int, threads: int | None) -> dict[str, object]:
+    lm = desic.lm("local", n_parallel=n_parallel, max_tokens=max_tokens, cache_prompt=cache, threads=threads)
     order = list(range(len(texts)))
     t0 = time.perf_counter()
     a = await run(lm, texts, order, n_parallel)
@@ -77,13 +77,14 @@ async def measure(n_parallel: int, cache: bool, texts: list[str], max_tokens: in
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--prompts", type=int, default=20)
-    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--settings", nargs="*", default=["4,1", "4,0", "1,1", "1,0"])
+    parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     texts = prompts(args.prompts)
     for setting in args.settings:
         par, cache = setting.split(",")
-        row = asyncio.run(measure(int(par), cache == "1", texts, args.max_tokens))
+        row = asyncio.run(measure(int(par), cache == "1", texts, args.max_tokens, args.threads))
         print(json.dumps(row), flush=True)
 
 

@@ -113,7 +113,8 @@ class Reflective(SearchOptimizer):
                 )
                 pool.append((full, kept.index))
             task.iteration(it, best_of(pool)[0].score, pool=len(pool))
-        return await select_final(task, pool[0][1], [index for _, index in pool], train)
+        # no training rows join the test: the edits were tuned on minibatches of them
+        return await select_final(task, pool[0][1], [index for _, index in pool])
 
     @staticmethod
     def _select(pool: list[Ranked], rng: random.Random) -> Ranked:
