@@ -50,8 +50,8 @@ async def answers(lm: Any, order: list[int], concurrency: int) -> dict[int, str]
 
 
 def test_same_prompts_same_answers_in_any_order_and_concurrency() -> None:
-    lm = desic.lm("local", max_tokens=16)
-    assert lm.n_parallel == 1 and lm.cache_prompt is False  # the deterministic defaults
+    lm: Any = desic.lm("local", max_tokens=16)
+    assert (lm.n_parallel, lm.cache_prompt) == (1, False)  # the deterministic defaults
     shuffled = list(range(20))
     random.Random(7).shuffle(shuffled)
 
