@@ -59,10 +59,12 @@ class Reflective(SearchOptimizer):
         seen = {program_key(start)}
         rng = task.rng("reflective")
         nodes = [n.id for n in start.nodes]
+        tuned: set[int] = set()  # the training rows a minibatch showed
         for it in range(1, self.iterations + 1):
             parent, parent_index = self._select(pool, rng)
             node_id = nodes[(it - 1) % len(nodes)] if nodes else None
             batch = rng.sample(train, min(self.minibatch, len(train)))
+            tuned.update(id(row) for row in batch)
             if node_id is None:
                 break
             (before,) = await task.run_pairs([(parent.program, batch)])
@@ -113,8 +115,9 @@ class Reflective(SearchOptimizer):
                 )
                 pool.append((full, kept.index))
             task.iteration(it, best_of(pool)[0].score, pool=len(pool))
-        # no training rows join the test: the edits were tuned on minibatches of them
-        return await select_final(task, pool[0][1], [index for _, index in pool])
+        # only training rows no minibatch showed may join the test (edits were tuned on those)
+        unseen = [row for row in train if id(row) not in tuned]
+        return await select_final(task, pool[0][1], [index for _, index in pool], unseen)
 
     @staticmethod
     def _select(pool: list[Ranked], rng: random.Random) -> Ranked:
