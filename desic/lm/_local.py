@@ -105,7 +105,18 @@ def _start(path: str, n_ctx: int, n_parallel: int, threads: int, embedding: bool
 
 
 class LocalLM(OpenAILM):
-    """The embedded offline model (Gemma 3 270M base by default), or any GGUF file."""
+    """The embedded offline model (Gemma 3 270M base by default), or any GGUF file.
+
+    Deterministic by default: at temperature 0 the same prompt gets the same answer
+    whatever else runs. llama.cpp batches the sequences of its slots into one forward
+    pass and reuses cached prompt prefixes; both change the floating-point path and so,
+    now and then, a greedy answer (measured: 2-3 of 8 answers changed with the order and
+    concurrency at ``n_parallel=4`` with the prompt cache on, none at ``n_parallel=1``
+    without it; ``bench/_local_determinism.py``). So one slot serves one request at a
+    time (``n_parallel=1``) and every prompt is processed afresh (``cache_prompt=False``).
+    For throughput over reproducibility, ``desic.lm("local", n_parallel=4,
+    cache_prompt=True)``.
+    """
 
     provider = "local"
 
@@ -114,7 +125,7 @@ class LocalLM(OpenAILM):
         model_path: str | None = None,
         *,
         n_ctx: int = 16384,
-        n_parallel: int = 4,
+        n_parallel: int = 1,
         threads: int | None = None,
         temperature: float | None = 0.0,
         max_tokens: int | None = 256,
@@ -123,7 +134,7 @@ class LocalLM(OpenAILM):
         timeout: float = 300.0,
         top_k: int = 20,
         client_retries: int = 0,
-        cache_prompt: bool = True,
+        cache_prompt: bool = False,
     ):
         super().__init__(
             model="local",
