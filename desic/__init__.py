@@ -49,12 +49,17 @@ if TYPE_CHECKING:
     from .pipeline import Pipeline as Pipeline
     from .pipeline import pipeline as pipeline
     from .runtime import context as context
+    from .sampling import BestOfN as BestOfN
+    from .sampling import Majority as Majority
+    from .sampling import Refine as Refine
+    from .sampling import reward as reward
     from .signature import Signature as Signature
     from .signature import signature as signature
 
 __all__ = [
     "LM",
     "ArtifactError",
+    "BestOfN",
     "Budget",
     "BudgetExceeded",
     "CompiledPipeline",
@@ -64,11 +69,13 @@ __all__ = [
     "EvaluationReport",
     "Example",
     "LMError",
+    "Majority",
     "MetricError",
     "OutputValidationError",
     "Pipeline",
     "Program",
     "RateLimited",
+    "Refine",
     "Signature",
     "SignatureError",
     "StorageError",
@@ -83,6 +90,7 @@ __all__ = [
     "load_dataset",
     "metrics",
     "pipeline",
+    "reward",
     "signature",
     "storage",
     "testing",
@@ -104,6 +112,10 @@ _LAZY = {
     "Pipeline": ("pipeline", "Pipeline"),
     "pipeline": ("pipeline", "pipeline"),
     "context": ("runtime", "context"),
+    "Majority": ("sampling", "Majority"),
+    "BestOfN": ("sampling", "BestOfN"),
+    "Refine": ("sampling", "Refine"),
+    "reward": ("sampling", "reward"),
     "Signature": ("signature", "Signature"),
     "signature": ("signature", "signature"),
     "metrics": ("metrics", None),
