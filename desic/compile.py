@@ -273,7 +273,10 @@ async def _optimize(
             except BudgetExceeded as exc:
                 stopped = exc
                 events.emit("budget_stop", budget=exc.budget, detail=str(exc), run_id=run_id)
-                best = task.best("val")
+                # the optimizer's own choice when it made one (a stop during its final
+                # check keeps the start), else the best validation score so far
+                chosen = [c for c in task.history if (c.split or "").startswith("selected")]
+                best = chosen[-1] if chosen else task.best("val")
                 if best is not None:
                     program = best.program
                 elif task.history:

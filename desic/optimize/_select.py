@@ -24,17 +24,21 @@ scores in [0, 1], a normal one otherwise) and its rows (``len(scores)``, ``split
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 import msgspec
 
 from .. import ir
 from .._json import to_jsonable
 from ..data import Example
+from ..errors import BudgetExceeded
 from ._stats import ALPHA, MARGIN, RESAMPLES, Comparison, compare, interval
 from .task import CompileTask
 
 __all__ = ["ALPHA", "MARGIN", "RESAMPLES", "Comparison", "compare", "interval", "prompt_size", "select_final"]
+
+T = TypeVar("T")
 
 
 def prompt_size(program: ir.Program) -> int:
@@ -44,6 +48,18 @@ def prompt_size(program: ir.Program) -> int:
         size += len(node.instructions or "")
         size += sum(len(msgspec.json.encode((d.inputs, d.output))) for d in node.demos)
     return size
+
+
+async def _or_keep(task: CompileTask, start: int, work: Awaitable[T]) -> T:
+    """``await work``; when the budget runs out during it, record the start as the choice
+    (a budget stop returns it, not an unchecked candidate) and re-raise."""
+    try:
+        return await work
+    except BudgetExceeded:
+        base = task.history[start]
+        task.record(base.program, base.score, f"kept the start (candidate {start}): the budget ran out "
+                    "before a candidate could be checked", split="selected", scores=base.scores, parent=start)
+        raise
 
 
 def unseen_rows(rows: Sequence[Example], programs: Sequence[ir.Program]) -> list[Example]:
@@ -97,7 +113,7 @@ async def select_final(
         if not check and (top.score or 0.0) > base_mean:
             extra = unseen_rows(train, [base.program, top.program])
             if extra:
-                more = await task.evaluate_many([base.program, top.program], extra)
+                more = await _or_keep(task, start, task.evaluate_many([base.program, top.program], extra))
                 base_scores += more[0].scores
                 cand_scores += more[1].scores
                 folds = f" (validation + {len(extra)} training rows neither shows as a demo)"
@@ -118,7 +134,7 @@ async def select_final(
     score, scores, split = hist[chosen].score, hist[chosen].scores, "selected"
     if check:
         programs = [base.program] if chosen == start else [base.program, program]
-        checked = await task.evaluate_many(programs, check)
+        checked = await _or_keep(task, start, task.evaluate_many(programs, check))
         first = task.record(base.program, checked[0].score, "the start on the check rows", split="check",
                             scores=checked[0].scores, parent=start)
         score, scores = first.score, first.scores

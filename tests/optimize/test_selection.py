@@ -145,3 +145,16 @@ def test_statistics_are_deterministic_and_paired() -> None:
     low, high = interval([1.0] * 12 + [0.0] * 4) or (0, 0)
     assert 0.45 < low < 0.75 < high < 0.95
     assert interval([2.0, 4.0]) is not None
+
+
+def test_a_budget_stop_during_the_check_returns_the_start() -> None:
+    rows = [{"ticket": f"{w} {i}", "team": truth(w)} for i in range(25) for w in ("charge", "parcel", "crash", "refund")]
+    options: dict[str, Any] = {"init": None, **SMALL["beam"]}
+    free = desic.compile(triage, rows, metric=METRIC, optimizer="beam", lm=FunctionLM(answer), **options)
+    searched = max(c.usage.calls for c in free.history if c.split == "val")
+    assert "refunds go to shipping" in free.program.nodes[0].instructions  # unchecked, it wins
+    stopped = desic.compile(triage, rows, metric=METRIC, optimizer="beam", lm=FunctionLM(answer),
+                            max_calls=searched + 1, **options)
+    assert stopped.stopped_by == "max_calls"
+    assert stopped.history[-1].split == "selected" and "budget ran out" in stopped.history[-1].note
+    assert stopped.program.nodes == free.history[0].program.nodes  # the start, zero-shot
