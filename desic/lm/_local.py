@@ -111,9 +111,11 @@ class LocalLM(OpenAILM):
     whatever else runs. llama.cpp batches the sequences of its slots into one forward
     pass and reuses cached prompt prefixes; both change the floating-point path and so,
     now and then, a greedy answer (measured: 2-3 of 8 answers changed with the order and
-    concurrency at ``n_parallel=4`` with the prompt cache on, none at ``n_parallel=1``
-    without it; ``bench/_local_determinism.py``). So one slot serves one request at a
-    time (``n_parallel=1``) and every prompt is processed afresh (``cache_prompt=False``).
+    concurrency at ``n_parallel=4``, with the prompt cache on or off; none at
+    ``n_parallel=1``; ``bench/_local_determinism.py``). So one slot serves one request at
+    a time (``n_parallel=1``), and every prompt is processed afresh (``cache_prompt=False``:
+    llama.cpp warns that logits are not bit-identical across batch sizes, so reusing a
+    cached prefix can change an answer).
     For throughput over reproducibility, ``desic.lm("local", n_parallel=4,
     cache_prompt=True)``.
     """
