@@ -32,7 +32,7 @@ METRIC = desic.metrics.exact_match
 MORE_ROWS = [{"ticket": f"{w} {i}", "team": truth(w)} for i in range(8, 16) for w in ("charge", "parcel", "crash", "refund")]
 
 
-def compile_with(name: str, lm: Any, **extra: Any) -> desic.CompiledPipeline:
+def compile_with(name: str, lm: Any, **extra: Any) -> desic.CompiledPipeline[..., Any]:
     options = {**SMALL[name], **extra}
     return desic.compile(triage, ROWS, metric=METRIC, optimizer=name, lm=lm, **options)
 

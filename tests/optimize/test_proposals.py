@@ -29,7 +29,7 @@ class CutProposals(FakeOpenAIServer):
         return out
 
 
-def compile_on(server: FakeOpenAIServer, max_tokens: int) -> desic.CompiledPipeline:
+def compile_on(server: FakeOpenAIServer, max_tokens: int) -> Any:
     lm = desic.lm("openai:fake-model", base_url=server.url, api_key="test", max_tokens=max_tokens)
     with allow_model_requests():
         return desic.compile(triage, ROWS[:8], metric=desic.metrics.exact_match, optimizer="beam", lm=lm,

@@ -13,6 +13,7 @@ import desic
 
 EXPECTED_ALL = [
     "ArtifactError",
+    "BatchResult",
     "BestOfN",
     "Budget",
     "BudgetExceeded",
@@ -26,6 +27,7 @@ EXPECTED_ALL = [
     "LMError",
     "Majority",
     "MetricError",
+    "Output",
     "OutputValidationError",
     "Pipeline",
     "Program",
@@ -36,6 +38,7 @@ EXPECTED_ALL = [
     "StorageError",
     "Timeout",
     "__version__",
+    "acompile",
     "aevaluate",
     "compile",
     "context",
