@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from .runtime import context as context
     from .signature import Signature as Signature
     from .signature import signature as signature
+    from .tools import Tool as Tool
+    from .tools import tool as tool
 
 __all__ = [
     "LM",
@@ -73,6 +75,7 @@ __all__ = [
     "SignatureError",
     "StorageError",
     "Timeout",
+    "Tool",
     "__version__",
     "aevaluate",
     "compile",
@@ -86,6 +89,7 @@ __all__ = [
     "signature",
     "storage",
     "testing",
+    "tool",
 ]
 
 _LAZY = {
@@ -106,6 +110,8 @@ _LAZY = {
     "context": ("runtime", "context"),
     "Signature": ("signature", "Signature"),
     "signature": ("signature", "signature"),
+    "Tool": ("tools", "Tool"),
+    "tool": ("tools", "tool"),
     "metrics": ("metrics", None),
     "storage": ("storage", None),
     "testing": ("testing", None),

@@ -8,7 +8,8 @@ An event's data is scrubbed of credentials (``desic._redact``) before any sink s
 
 Kinds emitted by desic (``data`` keys in brackets):
 
-- ``node_call``   a signature ran [node, latency, error]
+- ``node_call``   a signature ran [node, latency, error; an agent: steps]
+- ``tool_call``   an agent called a tool [node, tool, step, latency, error, thought, args, observation]
 - ``lm_call``     an LM answered [lm, node, latency, prompt_tokens, completion_tokens, cost, cached]
 - ``lm_retry``    a call is retried [lm, attempt, wait, error]
 - ``example``     an evaluation example finished [index, score, error, latency]

@@ -462,6 +462,9 @@ def _best_program_html(best: CandidateRow | None) -> str:
     ]
     for node in program.nodes:
         parts.append(f"<h3>node <code>{_e(node.id)}</code> · {_e(node.strategy)} · {len(node.demos)} demos</h3>")
+        if node.tools:  # an agent: its demos below show every step (action, then observation)
+            names = ", ".join(t.name for t in node.tools)
+            parts.append(f"<p>tools: {_e(names)}; at most {node.max_steps} steps</p>")
         try:
             messages = node_prompt(node)
         except Exception as exc:  # noqa: BLE001 - a template that cannot render is reported, not fatal
@@ -471,7 +474,7 @@ def _best_program_html(best: CandidateRow | None) -> str:
         parts.append(_messages_html(messages[:1]))
         if demo_turns:
             parts.append(
-                f"<details><summary>{len(demo_turns) // 2} demos ({len(demo_turns)} messages)</summary>"
+                f"<details><summary>{len(node.demos)} demos ({len(demo_turns)} messages)</summary>"
                 + _messages_html(demo_turns)
                 + "</details>"
             )

@@ -32,6 +32,7 @@ EXPECTED_ALL = [
     "SignatureError",
     "StorageError",
     "Timeout",
+    "Tool",
     "__version__",
     "aevaluate",
     "compile",
@@ -45,6 +46,7 @@ EXPECTED_ALL = [
     "signature",
     "storage",
     "testing",
+    "tool",
 ]
 
 
