@@ -88,8 +88,9 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--out", default="agent.desic.json", help="where to save the artifact")
     args = p.parse_args()
-    # the local model, unless DESIC_LM names another; one step's answer stays short
-    lm = None if os.environ.get("DESIC_LM") else desic.lm("local", max_tokens=320)
+    # the local model, unless DESIC_LM names another: one step's answer stays short, and a
+    # call may wait long on a busy machine
+    lm = None if os.environ.get("DESIC_LM") else desic.lm("local", max_tokens=320, timeout=1800)
     train = desic.load_dataset(DATA / "agent_train.jsonl")
     dev = desic.load_dataset(DATA / "agent_dev.jsonl")
     metric = desic.metrics.contains
