@@ -67,8 +67,8 @@ def main() -> int:
 
     import desic
 
-    lm = desic.lm("local", max_tokens=320, timeout=1800)
-    url = lm._endpoint()  # starts the one llama.cpp server; DSPy reaches it here
+    lm: Any = desic.lm("local", max_tokens=320, timeout=1800)
+    url = lm.inner._endpoint()  # starts the one llama.cpp server (under the timeout wrapper)
     _write(args.results, {"event": "server", "url": url, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     if not args.skip_desic:
         _write(args.results, desic_figures(lm, args.concurrency))

@@ -49,6 +49,10 @@ if TYPE_CHECKING:
     from .pipeline import Pipeline as Pipeline
     from .pipeline import pipeline as pipeline
     from .runtime import context as context
+    from .sampling import BestOfN as BestOfN
+    from .sampling import Majority as Majority
+    from .sampling import Refine as Refine
+    from .sampling import reward as reward
     from .signature import Signature as Signature
     from .signature import signature as signature
     from .tools import Tool as Tool
@@ -57,6 +61,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LM",
     "ArtifactError",
+    "BestOfN",
     "Budget",
     "BudgetExceeded",
     "CompiledPipeline",
@@ -66,11 +71,13 @@ __all__ = [
     "EvaluationReport",
     "Example",
     "LMError",
+    "Majority",
     "MetricError",
     "OutputValidationError",
     "Pipeline",
     "Program",
     "RateLimited",
+    "Refine",
     "Signature",
     "SignatureError",
     "StorageError",
@@ -86,6 +93,7 @@ __all__ = [
     "load_dataset",
     "metrics",
     "pipeline",
+    "reward",
     "signature",
     "storage",
     "testing",
@@ -108,6 +116,10 @@ _LAZY = {
     "Pipeline": ("pipeline", "Pipeline"),
     "pipeline": ("pipeline", "pipeline"),
     "context": ("runtime", "context"),
+    "Majority": ("sampling", "Majority"),
+    "BestOfN": ("sampling", "BestOfN"),
+    "Refine": ("sampling", "Refine"),
+    "reward": ("sampling", "reward"),
     "Signature": ("signature", "Signature"),
     "signature": ("signature", "signature"),
     "Tool": ("tools", "Tool"),

@@ -18,6 +18,7 @@ from pydantic.fields import FieldInfo
 
 from . import ir
 from .errors import SignatureError
+from .sampling import SamplingSpec
 from .tools import Tool, as_tools
 
 __all__ = ["STRATEGIES", "Signature", "signature"]
@@ -193,6 +194,7 @@ class Signature(Generic[P, R]):
         output_model: type[BaseModel],
         strategy: str = "predict",
         node_name: str | None = None,
+        sampling: SamplingSpec | None = None,
         tools: tuple[Tool[..., Any], ...] = (),
         max_steps: int | None = None,
     ):
@@ -221,6 +223,12 @@ class Signature(Generic[P, R]):
         self.output_model = output_model
         self.strategy = strategy
         self.node_name = node_name
+        if sampling is not None and not isinstance(sampling, SamplingSpec):
+            raise SignatureError(
+                f"@signature {spec.name}: sampling= takes desic.Majority(...), desic.BestOfN(...) "
+                f"or desic.Refine(...), got {sampling!r}"
+            )
+        self.sampling = sampling
         self._param_order = spec.input_names
         self._cot_model: type[BaseModel] | None = None
         self.fingerprint = spec.fingerprint
@@ -238,6 +246,7 @@ class Signature(Generic[P, R]):
         *,
         name: str | None = None,
         strategy: str = "predict",
+        sampling: SamplingSpec | None = None,
         tools: Iterable[Callable[..., Any]] = (),
         max_steps: int | None = None,
     ) -> Signature[P, R]:
@@ -246,7 +255,7 @@ class Signature(Generic[P, R]):
             raise SignatureError(f"@signature {fn.__qualname__}: invalid name {sig_name!r}")
         spec, model, _ = _build(fn, sig_name)
         sig = cls(
-            fn, spec=spec, output_model=model, strategy=strategy,
+            fn, spec=spec, output_model=model, strategy=strategy, sampling=sampling,
             tools=as_tools(tools, f"@signature {sig_name}"), max_steps=max_steps,
         )
         _registry[spec.ref] = sig
@@ -324,6 +333,10 @@ class Signature(Generic[P, R]):
     def with_strategy(self, strategy: str) -> Signature[P, R]:
         return self._copy(strategy=strategy)
 
+    def with_sampling(self, sampling: SamplingSpec | None) -> Signature[P, R]:
+        """The same signature answering by ``sampling`` (``desic.Majority(5)``, ...)."""
+        return self._copy(sampling=sampling)
+
     def _copy(self, **changes: Any) -> Signature[P, R]:
         new = Signature(
             self.fn,
@@ -331,6 +344,7 @@ class Signature(Generic[P, R]):
             output_model=self.output_model,
             strategy=changes.get("strategy", self.strategy),
             node_name=changes.get("node_name", self.node_name),
+            sampling=changes.get("sampling", self.sampling),
             tools=self.tools,
             max_steps=self.max_steps or None,
         )
@@ -348,6 +362,7 @@ def signature(
     *,
     name: str | None = None,
     strategy: str = "predict",
+    sampling: SamplingSpec | None = None,
     tools: Iterable[Callable[..., Any]] = (),
     max_steps: int | None = None,
 ) -> Callable[[Callable[P, R]], Signature[P, R]]: ...
@@ -357,6 +372,7 @@ def signature(
     *,
     name: str | None = None,
     strategy: str = "predict",
+    sampling: SamplingSpec | None = None,
     tools: Iterable[Callable[..., Any]] = (),
     max_steps: int | None = None,
 ) -> Signature[P, R] | Callable[[Callable[P, R]], Signature[P, R]]:
@@ -374,7 +390,9 @@ def signature(
         return Signature.from_function(fn)
 
     def decorate(f: Callable[P, R]) -> Signature[P, R]:
-        return Signature.from_function(f, name=name, strategy=strategy, tools=tools, max_steps=max_steps)
+        return Signature.from_function(
+            f, name=name, strategy=strategy, sampling=sampling, tools=tools, max_steps=max_steps
+        )
 
     return decorate
 

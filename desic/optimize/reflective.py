@@ -81,6 +81,7 @@ class Reflective(SearchOptimizer):
             node = parent.program.node(node_id)
             if node is None:
                 continue
+            proposer: Any
             if tool is None:
                 current = node.instructions or node.signature.instructions
                 proposer, inputs = reflect_instruction, {"current_instruction": current}

@@ -14,9 +14,9 @@ import desic
 from desic import events
 from desic._compiled import CompiledPipeline
 from desic.ir import Program
+from desic.lm import LMRequest
 from desic.pipeline import as_pipeline
 from desic.runtime import default_node
-from desic.lm import LMRequest
 from desic.testing import FakeLM, FunctionLM, act, finish
 from tests.support.agents import ROWS, ask, play
 
@@ -55,15 +55,17 @@ def test_tool_failures_and_max_calls_are_observations_and_the_last_step_may_only
     assert last == "observation from calc: error: calc may be called at most 2 time(s) in a run; use what you have or finish"
     # arguments that do not fit the tool's schema are the model's invalid answer (re-asked by
     # instructor or the native tool path), never a tool call
-    with pytest.raises(desic.OutputValidationError, match="does not fit Step"):
-        with desic.context(lm=FakeLM([act("calc", a=1, b="x")])):
-            ask(question="sum?")
+    with pytest.raises(desic.OutputValidationError, match="does not fit Step"), desic.context(
+        lm=FakeLM([act("calc", a=1, b="x")])
+    ):
+        ask(question="sum?")
     # max_steps=4: the fourth step's response model has only the finish action
     assert lm.calls[-1].response_model.__name__ == "FinalStep"
     assert [t["function"]["name"] for t in lm.calls[-1].tools] == ["finish"]
-    with pytest.raises(desic.OutputValidationError, match="does not fit FinalStep"):
-        with desic.context(lm=FakeLM([act("search", query="a")] * 4)):
-            ask(question="loops forever?")
+    with pytest.raises(desic.OutputValidationError, match="does not fit FinalStep"), desic.context(
+        lm=FakeLM([act("search", query="a")] * 4)
+    ):
+        ask(question="loops forever?")
 
 
 def test_the_trajectory_is_traced_and_emitted_as_events() -> None:
