@@ -411,10 +411,11 @@ def best_program_data(best: CandidateRow | None) -> dict[str, Any] | None:
     program = best.program
     nodes: list[dict[str, Any]] = []
     for node in program.nodes:
-        entry: dict[str, Any] = {"id": node.id, "strategy": node.strategy, "demos": len(node.demos), "error": None}
-        if node.tools:  # an agent: its demos show every step (action, then observation)
-            entry["tools"] = ", ".join(t.name for t in node.tools)
-            entry["max_steps"] = node.max_steps
+        entry: dict[str, Any] = {
+            "id": node.id, "strategy": node.strategy, "demos": len(node.demos), "error": None,
+            # an agent: its tools (and its demos show every step: action, then observation)
+            "tools": ", ".join(t.name for t in node.tools), "max_steps": node.max_steps,
+        }
         try:
             messages = node_prompt(node)
         except Exception as exc:  # noqa: BLE001 - a template that cannot render is reported, not fatal

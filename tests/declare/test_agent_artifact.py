@@ -120,6 +120,6 @@ def test_the_report_shows_the_tools_and_each_step_of_a_demo() -> None:
     compiled = desic.compile(ask, ROWS, metric=desic.metrics.contains, optimizer="bootstrap",
                              max_demos=1, max_labeled=0, lm=FunctionLM(play))
     page = build_report({"id": "r1"}, [{"index": 0, "score": 1.0, "program": compiled.program}])
-    assert "observation from search: [&quot;" in page
+    assert "observation from search: [&#34;" in page
     assert "search(query: string (a few keywords)): Find facts about the town." in page
     assert "tools: search, calc" in page
