@@ -34,6 +34,7 @@ from ._common import (
     read_dataset,
     resolve_metric,
     resolve_optimizer,
+    shown_url,
 )
 from ._lm import BaseUrlOpt, CacheOpt, LmOpt, RetriesOpt, RpsOpt, build_lm, lm_settings
 
@@ -128,7 +129,7 @@ def resume_command(argv: list[str], store_url: str, run_id: str) -> str:
             has_storage = True
         args.append(arg)
     if not has_storage:
-        args += ["--storage", store_url]
+        args += ["--storage", shown_url(store_url)]
     return shlex.join(["desic", *args, "--resume", run_id])
 
 
@@ -181,7 +182,7 @@ def compile_cmd(
     if limits is not None:
         kwargs["budget"] = _budget_value(limits)
     try:
-        with progress(what="compile", budget=limits):
+        with progress(what="compile", budget=limits), cause(_compile_hint):
             compiled = compile_fn(obj, train_rows, progress=False, **kwargs)
     except KeyboardInterrupt:
         echo_err("interrupted")
@@ -191,7 +192,7 @@ def compile_cmd(
         saved = compiled.save(out)
     where = f"{getattr(saved, 'ref', '')}" if not isinstance(saved, Path) else str(saved)
     if not isinstance(saved, Path):
-        where = f"{out.split('#', 1)[0]}#{where}"
+        where = f"{shown_url(out.split('#', 1)[0])}#{where}"
     meta = compiled.program.meta
     parts = [f"saved {where}"]
     if meta.score is not None:
@@ -210,7 +211,14 @@ def compile_cmd(
     if compiled.stopped_by:
         _budget_note(compiled.stopped_by, limits or {}, storage, meta.run_id)
     if storage or kwargs.get("resume"):
-        typer.echo(f"report: desic runs report {meta.run_id}" + (f" --storage {storage}" if storage else ""))
+        typer.echo(f"report: desic runs report {meta.run_id}" + (f" --storage {shown_url(storage)}" if storage else ""))
+
+
+def _compile_hint(exc: Exception) -> str | None:
+    """A hint for the compile's own refusals the command line can fix; else the class's."""
+    if isinstance(exc, ConfigError) and "max_dollars" in str(exc):
+        return "drop dollars= from --budget, or use an LM whose price is known (desic.lm(..., prices=...) in Python)"
+    return None
 
 
 _NOT_A_PIPELINE = "name a @desic.pipeline or a @desic.signature after the ':' (or a compiled pipeline)"
@@ -229,7 +237,7 @@ def _budget_note(stopped_by: str, limits: dict[str, float], storage: str | None,
     )
     url = storage or configured_url()
     if url and run_id:
-        echo_err(f"continue it with a larger budget: desic compile ... --storage {url} --resume {run_id} --budget ...")
+        echo_err(f"continue it with a larger budget: desic compile ... --storage {shown_url(url)} --resume {run_id} --budget ...")
 
 
 # --- eval --------------------------------------------------------------------------------------
@@ -364,7 +372,7 @@ def run_cmd(
         _run_many(compiled, rows, model, concurrency, source=jsonl)
 
 
-def _run_one(compiled: CompiledPipeline, data: dict[str, Any], lm: Any) -> None:
+def _run_one(compiled: CompiledPipeline[..., Any], data: dict[str, Any], lm: Any) -> None:
     from ..runtime import RunState
 
     pipe = compiled.pipeline
@@ -378,7 +386,7 @@ def _run_one(compiled: CompiledPipeline, data: dict[str, Any], lm: Any) -> None:
     typer.echo(_dumps(result))
 
 
-def _run_many(compiled: CompiledPipeline, rows: list[dict[str, Any]], lm: Any, concurrency: int, *, source: str) -> None:
+def _run_many(compiled: CompiledPipeline[..., Any], rows: list[dict[str, Any]], lm: Any, concurrency: int, *, source: str) -> None:
     from .._aio import run_sync
     from ..data import to_examples
     from ..engine import run_all
@@ -468,7 +476,7 @@ def prompts_cmd(
         echo_err(f"note: {', '.join(missing)} not rendered: later nodes need an LM to produce their inputs (pass --lm)")
 
 
-def _single_node(compiled: CompiledPipeline) -> Any:
+def _single_node(compiled: CompiledPipeline[..., Any]) -> Any:
     """The one node of a bare signature (compiled or not), else None."""
     from ..pipeline import SignaturePipeline
     from ..runtime import default_node

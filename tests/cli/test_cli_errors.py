@@ -54,6 +54,7 @@ CASES: list[tuple[list[str], int, str, str]] = [
     (["prompts", "cliproj:route", "--node", "nope"], 3, "no node 'nope'", "--node takes one of route"),
     (["runs", "show", "latest", "--storage", "sqlite://none.db"], 7, "no store at", "point --storage (or DESIC_STORAGE) at the store"),
     (["runs", "list", "--storage", "redis://x"], 3, "unknown storage scheme", "give --storage a store URL"),
+    (["compile", "cliproj:triage", "-t", T, "-o", "x.json", "--budget", "dollars=2"], 3, "max_dollars=2 cannot be enforced", "drop dollars= from --budget"),
 ]
 
 

@@ -13,6 +13,7 @@ import desic
 
 EXPECTED_ALL = [
     "ArtifactError",
+    "BatchResult",
     "BestOfN",
     "Budget",
     "BudgetExceeded",
@@ -26,6 +27,7 @@ EXPECTED_ALL = [
     "LMError",
     "Majority",
     "MetricError",
+    "Output",
     "OutputValidationError",
     "Pipeline",
     "Program",
@@ -37,6 +39,7 @@ EXPECTED_ALL = [
     "Timeout",
     "Tool",
     "__version__",
+    "acompile",
     "aevaluate",
     "compile",
     "context",
@@ -105,7 +108,7 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
 _IMPORT_CHECK = """
 import json, sys
 import desic
-heavy = ("openai", "instructor", "xllamacpp")
+heavy = ("openai", "instructor", "xllamacpp", "psycopg")
 before = sorted(m for m in heavy if m in sys.modules)
 # Touching one lazy name imports the submodules behind it; none of them may shadow a
 # public function of the same name.
