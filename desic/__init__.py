@@ -59,6 +59,8 @@ if TYPE_CHECKING:
     from .signature import Output as Output
     from .signature import Signature as Signature
     from .signature import signature as signature
+    from .tools import Tool as Tool
+    from .tools import tool as tool
 
 __all__ = [
     "LM",
@@ -86,6 +88,7 @@ __all__ = [
     "SignatureError",
     "StorageError",
     "Timeout",
+    "Tool",
     "__version__",
     "acompile",
     "aevaluate",
@@ -102,6 +105,7 @@ __all__ = [
     "signature",
     "storage",
     "testing",
+    "tool",
 ]
 
 _LAZY = {
@@ -130,6 +134,8 @@ _LAZY = {
     "Signature": ("signature", "Signature"),
     "signature": ("signature", "signature"),
     "executors": ("executors", None),
+    "Tool": ("tools", "Tool"),
+    "tool": ("tools", "tool"),
     "metrics": ("metrics", None),
     "storage": ("storage", None),
     "testing": ("testing", None),

@@ -37,6 +37,7 @@ EXPECTED_ALL = [
     "SignatureError",
     "StorageError",
     "Timeout",
+    "Tool",
     "__version__",
     "acompile",
     "aevaluate",
@@ -53,6 +54,7 @@ EXPECTED_ALL = [
     "signature",
     "storage",
     "testing",
+    "tool",
 ]
 
 
