@@ -46,8 +46,11 @@ if TYPE_CHECKING:
     from .ir import Program as Program
     from .lm import LM as LM
     from .lm import lm as lm
+    from .media import History as History
+    from .media import Image as Image
     from .pipeline import Pipeline as Pipeline
     from .pipeline import pipeline as pipeline
+    from .runtime import Partial as Partial
     from .runtime import context as context
     from .signature import Signature as Signature
     from .signature import signature as signature
@@ -63,9 +66,12 @@ __all__ = [
     "DesicError",
     "EvaluationReport",
     "Example",
+    "History",
+    "Image",
     "LMError",
     "MetricError",
     "OutputValidationError",
+    "Partial",
     "Pipeline",
     "Program",
     "RateLimited",
@@ -102,6 +108,9 @@ _LAZY = {
     "LM": ("lm", "LM"),
     "lm": ("lm", "lm"),
     "Pipeline": ("pipeline", "Pipeline"),
+    "Partial": ("runtime", "Partial"),
+    "Image": ("media", "Image"),
+    "History": ("media", "History"),
     "pipeline": ("pipeline", "pipeline"),
     "context": ("runtime", "context"),
     "Signature": ("signature", "Signature"),

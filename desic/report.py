@@ -418,26 +418,45 @@ def _graph_svg(program: ir.Program) -> str:
     return "".join(out)
 
 
-def placeholder_inputs(node: ir.Node) -> dict[str, str]:
-    return {f.name: "{" + f.name + "}" for f in node.signature.inputs}
+def placeholder_inputs(node: ir.Node) -> dict[str, Any]:
+    """Each input as ``{name}`` (an image input as an image at example.com/name, a history
+    input as one user turn saying ``{name}``)."""
+    from .media import Image, media_kind
+
+    out: dict[str, Any] = {}
+    for f in node.signature.inputs:
+        kind = media_kind(f.schema)
+        text = "{" + f.name + "}"
+        if kind == "history":
+            out[f.name] = [{"role": "user", "content": text}]
+        elif kind is not None:
+            image = Image(url=f"https://example.com/{f.name}")
+            out[f.name] = image if kind == "image" else [image]
+        else:
+            out[f.name] = text
+    return out
 
 
-def node_prompt(node: ir.Node) -> list[dict[str, str]]:
+def node_prompt(node: ir.Node) -> list[dict[str, Any]]:
     """The node's messages with each input shown as ``{name}``."""
     from .render import render_messages
 
     return render_messages(node, placeholder_inputs(node))
 
 
-def _messages_html(messages: Sequence[Mapping[str, str]]) -> str:
+def _messages_html(messages: Sequence[Mapping[str, Any]]) -> str:
+    from .render import content_text
+
     return "".join(
         f'<div class="msg {_e(m["role"])}"><div class="role">{_e(m["role"])}</div>'
-        f"<pre>{_e(m['content'])}</pre></div>"
+        f"<pre>{_e(content_text(m['content']))}</pre></div>"
         for m in messages
     )
 
 
 def _prompt_text(node: ir.Node) -> list[str]:
+    from .render import content_text
+
     try:
         messages = node_prompt(node)
     except Exception as exc:  # noqa: BLE001 - a template that cannot render is reported, not fatal
@@ -445,7 +464,7 @@ def _prompt_text(node: ir.Node) -> list[str]:
     lines: list[str] = []
     for m in messages:
         lines.append(f"--- {m['role']} ---")
-        lines.extend(m["content"].splitlines())
+        lines.extend(content_text(m["content"]).splitlines())
     return lines
 
 

@@ -11,16 +11,28 @@ import asyncio
 import contextvars
 import threading
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from pydantic import BaseModel
 
 from . import events, ir
-from ._aio import run_sync
+from ._aio import run_sync, running_loop
 from ._json import UNSET, to_jsonable
-from .errors import ArtifactError
-from .lm import LM, LMParams, LMRequest, Usage, default_lm
+from .errors import ArtifactError, ConfigError, LMError
+from .lm import (
+    LM,
+    LMParams,
+    LMRequest,
+    LMResponse,
+    Message,
+    Usage,
+    default_lm,
+    stream_of,
+    supports_images,
+)
 from .render import default_template, render_messages
 
 if TYPE_CHECKING:
@@ -28,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CaptureStop",
+    "Partial",
     "RunState",
     "Settings",
     "TraceEntry",
@@ -38,7 +51,11 @@ __all__ = [
     "run_isolated",
     "run_scope",
     "settings",
+    "stream_signature",
+    "sync_stream",
 ]
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -89,7 +106,7 @@ class TraceEntry:
     node_id: str
     inputs: dict[str, Any]
     output: dict[str, Any] | None  # the full LM response as JSON data (reasoning included)
-    messages: list[dict[str, str]]
+    messages: list[Message]
     error: str | None = None
 
 
@@ -124,6 +141,7 @@ class RunState:
         "lm",
         "nodes_seen",
         "program",
+        "stream",
         "trace",
         "usage",
     )
@@ -145,6 +163,8 @@ class RunState:
         self.usage = usage
         self.nodes_seen: dict[str, ir.Node] = {}
         self.cancelled = False  # set when the run was cancelled: it makes no further LM call
+        # (node id, sink): that node's call streams, handing each partial to the sink
+        self.stream: tuple[str, Any] | None = None
         self._node_usage: dict[str, Usage] | None = None
         self._edges: set[tuple[str, str, str]] | None = None
         self._counters: dict[str, int] | None = None
@@ -305,7 +325,7 @@ def drift_error(node_id: str, old: ir.SignatureSpec, new: ir.SignatureSpec) -> A
     )
 
 
-def prepare(sig: Signature[..., Any], inputs: dict[str, Any]) -> tuple[ir.Node, list[dict[str, str]], RunState | None]:
+def prepare(sig: Signature[..., Any], inputs: dict[str, Any]) -> tuple[ir.Node, list[Message], RunState | None]:
     state = _run.get()
     node_id = state.next_id(sig) if state is not None else (sig.node_name or sig.spec.name)
     node = _node_for(sig, node_id, state)
@@ -326,13 +346,15 @@ def _params(o: ir.LMOverrides) -> LMParams:
     return params
 
 
-async def execute(
+def _begin(
     sig: Signature[..., Any],
     inputs: dict[str, Any],
     node: ir.Node,
-    messages: list[dict[str, str]],
+    messages: list[Message],
     state: RunState | None,
-) -> Any:
+) -> tuple[LM, LMRequest, TraceEntry | None]:
+    """What every call of a node does before its LM call: the run's bookkeeping, the LM
+    to use, the checks of what it is sent, and the request."""
     entry: TraceEntry | None = None
     if state is not None:
         state.note_inputs(node.id, inputs)
@@ -346,24 +368,55 @@ async def execute(
         if state.cancelled:  # a synchronous pipeline still running in a worker thread
             raise asyncio.CancelledError(f"the run was cancelled before node {node.id!r} called its LM")
     lm = (state.lm if state is not None and state.lm is not None else None) or current_lm()
+    if type(messages[-1]["content"]) is not str or len(messages) > 2:  # images, demos, history
+        _check_media(lm, node, messages)
     request = LMRequest(
         messages=tuple(messages),
         response_model=sig.response_model(node.strategy),
         params=_params(node.lm),
         node_id=node.id,
     )
-    started = time.perf_counter()
-    try:
-        response = await lm.request(request)
-    except Exception as exc:
-        spent = getattr(exc, "usage", None)  # a failed call's requests count all the same
-        if state is not None and isinstance(spent, Usage):
-            state.add_usage(spent, node.id)
-        if entry is not None:
-            entry.error = f"{type(exc).__name__}: {exc}"
-        if events.active():
-            events.emit("node_call", node=node.id, latency=time.perf_counter() - started, error=str(exc))
-        raise
+    return lm, request, entry
+
+
+def _check_media(lm: LM, node: ir.Node, messages: list[Message]) -> None:
+    """``ConfigError`` before the call when ``lm`` reads text only and a message holds images."""
+    if supports_images(lm):
+        return
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list) and any(
+            isinstance(p, dict) and p.get("type") == "image_url" for p in content
+        ):
+            raise ConfigError(
+                f"node {node.id!r} sends images, but {getattr(lm, 'name', 'the LM')} reads text only; "
+                "use a model that takes images, e.g. desic.lm('openai:gpt-4o-mini'), or, if this "
+                "one does, say so: desic.lm(..., vision=True)"
+            )
+
+
+def _failed(
+    exc: BaseException, node: ir.Node, state: RunState | None, entry: TraceEntry | None, started: float
+) -> None:
+    spent = getattr(exc, "usage", None)  # a failed call's requests count all the same
+    if state is not None and isinstance(spent, Usage):
+        state.add_usage(spent, node.id)
+    if entry is not None:
+        entry.error = f"{type(exc).__name__}: {exc}"
+    if events.active():
+        events.emit("node_call", node=node.id, latency=time.perf_counter() - started, error=str(exc))
+
+
+def _succeeded(
+    sig: Signature[..., Any],
+    lm: LM,
+    response: LMResponse,
+    node: ir.Node,
+    state: RunState | None,
+    entry: TraceEntry | None,
+    started: float,
+    **extra: Any,
+) -> Any:
     if events.active():
         u = response.usage
         events.emit(
@@ -375,6 +428,7 @@ async def execute(
             completion_tokens=u.completion_tokens,
             cost=u.cost,
             cached=bool(response.meta.get("cached", False)),
+            **extra,
         )
         events.emit("node_call", node=node.id, latency=time.perf_counter() - started, error=None)
     result = sig.finish(response.value)
@@ -384,6 +438,141 @@ async def execute(
         if entry is not None:
             entry.output = response.value.model_dump(mode="json")
     return result
+
+
+async def execute(
+    sig: Signature[..., Any],
+    inputs: dict[str, Any],
+    node: ir.Node,
+    messages: list[Message],
+    state: RunState | None,
+) -> Any:
+    if state is not None and state.stream is not None and state.stream[0] == node.id:
+        return await _streamed(state.stream[1], stream_execute(sig, inputs, node, messages, state))
+    lm, request, entry = _begin(sig, inputs, node, messages, state)
+    started = time.perf_counter()
+    try:
+        response = await lm.request(request)
+    except Exception as exc:
+        _failed(exc, node, state, entry, started)
+        raise
+    return _succeeded(sig, lm, response, node, state, entry, started)
+
+
+class Partial(Generic[R]):
+    """One item of a stream (``sig.stream``, ``sig.astream``, ``compiled.stream``).
+
+    ``value``: the output so far, in the type the signature returns (a model whose fields
+    not yet written are None, or the bare value so far); ``data``: the same as JSON data
+    (a chain-of-thought node's ``reasoning`` included); ``done``: True for the last item
+    only, whose ``value`` is validated, exactly what calling the signature returns.
+    """
+
+    __slots__ = ("data", "done", "value")
+
+    def __init__(self, value: R, data: dict[str, Any], done: bool = False) -> None:
+        self.value = value
+        self.data = data
+        self.done = done
+
+    def __repr__(self) -> str:
+        return f"Partial(done={self.done}, value={self.value!r})"
+
+
+async def stream_execute(
+    sig: Signature[..., Any],
+    inputs: dict[str, Any],
+    node: ir.Node,
+    messages: list[Message],
+    state: RunState | None,
+) -> AsyncIterator[Partial[Any]]:
+    """``execute`` as a stream: a ``Partial`` each time the output grows, then the final one."""
+    lm, request, entry = _begin(sig, inputs, node, messages, state)
+    started = time.perf_counter()
+    first: float | None = None
+    partials = 0
+    response: LMResponse | None = None
+    seen: dict[str, Any] | None = None
+    items = stream_of(lm, request)
+    try:
+        async for item in items:
+            if isinstance(item, LMResponse):
+                response = item
+                continue
+            data = _partial_data(item)
+            if data == seen or not data:
+                continue
+            seen = data
+            partials += 1
+            if first is None:
+                first = time.perf_counter() - started
+            yield Partial(sig.partial(item), data)
+        if response is None:
+            raise LMError(f"{getattr(lm, 'name', 'the LM')} ended its stream without a final response")
+    except Exception as exc:
+        _failed(exc, node, state, entry, started)
+        raise
+    finally:
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    result = _succeeded(
+        sig, lm, response, node, state, entry, started, streamed=True, partials=partials, first_partial=first
+    )
+    yield Partial(result, response.value.model_dump(mode="json"), done=True)
+
+
+async def _streamed(sink: Any, items: AsyncIterator[Partial[Any]]) -> Any:
+    """Run a streamed call to its end, handing its partials to ``sink``; its output."""
+    async for item in items:
+        if item.done:
+            return item.value
+        sink(item)
+    raise LMError("the stream ended without its final output")  # pragma: no cover
+
+
+def _partial_data(value: BaseModel) -> dict[str, Any]:
+    """The fields of a partial output written so far, as JSON data."""
+    data = value.model_dump(mode="json", exclude_none=True, warnings=False)
+    return data if isinstance(data, dict) else {}
+
+
+def stream_signature(sig: Signature[..., Any], inputs: dict[str, Any]) -> AsyncIterator[Partial[Any]]:
+    node, messages, state = prepare(sig, inputs)
+    return stream_execute(sig, inputs, node, messages, state)
+
+
+def sync_stream(items: AsyncIterator[Partial[Any]]) -> Iterator[Partial[Any]]:
+    """An async stream consumed from synchronous code, one ``run_sync`` a step (on this
+    thread's loop, or an evaluation's loop from its worker threads)."""
+    if running_loop() is not None:
+        raise ConfigError(
+            "sig.stream(...) cannot run inside a running event loop; "
+            "use async for partial in sig.astream(...) there"
+        )
+
+    async def step() -> Partial[Any] | None:
+        try:
+            return await items.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    async def close() -> None:
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    finished = False
+    try:
+        while True:
+            item = run_sync(step())
+            if item is None:
+                finished = True
+                return
+            yield item
+    finally:
+        if not finished:
+            run_sync(close())
 
 
 def call_signature(sig: Signature[..., Any], inputs: dict[str, Any]) -> Any:

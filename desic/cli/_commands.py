@@ -318,11 +318,14 @@ def run_cmd(
     pipeline: PipelineOpt = None,
     storage: StorageOpt = None,
     concurrency: ConcurrencyOpt = 4,
+    stream: Annotated[bool, typer.Option("--stream", help="with --input: print the last node's output as it is written, one {\"partial\": ...} line each, then the output")] = False,
 ) -> None:
     """Run an artifact on inputs and print the output as JSON (one line per input)."""
+    if stream and jsonl is not None:
+        raise typer.BadParameter("--stream streams one run: give --input JSON, not --jsonl", param_hint="--stream")
     if input is not None and jsonl is None:
         compiled = load_target(artifact, pipeline=pipeline, storage=storage)
-        _run_one(compiled, parse_json_object(input, option="--input"), lm)
+        _run_one(compiled, parse_json_object(input, option="--input"), lm, stream=stream)
     elif jsonl is not None and input is None:
         compiled = load_target(artifact, pipeline=pipeline, storage=storage)
         _run_many(compiled, _read_jsonl(jsonl), lm, concurrency, source=jsonl)
@@ -330,7 +333,7 @@ def run_cmd(
         raise typer.BadParameter("give exactly one of --input JSON or --jsonl FILE", param_hint="--input / --jsonl")
 
 
-def _run_one(compiled: CompiledPipeline, data: dict[str, Any], lm: str | None) -> None:
+def _run_one(compiled: CompiledPipeline, data: dict[str, Any], lm: str | None, *, stream: bool = False) -> None:
     from ..runtime import RunState
 
     pipe = compiled.pipeline
@@ -338,6 +341,11 @@ def _run_one(compiled: CompiledPipeline, data: dict[str, Any], lm: str | None) -
     if extra:
         echo_err(f"warning: ignoring keys that are not inputs of {pipe.name}: {', '.join(extra)}")
     inputs = pipe.validate_inputs(data)
+    if stream:
+        with lm_context(lm):
+            for partial in compiled.stream(**inputs):
+                typer.echo(_dumps(partial.value) if partial.done else _dumps({"partial": partial.data}))
+        return
     with lm_context(lm):
         result = pipe.run(inputs, RunState(program=compiled.program))
     typer.echo(_dumps(result))
@@ -384,7 +392,7 @@ def prompts_cmd(
 
     compiled = load_target(artifact, pipeline=pipeline, storage=storage)
     program = compiled.program
-    prompts: dict[str, list[dict[str, str]]]
+    prompts: dict[str, list[dict[str, Any]]]
     if input is not None:
         inputs = parse_json_object(input, option="--input")
         with lm_context(lm):

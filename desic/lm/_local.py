@@ -123,6 +123,7 @@ class LocalLM(OpenAILM):
         timeout: float = 300.0,
         top_k: int = 20,
         client_retries: int = 0,
+        vision: bool = False,
     ):
         super().__init__(
             model="local",
@@ -139,6 +140,8 @@ class LocalLM(OpenAILM):
             # the whole 262k-token vocabulary: several times faster per token.
             extra_body={"top_k": top_k},
             embedding_model="local",
+            # the shipped Gemma 3 270M reads text only; vision=True for a GGUF that sees
+            vision=vision,
         )
         self._model_path = model_path
         self.model = Path(model_path).name if model_path else DEFAULT_MODEL
