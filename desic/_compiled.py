@@ -104,7 +104,8 @@ class CompiledPipeline:
 
     def last_node(self) -> str | None:
         """The node ``stream`` streams: the last of the program's nodes that feeds no other
-        (a bare signature's own node before it is compiled)."""
+        (a bare signature's own node before it is compiled). None for a multi-node pipeline
+        that was never compiled or traced: its stream is the final item alone."""
         feeding = {e.src for e in self.program.edges}
         ends = [n.id for n in self.program.nodes if n.id not in feeding]
         if ends:

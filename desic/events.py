@@ -9,7 +9,8 @@ An event's data is scrubbed of credentials (``desic._redact``) before any sink s
 Kinds emitted by desic (``data`` keys in brackets):
 
 - ``node_call``   a signature ran [node, latency, error]
-- ``lm_call``     an LM answered [lm, node, latency, prompt_tokens, completion_tokens, cost, cached]
+- ``lm_call``     an LM answered [lm, node, latency, prompt_tokens, completion_tokens, cost, cached;
+  a streamed call (``sig.stream``) also: streamed, partials, first_partial (seconds)]
 - ``lm_retry``    a call is retried [lm, attempt, wait, error]
 - ``example``     an evaluation example finished [index, score, error, latency]
 - ``candidate``   an optimizer scored a candidate program [index, score, note, calls, cost]

@@ -8,6 +8,7 @@ from pydantic import BaseModel
 
 import desic
 from desic.lm import local_available
+from desic.runtime import RunState, run_scope
 
 pytestmark = [
     pytest.mark.live,
@@ -27,12 +28,14 @@ def triage(ticket: str) -> Reply:
 
 def test_local_model_streams_partials_before_the_validated_output() -> None:
     lm = desic.lm("local")
-    with desic.context(lm=lm):
+    state = RunState()
+    with desic.context(lm=lm), run_scope(state):
         items = list(triage.stream(ticket="My card was charged twice for one order, please refund me today."))
     partials, final = items[:-1], items[-1]
     assert len(partials) > 1, items
     assert not any(p.done for p in partials)
     assert final.done and isinstance(final.value, Reply)
     assert final.data == final.value.model_dump(mode="json")
-    # the partials grow towards the final answer
     assert all(isinstance(p.value, Reply) for p in partials)
+    # llama.cpp reports the streamed call's tokens in its last chunk
+    assert state.usage.calls == 1 and state.usage.completion_tokens > 0
