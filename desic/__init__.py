@@ -52,12 +52,17 @@ if TYPE_CHECKING:
     from .pipeline import pipeline as pipeline
     from .runtime import Partial as Partial
     from .runtime import context as context
+    from .sampling import BestOfN as BestOfN
+    from .sampling import Majority as Majority
+    from .sampling import Refine as Refine
+    from .sampling import reward as reward
     from .signature import Signature as Signature
     from .signature import signature as signature
 
 __all__ = [
     "LM",
     "ArtifactError",
+    "BestOfN",
     "Budget",
     "BudgetExceeded",
     "CompiledPipeline",
@@ -69,12 +74,14 @@ __all__ = [
     "History",
     "Image",
     "LMError",
+    "Majority",
     "MetricError",
     "OutputValidationError",
     "Partial",
     "Pipeline",
     "Program",
     "RateLimited",
+    "Refine",
     "Signature",
     "SignatureError",
     "StorageError",
@@ -89,6 +96,7 @@ __all__ = [
     "load_dataset",
     "metrics",
     "pipeline",
+    "reward",
     "signature",
     "storage",
     "testing",
@@ -113,6 +121,10 @@ _LAZY = {
     "History": ("media", "History"),
     "pipeline": ("pipeline", "pipeline"),
     "context": ("runtime", "context"),
+    "Majority": ("sampling", "Majority"),
+    "BestOfN": ("sampling", "BestOfN"),
+    "Refine": ("sampling", "Refine"),
+    "reward": ("sampling", "reward"),
     "Signature": ("signature", "Signature"),
     "signature": ("signature", "signature"),
     "metrics": ("metrics", None),

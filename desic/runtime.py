@@ -16,9 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+import msgspec
 from pydantic import BaseModel
 
-from . import events, ir
+from . import events, ir, sampling
 from ._aio import run_sync, running_loop
 from ._json import UNSET, to_jsonable
 from .errors import ArtifactError, ConfigError, LMError
@@ -278,7 +279,7 @@ class run_scope:  # lower case: it replaced a context-manager function of this n
         _run.reset(self._token)
 
 
-_default_nodes: dict[tuple[str, str, str, str], ir.Node] = {}
+_default_nodes: dict[tuple[str, str, str, str, ir.Sampling | None], ir.Node] = {}
 
 
 def default_node(sig: Signature[..., Any], node_id: str) -> ir.Node:
@@ -287,7 +288,8 @@ def default_node(sig: Signature[..., Any], node_id: str) -> ir.Node:
     Made once per (signature ref and fingerprint, strategy, node id) and kept here: the
     node is immutable and the same for every signature object of that spec.
     """
-    key = (sig.spec.ref, sig.fingerprint, sig.strategy, node_id)
+    plan = sig.sampling.to_ir() if sig.sampling is not None else None
+    key = (sig.spec.ref, sig.fingerprint, sig.strategy, node_id, plan)
     cached = _default_nodes.get(key)
     if cached is not None:
         return cached
@@ -299,6 +301,7 @@ def default_node(sig: Signature[..., Any], node_id: str) -> ir.Node:
         instructions=spec.instructions,
         template=default_template(sig.strategy),
         fingerprint=sig.fingerprint,
+        sampling=plan,
     )
     if len(_default_nodes) >= 4096:
         _default_nodes.clear()
@@ -352,9 +355,9 @@ def _begin(
     node: ir.Node,
     messages: list[Message],
     state: RunState | None,
-) -> tuple[LM, LMRequest, TraceEntry | None]:
+) -> tuple[LM, TraceEntry | None]:
     """What every call of a node does before its LM call: the run's bookkeeping, the LM
-    to use, the checks of what it is sent, and the request."""
+    to use, and the check of what it is sent."""
     entry: TraceEntry | None = None
     if state is not None:
         state.note_inputs(node.id, inputs)
@@ -370,13 +373,7 @@ def _begin(
     lm = (state.lm if state is not None and state.lm is not None else None) or current_lm()
     if type(messages[-1]["content"]) is not str or len(messages) > 2:  # images, demos, history
         _check_media(lm, node, messages)
-    request = LMRequest(
-        messages=tuple(messages),
-        response_model=sig.response_model(node.strategy),
-        params=_params(node.lm),
-        node_id=node.id,
-    )
-    return lm, request, entry
+    return lm, entry
 
 
 def _check_media(lm: LM, node: ir.Node, messages: list[Message]) -> None:
@@ -395,10 +392,62 @@ def _check_media(lm: LM, node: ir.Node, messages: list[Message]) -> None:
             )
 
 
+async def execute(
+    sig: Signature[..., Any],
+    inputs: dict[str, Any],
+    node: ir.Node,
+    messages: list[Message],
+    state: RunState | None,
+) -> Any:
+    if state is not None and state.stream is not None and state.stream[0] == node.id:
+        return await _streamed(state.stream[1], stream_execute(sig, inputs, node, messages, state))
+    lm, entry = _begin(sig, inputs, node, messages, state)
+    if node.sampling is None and not node.variants:
+        response = await _request(lm, sig, node, messages, state, entry, _params(node.lm), 0)
+        result = sig.finish(response.value)
+        data = response.value.model_dump(mode="json") if entry is not None else None
+    else:
+        result, data = await _sampled(lm, sig, node, inputs, messages, state, entry)
+    if state is not None:
+        state.note_output(node.id, result)
+        if entry is not None:
+            entry.output = data
+    return result
+
+
+async def _request(
+    lm: LM,
+    sig: Signature[..., Any],
+    node: ir.Node,
+    messages: list[Message],
+    state: RunState | None,
+    entry: TraceEntry | None,
+    params: LMParams,
+    sample: int,
+) -> Any:
+    """One LM call of a node: its usage counted (a failed call's too) and its events."""
+    request = LMRequest(
+        messages=tuple(messages),
+        response_model=sig.response_model(node.strategy),
+        params=params,
+        node_id=node.id,
+        sample=sample,
+    )
+    started = time.perf_counter()
+    try:
+        response = await lm.request(request)
+    except Exception as exc:
+        _failed(exc, node, state, entry, started)
+        raise
+    _answered(lm, response, node, state, started)
+    return response
+
+
 def _failed(
     exc: BaseException, node: ir.Node, state: RunState | None, entry: TraceEntry | None, started: float
 ) -> None:
-    spent = getattr(exc, "usage", None)  # a failed call's requests count all the same
+    """A failed LM call: the requests it made count all the same; its events."""
+    spent = getattr(exc, "usage", None)
     if state is not None and isinstance(spent, Usage):
         state.add_usage(spent, node.id)
     if entry is not None:
@@ -407,16 +456,10 @@ def _failed(
         events.emit("node_call", node=node.id, latency=time.perf_counter() - started, error=str(exc))
 
 
-def _succeeded(
-    sig: Signature[..., Any],
-    lm: LM,
-    response: LMResponse,
-    node: ir.Node,
-    state: RunState | None,
-    entry: TraceEntry | None,
-    started: float,
-    **extra: Any,
-) -> Any:
+def _answered(
+    lm: LM, response: LMResponse, node: ir.Node, state: RunState | None, started: float, **extra: Any
+) -> None:
+    """An answered LM call: its events and its usage counted."""
     if events.active():
         u = response.usage
         events.emit(
@@ -431,32 +474,53 @@ def _succeeded(
             **extra,
         )
         events.emit("node_call", node=node.id, latency=time.perf_counter() - started, error=None)
-    result = sig.finish(response.value)
     if state is not None:
         state.add_usage(response.usage, node.id)
-        state.note_output(node.id, result)
-        if entry is not None:
-            entry.output = response.value.model_dump(mode="json")
-    return result
 
 
-async def execute(
+async def _sampled(
+    lm: LM,
     sig: Signature[..., Any],
-    inputs: dict[str, Any],
     node: ir.Node,
+    inputs: dict[str, Any],
     messages: list[Message],
     state: RunState | None,
-) -> Any:
-    if state is not None and state.stream is not None and state.stream[0] == node.id:
-        return await _streamed(state.stream[1], stream_execute(sig, inputs, node, messages, state))
-    lm, request, entry = _begin(sig, inputs, node, messages, state)
-    started = time.perf_counter()
-    try:
-        response = await lm.request(request)
-    except Exception as exc:
-        _failed(exc, node, state, entry, started)
-        raise
-    return _succeeded(sig, lm, response, node, state, entry, started)
+    entry: TraceEntry | None,
+) -> tuple[Any, dict[str, Any]]:
+    """A node with an inference-time strategy or ensemble variants (``desic.sampling``)."""
+    spec = node.sampling
+    params = _params(node.lm)
+    if spec is not None and spec.temperature is not None:
+        params = replace(params, temperature=spec.temperature)
+
+    async def one(msgs: list[Message], i: int) -> tuple[Any, dict[str, Any]]:
+        response = await _request(lm, sig, node, msgs, state, entry, params, i)
+        return sig.finish(response.value), response.value.model_dump(mode="json")
+
+    if spec is None or spec.kind == "majority":
+        prompts = [messages]
+        for variant in node.variants:
+            member = msgspec.structs.replace(
+                node, instructions=variant.instructions, demos=variant.demos, variants=(), sampling=None
+            )
+            prompts.append(render_messages(member, inputs))
+        n = spec.n if spec is not None else len(prompts)
+        picked = await sampling.majority(one, prompts, n)
+    else:
+        fn = sampling.reward_named(spec.reward or "", node.id)
+        if spec.kind == "best_of_n":
+            picked = await sampling.best_of_n(one, messages, spec.n, fn, inputs)
+        else:
+            threshold = spec.threshold if spec.threshold is not None else 1.0
+            picked = await sampling.refine(one, messages, spec.n, fn, inputs, threshold)
+    if entry is not None:
+        entry.error = None  # a failed sample is not the node's failure
+    if events.active():
+        events.emit(
+            "sampling", node=node.id, strategy=spec.kind if spec is not None else "ensemble",
+            chosen=picked.index, votes=picked.votes, scores=picked.scores,
+        )
+    return picked.output, picked.data
 
 
 class Partial(Generic[R]):
@@ -487,7 +551,21 @@ async def stream_execute(
     state: RunState | None,
 ) -> AsyncIterator[Partial[Any]]:
     """``execute`` as a stream: a ``Partial`` each time the output grows, then the final one."""
-    lm, request, entry = _begin(sig, inputs, node, messages, state)
+    lm, entry = _begin(sig, inputs, node, messages, state)
+    if node.sampling is not None or node.variants:  # several calls, one choice: nothing to stream
+        result, data = await _sampled(lm, sig, node, inputs, messages, state, entry)
+        if state is not None:
+            state.note_output(node.id, result)
+            if entry is not None:
+                entry.output = data
+        yield Partial(result, data, done=True)
+        return
+    request = LMRequest(
+        messages=tuple(messages),
+        response_model=sig.response_model(node.strategy),
+        params=_params(node.lm),
+        node_id=node.id,
+    )
     started = time.perf_counter()
     first: float | None = None
     partials = 0
@@ -516,10 +594,14 @@ async def stream_execute(
         aclose = getattr(items, "aclose", None)
         if aclose is not None:
             await aclose()
-    result = _succeeded(
-        sig, lm, response, node, state, entry, started, streamed=True, partials=partials, first_partial=first
-    )
-    yield Partial(result, response.value.model_dump(mode="json"), done=True)
+    _answered(lm, response, node, state, started, streamed=True, partials=partials, first_partial=first)
+    result = sig.finish(response.value)
+    data = response.value.model_dump(mode="json")
+    if state is not None:
+        state.note_output(node.id, result)
+        if entry is not None:
+            entry.output = data
+    yield Partial(result, data, done=True)
 
 
 async def _streamed(sink: Any, items: AsyncIterator[Partial[Any]]) -> Any:

@@ -225,3 +225,16 @@ def test_concurrent_astreams_keep_their_own_partials() -> None:
     for team, items in zip(("billing", "shipping", "account"), asyncio.run(main()), strict=True):
         assert items[-1].value.team == team
         assert all((p.value.team or team).startswith(team[: len(p.value.team or "")]) for p in items)
+
+
+@desic.signature(sampling=desic.Majority(3, temperature=0.8))
+def voted(ticket: str) -> str:
+    """Name the team for the ticket."""
+
+
+def test_a_sampled_node_streams_only_its_chosen_output() -> None:
+    lm = FakeLM(["billing", "shipping", "billing"], chunk_chars=2)
+    with desic.context(lm=lm):
+        items = list(voted.stream(ticket="charged twice"))
+    assert len(items) == 1 and items[0].done and items[0].value == "billing"
+    assert len(lm.calls) == 3
