@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import ir
 from ._aio import home_loop, run_sync
 from ._json import to_jsonable
+from ._text import plural
 from .errors import ArtifactError, SignatureError, StorageError
 from .lm import Message, Usage
 from .pipeline import Pipeline, as_pipeline
@@ -150,7 +151,7 @@ class CompiledPipeline:
     def inspect(self) -> str:
         """The node graph and each node's configuration, as text."""
         p = self.program
-        lines = [f"pipeline {p.pipeline or self.pipeline.ref}  ({len(p.nodes)} nodes)"]
+        lines = [f"pipeline {p.pipeline or self.pipeline.ref}  ({plural(len(p.nodes), 'node')})"]
         m = p.meta
         if m.optimizer:
             score = f"{m.score:.3f} on {m.score_split}" if m.score is not None else "not scored"
@@ -158,7 +159,7 @@ class CompiledPipeline:
         for node in p.nodes:
             ins = ", ".join(node.signature.input_names)
             outs = ", ".join(node.signature.output_names)
-            lines.append(f"  [{node.id}] {node.strategy}({ins}) -> {outs}; {len(node.demos)} demos")
+            lines.append(f"  [{node.id}] {node.strategy}({ins}) -> {outs}; {plural(len(node.demos), 'demo')}")
             first = (node.instructions.splitlines() or [""])[0]
             lines.append(f"      instructions: {first[:100]}")
         if p.edges:
@@ -238,7 +239,7 @@ def load(path: str | os.PathLike[str], pipeline: Any = None) -> CompiledPipeline
         return CompiledPipeline(as_pipeline(pipeline), program)
     if len(program.nodes) != 1:
         raise ArtifactError(
-            f"{p} holds a pipeline of {len(program.nodes)} nodes; pass your code to run it: "
+            f"{p} holds a pipeline of {plural(len(program.nodes), 'node')}; pass your code to run it: "
             f"desic.load({str(p)!r}, pipeline={program.pipeline.rsplit(':', 1)[-1] or 'my_pipeline'})"
         )
     node = program.nodes[0]

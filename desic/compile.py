@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import json
-from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -42,6 +42,7 @@ from .storage import redact
 
 if TYPE_CHECKING:
     from .signature import Signature
+    from .sinks import ProgressSink
     from .storage import Storage
 
     Compilable = Pipeline[..., Any] | Signature[..., Any] | CompiledPipeline
@@ -140,19 +141,21 @@ async def acompile(
             )
         stopped: BudgetExceeded | None = None
         beat = asyncio.ensure_future(run.heartbeat())  # a killed process leaves a stale run
+        bar = progress_display("compile", budget=task.budget, show=progress)
         try:
-            program, stopped = await _optimize(opt, task, run.run_id, progress)
-            if ensemble > 1 and stopped is None:
-                try:
-                    program = await _ensemble(task, program, ensemble)
-                except BudgetExceeded as exc:
-                    stopped = exc
-            if tries and stopped is None:
-                try:
-                    program = await _try_sampling(task, program, tries)
-                except BudgetExceeded as exc:
-                    stopped = exc
-            score, split = await _final_score(task, program, stopped)
+            with _showing(bar):  # the final steps' calls too: the bar counts what usage counts
+                program, stopped = await _optimize(opt, task, run.run_id)
+                if ensemble > 1 and stopped is None:
+                    try:
+                        program = await _ensemble(task, program, ensemble)
+                    except BudgetExceeded as exc:
+                        stopped = exc
+                if tries and stopped is None:
+                    try:
+                        program = await _try_sampling(task, program, tries)
+                    except BudgetExceeded as exc:
+                        stopped = exc
+                score, split = await _final_score(task, program, stopped)
             meta = ir.ProgramMeta(
                 desic_version=__version__,
                 created_at=_now(),
@@ -241,31 +244,35 @@ def _run_end(
     )
 
 
-async def _optimize(
-    opt: Optimizer, task: CompileTask, run_id: str, progress: bool | None
-) -> tuple[ir.Program, BudgetExceeded | None]:
+@contextmanager
+def _showing(bar: ProgressSink | None) -> Iterator[None]:
+    """Draw ``bar`` from this block's events (nothing when None)."""
+    if bar is None:
+        yield
+        return
+    bar.start()
+    try:
+        with events.listening(bar):
+            yield
+    finally:
+        bar.stop()
+
+
+async def _optimize(opt: Optimizer, task: CompileTask, run_id: str) -> tuple[ir.Program, BudgetExceeded | None]:
     """Run the optimizer; a budget stop yields the best program so far and the stop."""
-    bar = progress_display("compile", budget=task.budget, show=progress)
-    if bar is not None:
-        bar.start()
     stopped: BudgetExceeded | None = None
     try:
-        with events.listening(bar) if bar is not None else nullcontext():
-            try:
-                program: ir.Program = await opt.optimize(task)
-            except BudgetExceeded as exc:
-                stopped = exc
-                events.emit("budget_stop", budget=exc.budget, detail=str(exc), run_id=run_id)
-                best = task.best("val")
-                if best is not None:
-                    program = best.program
-                elif task.history:
-                    program = task.history[-1].program
-                else:
-                    program = task.observed_program()
-    finally:
-        if bar is not None:
-            bar.stop()
+        program: ir.Program = await opt.optimize(task)
+    except BudgetExceeded as exc:
+        stopped = exc
+        events.emit("budget_stop", budget=exc.budget, detail=str(exc), run_id=run_id)
+        best = task.best("val")
+        if best is not None:
+            program = best.program
+        elif task.history:
+            program = task.history[-1].program
+        else:
+            program = task.observed_program()
     return program, stopped
 
 

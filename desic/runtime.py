@@ -453,7 +453,10 @@ def _failed(
     if entry is not None:
         entry.error = f"{type(exc).__name__}: {exc}"
     if events.active():
-        events.emit("node_call", node=node.id, latency=time.perf_counter() - started, error=str(exc))
+        spent_calls = spent.calls if isinstance(spent, Usage) else 0
+        events.emit(
+            "node_call", node=node.id, latency=time.perf_counter() - started, error=str(exc), calls=spent_calls
+        )
 
 
 def _answered(
@@ -471,6 +474,7 @@ def _answered(
             completion_tokens=u.completion_tokens,
             cost=u.cost,
             cached=bool(response.meta.get("cached", False)),
+            calls=u.calls,
             **extra,
         )
         events.emit("node_call", node=node.id, latency=time.perf_counter() - started, error=None)
