@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from . import ir
 from ._aio import home_loop, run_sync
+from ._batch import BatchResult
 from ._json import to_jsonable
 from ._text import plural
 from .errors import ArtifactError, SignatureError, StorageError
@@ -26,18 +27,43 @@ from .runtime import CaptureStop, Partial, RunState, drift_error, settings, sync
 from .signature import Signature, registered
 
 if TYPE_CHECKING:
+    from .budget import Budget
     from .evaluate import EvaluationReport
+    from .lm import LM
     from .metrics import Metric
 
 __all__ = ["CompiledPipeline", "load"]
 
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)  # a pipeline of an async def returns a coroutine
+Q = ParamSpec("Q")
+T = TypeVar("T")
 
-class CompiledPipeline:
-    """A pipeline bound to an optimized ``Program``. Call it like the original."""
+
+class EvaluateOptions(TypedDict, total=False):
+    """The options of ``compiled.evaluate`` / ``aevaluate``: ``desic.evaluate``'s own."""
+
+    concurrency: int | None
+    rps: float | None
+    burst: int | None
+    max_errors: int | None
+    budget: Budget | None
+    lm: LM | None
+    progress: bool | None
+
+
+class CompiledPipeline(Generic[P, R_co]):
+    """A pipeline bound to an optimized ``Program``. Call it like the original.
+
+    Typed like the pipeline it came from: ``compiled(...)`` takes the pipeline's
+    parameters and returns what it returns; ``await compiled.acall(...)`` is the async
+    form, ``compiled.batch([...])`` / ``await compiled.abatch([...])`` run many inputs.
+    """
 
     def __init__(
         self,
-        pipeline: Pipeline[..., Any],
+        pipeline: Pipeline[P, R_co],
         program: ir.Program,
         *,
         history: list[Any] | None = None,
@@ -60,12 +86,59 @@ class CompiledPipeline:
     def score(self) -> float | None:
         return self.program.meta.score
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
         inputs = self.pipeline.bind(args, kwargs)
         state = RunState(program=self.program)
         if self.pipeline.is_async:
-            return self.pipeline.arun(inputs, state)
-        return self.pipeline.run(inputs, state)
+            return self.pipeline.arun(inputs, state)  # type: ignore[return-value]  # R is the coroutine
+        result: R_co = self.pipeline.run(inputs, state)
+        return result
+
+    # An ``async def`` pipeline's R is a coroutine: ``acall`` and the batches give what it returns.
+    @overload
+    async def acall(
+        self: CompiledPipeline[Q, Coroutine[Any, Any, T]], *args: Q.args, **kwargs: Q.kwargs
+    ) -> T: ...
+    @overload
+    async def acall(self: CompiledPipeline[Q, T], *args: Q.args, **kwargs: Q.kwargs) -> T: ...
+    async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        """The async form of calling: ``await compiled.acall(...)`` (a synchronous
+        pipeline runs on one of desic's worker threads)."""
+        inputs = self.pipeline.bind(args, kwargs)
+        return await self.pipeline.arun(inputs, RunState(program=self.program))
+
+    @overload
+    def batch(
+        self: CompiledPipeline[Q, Coroutine[Any, Any, T]],
+        inputs: Iterable[Mapping[str, Any]],
+        *,
+        concurrency: int | None = None,
+    ) -> list[BatchResult[T]]: ...
+    @overload
+    def batch(
+        self: CompiledPipeline[Q, T], inputs: Iterable[Mapping[str, Any]], *, concurrency: int | None = None
+    ) -> list[BatchResult[T]]: ...
+    def batch(self, inputs: Iterable[Mapping[str, Any]], *, concurrency: int | None = None) -> list[BatchResult[Any]]:
+        """Run every dict of inputs, ``concurrency`` at a time; one ``BatchResult`` per item
+        in input order (its output or its error; one failure never stops the others)."""
+        return run_sync(self.pipeline.run_batch(inputs, self.program, concurrency))
+
+    @overload
+    async def abatch(
+        self: CompiledPipeline[Q, Coroutine[Any, Any, T]],
+        inputs: Iterable[Mapping[str, Any]],
+        *,
+        concurrency: int | None = None,
+    ) -> list[BatchResult[T]]: ...
+    @overload
+    async def abatch(
+        self: CompiledPipeline[Q, T], inputs: Iterable[Mapping[str, Any]], *, concurrency: int | None = None
+    ) -> list[BatchResult[T]]: ...
+    async def abatch(
+        self, inputs: Iterable[Mapping[str, Any]], *, concurrency: int | None = None
+    ) -> list[BatchResult[Any]]:
+        """The async form of :meth:`batch`."""
+        return await self.pipeline.run_batch(inputs, self.program, concurrency)
 
     def stream(self, *args: Any, **kwargs: Any) -> Iterator[Partial[Any]]:
         """Run the pipeline, streaming its last node: ``desic.Partial`` items of that node's
@@ -139,11 +212,15 @@ class CompiledPipeline:
             raise KeyError(f"no node {node_id!r}; nodes: {', '.join(self.program.node_ids)}")
         return render_messages(node, inputs)
 
-    def evaluate(self, devset: Iterable[Any], metric: Metric | str, **options: Any) -> EvaluationReport:
+    def evaluate(
+        self, devset: Iterable[Any], metric: Metric | str, **options: Unpack[EvaluateOptions]
+    ) -> EvaluationReport:
         """``desic.evaluate`` of this compiled program (same options: concurrency, rps, ...)."""
         return run_sync(self.aevaluate(devset, metric, **options))
 
-    async def aevaluate(self, devset: Iterable[Any], metric: Metric | str, **options: Any) -> EvaluationReport:
+    async def aevaluate(
+        self, devset: Iterable[Any], metric: Metric | str, **options: Unpack[EvaluateOptions]
+    ) -> EvaluationReport:
         from .evaluate import aevaluate
 
         return await aevaluate(self, devset, metric, **options)
@@ -154,7 +231,15 @@ class CompiledPipeline:
         lines = [f"pipeline {p.pipeline or self.pipeline.ref}  ({plural(len(p.nodes), 'node')})"]
         m = p.meta
         if m.optimizer:
-            score = f"{m.score:.3f} on {m.score_split}" if m.score is not None else "not scored"
+            if m.score is not None:
+                score = f"{m.score:.3f} on {m.score_split}"
+            elif self.stopped_by is not None:
+                score = f"not scored (the {self.stopped_by} budget ran out first)"
+            else:
+                score = (
+                    f"not scored ({m.optimizer} scored no validation split and no valset= was given; "
+                    "compiled.evaluate(devset, metric) scores it)"
+                )
             lines.append(f"optimizer {m.optimizer}, score {score}, lm {m.lm.get('model', '?')}")
         for node in p.nodes:
             ins = ", ".join(node.signature.input_names)
@@ -210,7 +295,13 @@ def _check_drift(program: ir.Program, source: str) -> None:
             raise drift_error(node.id, node.signature, sig.spec)
 
 
-def load(path: str | os.PathLike[str], pipeline: Any = None) -> CompiledPipeline:
+@overload
+def load(path: str | os.PathLike[str], pipeline: None = None) -> CompiledPipeline[..., Any]: ...
+@overload
+def load(
+    path: str | os.PathLike[str], pipeline: Callable[P, R]
+) -> CompiledPipeline[P, R]: ...
+def load(path: str | os.PathLike[str], pipeline: Any = None) -> CompiledPipeline[..., Any]:
     """Read an artifact (no code is executed) and bind it.
 
     ``path`` is a file, or a store URL naming an artifact version:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 import msgspec
 
@@ -41,15 +41,15 @@ from .sinks import progress_display
 from .storage import redact
 
 if TYPE_CHECKING:
-    from .signature import Signature
     from .sinks import ProgressSink
     from .storage import Storage
-
-    Compilable = Pipeline[..., Any] | Signature[..., Any] | CompiledPipeline
 
 __all__ = ["CompiledPipeline", "acompile", "compile", "load"]
 
 log = get_logger("desic.compile")
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _now() -> str:
@@ -57,7 +57,7 @@ def _now() -> str:
 
 
 async def acompile(
-    pipeline: Compilable,
+    pipeline: Callable[P, R],  # a @pipeline, a @signature or a compiled pipeline (checked at run time)
     trainset: Iterable[Any],
     *,
     metric: Metric | str | None = None,
@@ -80,7 +80,7 @@ async def acompile(
     ensemble: int = 1,
     sampling: Sequence[SamplingSpec] = (),
     **optimizer_options: Any,
-) -> CompiledPipeline:
+) -> CompiledPipeline[P, R]:
     """The async form of :func:`compile` (same options)."""
     from .lm import lm as make_lm
 
@@ -93,7 +93,7 @@ async def acompile(
                 f"sampling= takes a list of desic.Majority(...), desic.BestOfN(...), desic.Refine(...); got {spec!r}"
             )
     metric = resolve_metric(metric) if metric is not None else None
-    pipe = as_pipeline(pipeline)
+    pipe = cast("Pipeline[P, R]", as_pipeline(pipeline))  # the same parameters and result
     train = to_examples(pipe, trainset, what="trainset")  # every row checked before any LM call
     val = to_examples(pipe, valset, what="valset") if valset is not None else None
     require_json(train, "trainset")  # rows are fingerprinted and recorded
@@ -361,7 +361,7 @@ async def _final_score(
 
 
 def compile(
-    pipeline: Compilable,
+    pipeline: Callable[P, R],  # a @pipeline, a @signature or a compiled pipeline (checked at run time)
     trainset: Iterable[Any],
     *,
     metric: Metric | str | None = None,
@@ -384,7 +384,7 @@ def compile(
     ensemble: int = 1,
     sampling: Sequence[SamplingSpec] = (),
     **optimizer_options: Any,
-) -> CompiledPipeline:
+) -> CompiledPipeline[P, R]:
     """Optimize ``pipeline`` on ``trainset`` and return it bound to the best program.
 
     - ``metric``: scores an output against a row's labels: a function ``metric(example,

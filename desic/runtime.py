@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
@@ -47,6 +48,7 @@ __all__ = [
     "TraceEntry",
     "context",
     "current_lm",
+    "default_concurrency",
     "default_node",
     "drift_error",
     "run_isolated",
@@ -96,6 +98,23 @@ def context(*, lm: Any = UNSET, storage: Any = UNSET, max_concurrency: Any = UNS
         yield new
     finally:
         _settings.reset(token)
+
+
+def default_concurrency(given: int | None = None) -> int:
+    """``given``, else ``desic.context(max_concurrency=...)``, else ``$DESIC_MAX_CONCURRENCY``, else 8."""
+    if given is not None:
+        value: Any = given
+    else:
+        value = settings().max_concurrency
+        if value is None:
+            env = os.environ.get("DESIC_MAX_CONCURRENCY", "").strip()
+            try:
+                value = int(env) if env else 8
+            except ValueError:
+                raise ConfigError(f"DESIC_MAX_CONCURRENCY={env!r} is not a number; set it to e.g. 16") from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"concurrency must be a whole number of at least 1, got {value!r}")
+    return value
 
 
 def current_lm() -> LM:

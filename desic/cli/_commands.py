@@ -374,7 +374,7 @@ def run_cmd(
         _run_many(compiled, rows, model, concurrency, source=jsonl)
 
 
-def _run_one(compiled: CompiledPipeline, data: dict[str, Any], lm: Any, *, stream: bool = False) -> None:
+def _run_one(compiled: CompiledPipeline[..., Any], data: dict[str, Any], lm: Any, *, stream: bool = False) -> None:
     from ..runtime import RunState
 
     pipe = compiled.pipeline
@@ -393,7 +393,7 @@ def _run_one(compiled: CompiledPipeline, data: dict[str, Any], lm: Any, *, strea
     typer.echo(_dumps(result))
 
 
-def _run_many(compiled: CompiledPipeline, rows: list[dict[str, Any]], lm: Any, concurrency: int, *, source: str) -> None:
+def _run_many(compiled: CompiledPipeline[..., Any], rows: list[dict[str, Any]], lm: Any, concurrency: int, *, source: str) -> None:
     from .._aio import run_sync
     from ..data import to_examples
     from ..engine import run_all
@@ -483,7 +483,7 @@ def prompts_cmd(
         echo_err(f"note: {', '.join(missing)} not rendered: later nodes need an LM to produce their inputs (pass --lm)")
 
 
-def _single_node(compiled: CompiledPipeline) -> Any:
+def _single_node(compiled: CompiledPipeline[..., Any]) -> Any:
     """The one node of a bare signature (compiled or not), else None."""
     from ..pipeline import SignaturePipeline
     from ..runtime import default_node

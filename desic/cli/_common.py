@@ -424,7 +424,7 @@ def parse_budget(text: str) -> dict[str, float]:
     return out
 
 
-def load_target(ref: str, *, pipeline: str | None = None, storage: str | None = None) -> CompiledPipeline:
+def load_target(ref: str, *, pipeline: str | None = None, storage: str | None = None) -> CompiledPipeline[..., Any]:
     """An artifact (file, store URL, or ``name@version`` in the store) or ``MODULE:PIPELINE``."""
     from .._compiled import CompiledPipeline, load
     from ..ir import Program

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -57,7 +58,7 @@ def test_plurals_in_the_status() -> None:
 
 
 
-def _compile(fake: FakeOpenAIServer, cache: Path) -> tuple[desic.CompiledPipeline, ProgressSink]:
+def _compile(fake: FakeOpenAIServer, cache: Path) -> tuple[desic.CompiledPipeline[..., Any], ProgressSink]:
     from desic.cli._common import import_object
     from tests.cli.test_cli import PROJECT
 

@@ -13,6 +13,7 @@ import desic
 
 EXPECTED_ALL = [
     "ArtifactError",
+    "BatchResult",
     "BestOfN",
     "Budget",
     "BudgetExceeded",
@@ -28,6 +29,7 @@ EXPECTED_ALL = [
     "LMError",
     "Majority",
     "MetricError",
+    "Output",
     "OutputValidationError",
     "Partial",
     "Pipeline",
@@ -39,6 +41,7 @@ EXPECTED_ALL = [
     "StorageError",
     "Timeout",
     "__version__",
+    "acompile",
     "aevaluate",
     "compile",
     "context",
