@@ -140,7 +140,8 @@ async def acompile(
                 trainset=len(train), valset=len(val) if val is not None else None, seed=seed,
             )
         stopped: BudgetExceeded | None = None
-        beat = asyncio.ensure_future(run.heartbeat())  # a killed process leaves a stale run
+        # a killed process leaves a stale run; one whose run was taken over is cancelled
+        beat = asyncio.ensure_future(run.heartbeat(asyncio.current_task()))
         bar = progress_display("compile", budget=task.budget, show=progress)
         try:
             with _showing(bar):  # the final steps' calls too: the bar counts what usage counts

@@ -341,7 +341,8 @@ class _LMFactory:
           and dropped connections N times with jittered exponential backoff;
         - ``timeout=S``: no call (attempt) takes longer than S seconds (``desic.Timeout``);
         - ``cache=True`` (sqlite on disk under DESIC_CACHE_DIR or ~/.cache/desic),
-          ``"memory"``, or a path to a sqlite file.
+          ``"memory"``, a path to a sqlite file, or ``"postgresql://user@host:port/db"``
+          (a cache shared by a team's machines; ``pip install 'desic[postgres]'``).
 
         Whenever ``retries``, ``rps`` or ``tpm`` is given, desic does the retrying: the
         openai client's own retries are turned off (they would double the attempts and

@@ -77,7 +77,7 @@ class CacheLM(WrapperLM):
     """Answers repeated requests from ``store``.
 
     ``store``: ``True``/``"disk"`` (``lm.sqlite3`` under DESIC_CACHE_DIR, else
-    ~/.cache/desic), ``"memory"``, a path (a directory, or a file with a suffix), or any
+    ~/.cache/desic), ``"memory"``, a path (a directory, or a file with a suffix), a ``postgresql://`` URL, or any
     object with ``get(key) -> bytes | None`` and ``put(key, bytes)``.
     """
 
