@@ -181,6 +181,8 @@ async def acompile(
         if listening:
             _run_end(task, run.run_id, pipe, opt, score, stopped)
     stopped_by = stopped.budget if stopped is not None else None
+    if task.proposals_failed:
+        _warn_proposals(task)
     if task.errors:
         log.warning(
             "desic: %d evaluations of this compile failed after their LM call's retries (last: %s); "
@@ -189,6 +191,20 @@ async def acompile(
         )
     return CompiledPipeline(
         pipe, program, history=task.history, stopped_by=stopped_by, usage=task.usage, errors=task.errors
+    )
+
+
+def _warn_proposals(task: CompileTask) -> None:
+    """Say how many instruction proposals failed, why the last did, and what helps."""
+    from .optimize.calls import PROPOSAL_TOKENS
+
+    proposer = task.proposer_lm
+    name = proposer.name if proposer is not None else "?"
+    log.warning(
+        "desic: %d of %d instruction proposals failed and were skipped (last: %s). Proposals run "
+        "with the proposer LM's own max_tokens, at least %d; if they were cut off, give the proposer "
+        "more (e.g. teacher_lm=desic.lm(%r, max_tokens=1024)) or use a stronger teacher_lm.",
+        task.proposals_failed, task.proposals, redact(task.last_proposal_error), PROPOSAL_TOKENS, name,
     )
 
 
@@ -241,6 +257,7 @@ def _run_end(
     events.emit(
         "run_end", what="compile", run_id=run_id, pipeline=pipe.ref, optimizer=opt.name, score=score,
         candidates=len(task.history), calls=u.calls, cost=u.cost, seconds=task.meter.elapsed(), errors=task.errors,
+        proposals=task.proposals, proposals_failed=task.proposals_failed,
         stopped_by=stopped.budget if stopped is not None else None, **data,
     )
 
@@ -267,7 +284,10 @@ async def _optimize(opt: Optimizer, task: CompileTask, run_id: str) -> tuple[ir.
     except BudgetExceeded as exc:
         stopped = exc
         events.emit("budget_stop", budget=exc.budget, detail=str(exc), run_id=run_id)
-        best = task.best("val")
+        # the optimizer's own choice when it made one (a stop during its final check
+        # keeps the start), else the best validation score so far
+        chosen = [c for c in task.history if (c.split or "").startswith("selected")]
+        best = chosen[-1] if chosen else task.best("val")
         if best is not None:
             program = best.program
         elif task.history:
@@ -346,10 +366,12 @@ async def _try_sampling(task: CompileTask, program: ir.Program, tries: list[Samp
 async def _final_score(
     task: CompileTask, program: ir.Program, stopped: BudgetExceeded | None
 ) -> tuple[float | None, str | None]:
-    """The program's validation score: from the history when the optimizer scored it there,
-    else (valset given, budget left) by evaluating it through the task (memoized)."""
+    """The program's validation score: from the history when the optimizer scored it there
+    (on the check rows the search never used, when it has them), else (valset given, budget left) by evaluating it through the task (memoized)."""
     key = program_key(program)
     for cand in reversed(task.history):
+        if cand.split == "selected (check)" and cand.score is not None and program_key(cand.program) == key:
+            return cand.score, "check rows (never used by the search)"
         if cand.split == "val" and cand.score is not None and program_key(cand.program) == key:
             return cand.score, task.val_name
     if task.valset is None or task.metric is None or stopped is not None:

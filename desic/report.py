@@ -106,7 +106,12 @@ def candidate_rows(candidates: Iterable[Any]) -> list[CandidateRow]:
 
 
 def _best(rows: Sequence[CandidateRow]) -> CandidateRow | None:
-    """The highest-scoring candidate (the earliest of equals), or ``None`` if none scored."""
+    """The program the optimizer chose (its last ``selected`` record, whose note holds the
+    evidence) when it recorded one; else the highest-scoring candidate (the earliest of
+    equals), or ``None`` if none scored."""
+    for row in reversed(rows):
+        if row.split is not None and row.split.startswith("selected") and row.score is not None:
+            return row
     best: CandidateRow | None = None
     for row in rows:
         if row.score is not None and (best is None or best.score is None or row.score > best.score):
@@ -210,6 +215,9 @@ _SPLITS = {
     "val": "validation rows",
     "minibatch": "minibatch rows",
     "bootstrap": "trainset traces",
+    "selected": "validation rows (the optimizer's choice)",
+    "check": "check rows the search never used",
+    "selected (check)": "check rows the search never used (the optimizer's choice)",
 }
 
 

@@ -240,7 +240,9 @@ class OpenAILM(BaseLM):
             try:
                 value, completion = await client.chat.completions.create_with_completion(**kwargs)
             except Exception as exc:  # translated at the boundary
-                error = self._translate(exc, max_tokens=params.max_tokens)
+                error = self._translate(
+                    exc, max_tokens=params.max_tokens, own=request.params.max_tokens is not None
+                )
                 if isinstance(error, LMError):  # what the server saw counts, failed or not
                     spent = getattr(exc, "total_usage", None)
                     error.usage = self._usage(kwargs["model"], spent, calls=sent[0])
@@ -404,17 +406,17 @@ class OpenAILM(BaseLM):
 
     # --- errors -------------------------------------------------------------------------
 
-    def _translate(self, exc: Exception, *, max_tokens: int | None = None) -> Exception:
+    def _translate(self, exc: Exception, *, max_tokens: int | None = None, own: bool = False) -> Exception:
         """``exc`` as desic's error, scrubbed (and the SDK's errors it came from) of any
         credential the server echoed back."""
         redact_exception(exc)
-        error = self._translate_error(exc, max_tokens=max_tokens)
+        error = self._translate_error(exc, max_tokens=max_tokens, own=own)
         redact_exception(error)
         if isinstance(error, OutputValidationError) and isinstance(error.errors, str):
             error.errors = redact_text(error.errors)
         return error
 
-    def _translate_error(self, exc: Exception, *, max_tokens: int | None = None) -> Exception:
+    def _translate_error(self, exc: Exception, *, max_tokens: int | None = None, own: bool = False) -> Exception:
         import openai
         from instructor.core.exceptions import (
             IncompleteOutputException,
@@ -424,10 +426,14 @@ class OpenAILM(BaseLM):
 
         if isinstance(exc, IncompleteOutputException):
             last = getattr(exc, "last_completion", None)
+            advice = (
+                f"this call's own limit (a node's lm override or an optimizer's), not the LM's "
+                f"({self.params.max_tokens}): raise it where it is set"
+                if own
+                else f"raise max_tokens on the LM, e.g. desic.lm({self.name!r}, max_tokens=4096)"
+            )
             return OutputValidationError(
-                f"{self.name}: the output was cut off by the token limit "
-                f"(max_tokens={max_tokens}); raise max_tokens on the LM, "
-                f"e.g. desic.lm({self.name!r}, max_tokens=4096)",
+                f"{self.name}: the output was cut off by the token limit (max_tokens={max_tokens}); {advice}",
                 raw=_raw_text(last) if last is not None else None,
                 errors=str(exc),
             )
@@ -435,7 +441,7 @@ class OpenAILM(BaseLM):
             cause = exc.__cause__ or exc.__context__
             last = getattr(exc, "last_completion", None)
             if isinstance(cause, (openai.OpenAIError, IncompleteOutputException)):
-                return self._translate_error(cause, max_tokens=max_tokens)
+                return self._translate_error(cause, max_tokens=max_tokens, own=own)
             if isinstance(cause, json.JSONDecodeError) and last is None:
                 # No completion was ever parsed: the HTTP body itself was broken (instructor
                 # retried it as if it were a parse error).

@@ -7,7 +7,11 @@ node, the failures of the current candidate and the metric's feedback.
 
 The answer is a one-field model whose string has a ``maxLength``: constrained decoders
 (llama.cpp grammars) then must close the JSON in time, so small local models still give
-a usable (if modest) instruction instead of a truncated completion.
+a usable (if modest) instruction instead of a truncated completion. Proposals run with
+the proposer LM's own ``max_tokens``, raised to ``PROPOSAL_TOKENS`` when it is lower (an
+example's LM capped at 32 tokens for its answers still proposes); a proposal that fails
+anyway is skipped and counted (``CompileTask.proposals_failed``, the history, the run's
+``run_end`` event and a warning naming the last error).
 """
 
 from __future__ import annotations
@@ -20,9 +24,7 @@ from .. import ir
 from ..engine import RunOutcome
 from ..render import format_value
 from ..signature import signature
-
-MAX_INSTRUCTION = 320
-PROPOSAL_TOKENS = 240  # room for MAX_INSTRUCTION characters of JSON string, and no more
+from .calls import MAX_INSTRUCTION
 
 
 class Instruction(BaseModel):

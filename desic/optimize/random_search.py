@@ -4,9 +4,10 @@ DSPy's BootstrapFewShotWithRandomSearch re-bootstraps every candidate; here one 
 pass over the training split fills a pool of accepted traces per node (``pool`` each,
 stopping early once full) and the candidates are random subsets of that pool plus
 labelled demos. Every candidate is scored on the validation split (the valset, or a
-seeded holdout of the trainset), all through one concurrency limit, and the best wins
-(the earliest among equals). Candidates: zero-shot, the plain bootstrap program, then
-``num_candidates`` random subsets (1..``max_demos`` demos per node).
+seeded holdout of the trainset), all through one concurrency limit. Candidates:
+zero-shot, the plain bootstrap program (the start), then ``num_candidates`` random
+subsets (1..``max_demos`` demos per node). The start is kept unless the best other
+candidate beats it with evidence, or ties it with a shorter prompt (``_select``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import msgspec
 from .. import ir
 from ._options import COUNT, POSITIVE, SHARE, Range
 from ._search import SearchOptimizer, bootstrap_seed, demo_pool, sample_demos
+from ._select import select_final
 from .task import CompileTask
 
 
@@ -71,13 +73,12 @@ class RandomSearch(SearchOptimizer):
             seen.add(key)
             candidates.append((program, f"random subset {c} ({', '.join(sizes)})"))
         scored = await task.evaluate_many([p for p, _ in candidates], val)
-        best = None
+        indexes = []
         for (program, note), s in zip(candidates, scored):
-            cand = task.record(program, s.score, note, split="val", scores=s.scores, round=0)
-            if best is None or s.score > (best.score or 0.0):
-                best = cand
-        task.iteration(0, best.score if best else None, candidates=len(candidates))
-        return best.program if best is not None else bootstrapped
+            indexes.append(task.record(program, s.score, note, split="val", scores=s.scores, round=0).index)
+        task.iteration(0, max(s.score for s in scored), candidates=len(candidates))
+        # the bootstrap program is the start: a subset (or zero-shot) must beat it with evidence
+        return await select_final(task, indexes[1], indexes, train)
 
     def _pools(
         self, task: CompileTask, train: list[Any], demos: dict[str, list[ir.Demo]], program: ir.Program

@@ -1,7 +1,8 @@
 """``reflective``: read failures and feedback, edit one instruction, keep a Pareto front.
 
-After GEPA (Agrawal et al., 2025). The pool starts with one program, scored on every
-validation row. Each iteration:
+After GEPA (Agrawal et al., 2025). The pool starts with one program (default
+``init="bootstrap"``: its demos stay while instructions are edited; ``init=None`` starts
+zero-shot), scored on every validation row. Each iteration:
 
 1. pick a parent from the Pareto front: for every validation row, the candidates that
    score best on it; a candidate is drawn with probability proportional to the number
@@ -15,7 +16,7 @@ validation row. Each iteration:
    added to the pool (a cheap filter before the expensive evaluation).
 
 Minibatches where the parent is already perfect are skipped (nothing to learn). The
-result is the pool's best mean validation score (earliest among equals).
+result is the start unless the pool's best beats it with evidence (``_select``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..record import program_key
 from ._options import COUNT, POSITIVE, TEMPERATURE, Range
 from ._propose import clean_instruction, describe_node, reflect_instruction, reflection_text
 from ._search import Ranked, SearchOptimizer, ask, best_of, start_pool
+from ._select import select_final
 from .demos import with_node_changes
 from .task import CompileTask
 
@@ -39,7 +41,7 @@ class Reflective(SearchOptimizer):
 
     iterations: int = 12
     minibatch: int = 4
-    init: Any = None
+    init: Any = "bootstrap"
     temperature: float = 0.8
     val_fraction: float = 0.5
     max_val: int | None = 200
@@ -57,10 +59,12 @@ class Reflective(SearchOptimizer):
         seen = {program_key(start)}
         rng = task.rng("reflective")
         nodes = [n.id for n in start.nodes]
+        tuned: set[int] = set()  # the training rows a minibatch showed
         for it in range(1, self.iterations + 1):
             parent, parent_index = self._select(pool, rng)
             node_id = nodes[(it - 1) % len(nodes)] if nodes else None
             batch = rng.sample(train, min(self.minibatch, len(train)))
+            tuned.update(id(row) for row in batch)
             if node_id is None:
                 break
             (before,) = await task.run_pairs([(parent.program, batch)])
@@ -111,7 +115,9 @@ class Reflective(SearchOptimizer):
                 )
                 pool.append((full, kept.index))
             task.iteration(it, best_of(pool)[0].score, pool=len(pool))
-        return best_of(pool)[0].program
+        # only training rows no minibatch showed may join the test (edits were tuned on those)
+        unseen = [row for row in train if id(row) not in tuned]
+        return await select_final(task, pool[0][1], [index for _, index in pool], unseen)
 
     @staticmethod
     def _select(pool: list[Ranked], rng: random.Random) -> Ranked:

@@ -43,7 +43,11 @@ from ..record import (
 from .calls import own_call
 from .history import Candidate, Scored
 
-__all__ = ["CompileTask"]
+__all__ = ["CHECK_MAX", "CHECK_MIN", "CompileTask"]
+
+#: rows (valset, else trainset) from which a quarter is kept apart to check the final choice
+CHECK_MIN = 80
+CHECK_MAX = 100
 
 T = TypeVar("T")
 
@@ -86,6 +90,10 @@ class CompileTask:
     _nodes: dict[str, ir.Node] = field(default_factory=dict)
     _edges: set[tuple[str, str, str]] = field(default_factory=set)
     _splits: dict[tuple[float, int | None], tuple[list[Example], list[Example]]] = field(default_factory=dict)
+    _check: tuple[list[Example], list[Example]] | None = None  # (check rows, the rest)
+    proposals_failed: int = 0
+    proposals: int = 0
+    last_proposal_error: str | None = None
     _encode: NodeEncoder = field(default_factory=NodeEncoder)
 
     def __post_init__(self) -> None:
@@ -110,14 +118,34 @@ class CompileTask:
             raise ConfigError(f"optimizer {who!r} needs a metric: compile(..., metric=desic.metrics.exact_match)")
         return self.metric
 
+    def _checked(self) -> tuple[list[Example], list[Example]]:
+        """(check rows, the rest): with ``CHECK_MIN`` rows or more to spare (the valset
+        when given, else the trainset), a seeded quarter of them (at most ``CHECK_MAX``)
+        is kept from the search to check its final choice on; else none."""
+        if self._check is None:
+            rows = self.valset if self.valset is not None else self.trainset
+            if len(rows) < CHECK_MIN:
+                self._check = ([], rows)
+            else:
+                rest, check = holdout_split(rows, 0.25, CHECK_MAX, self.rng("check"))
+                self._check = (check, rest)
+        return self._check
+
+    def check_split(self) -> list[Example]:
+        """Rows no optimizer sees while searching: the final choice is scored on them
+        (``desic.optimize._select``). Empty below ``CHECK_MIN`` rows."""
+        return self._checked()[0]
+
     def split(self, *, fraction: float = 0.5, max_val: int | None = None) -> tuple[list[Example], list[Example]]:
         """(train, validation) examples: the valset when given, else a seeded split of the
-        trainset (``fraction`` of it, at most ``max_val`` rows, for validation)."""
+        trainset (``fraction`` of it, at most ``max_val`` rows, for validation); rows of
+        ``check_split()`` are in neither."""
+        _, rest = self._checked()
         if self.valset is not None:
-            return self.trainset, self.valset
+            return self.trainset, rest
         key = (fraction, max_val)
         if key not in self._splits:
-            self._splits[key] = holdout_split(self.trainset, fraction, max_val, self.rng("split"))
+            self._splits[key] = holdout_split(rest, fraction, max_val, self.rng("split"))
         return self._splits[key]
 
     @property
@@ -367,6 +395,7 @@ class CompileTask:
         cand = Candidate(
             index=len(self.history), program=program, score=score, usage=self.usage, note=note, split=split,
             scores=scores, round=round, parent=parent, seconds=self.meter.elapsed(),
+            proposals=self.proposals, proposals_failed=self.proposals_failed,
         )
         self.history.append(cand)
         self.recorder.add_candidate(cand.to_record())

@@ -272,7 +272,7 @@ class FakeOpenAIServer:
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._seq = 0
-        self._routes: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any] | list[bytes]]] = {
+        self._routes: dict[tuple[str, str], Callable[[dict[str, Any]], dict[str, Any] | bytes]] = {
             ("POST", "/chat/completions"): self._chat, ("POST", "/embeddings"): self._embeddings,
             ("GET", "/models"): self._models}
 
@@ -394,12 +394,12 @@ class FakeOpenAIServer:
             self._count("handler_error")
             return h.send(500, _error(f"handler failed: {exc!r}", "server_error", "handler_error"))
         self._count("ok")
-        if isinstance(result, list):
-            h.send_events(result)
+        if isinstance(result, bytes):  # server-sent events: one HTTP chunk each
+            h.send_events([event + b"\n\n" for event in result.split(b"\n\n") if event])
         else:
             h.send(200, json.dumps(result).encode())
 
-    def _chat(self, req: dict[str, Any]) -> dict[str, Any] | list[bytes]:
+    def _chat(self, req: dict[str, Any]) -> dict[str, Any] | bytes:
         result = self.handler(req)
         content = result if isinstance(result, str) else json.dumps(result)
         with self._lock:
@@ -438,7 +438,7 @@ class FakeOpenAIServer:
         if (req.get("stream_options") or {}).get("include_usage"):
             events.append({**base, "object": "chat.completion.chunk", "choices": [],
                            "usage": usage})
-        return [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
+        return ("".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n").encode()
 
     def _embeddings(self, req: dict[str, Any]) -> dict[str, Any]:
         raw = req.get("input", "")

@@ -205,7 +205,7 @@ def test_connection_refused_says_it_cannot_reach_the_server() -> None:
 class _TruncatingServer(FakeOpenAIServer):
     """Answers as if the model hit its token limit mid-JSON (finish_reason "length")."""
 
-    def _chat(self, req: dict[str, Any]) -> dict[str, Any] | list[bytes]:
+    def _chat(self, req: dict[str, Any]) -> dict[str, Any] | bytes:
         out = super()._chat(req)
         assert isinstance(out, dict)
         out["choices"][0]["finish_reason"] = "length"
