@@ -37,7 +37,7 @@ REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(REPO))
 
-from bench_storage import RECORD  # noqa: E402
+from bench_storage import RECORD
 
 WORKER = """
 import json, os, sys, time

@@ -31,7 +31,7 @@ from .engine import default_concurrency
 from .errors import BudgetExceeded, ConfigError
 from .lm import LM
 from .metrics import Metric, check_labels, resolve_metric
-from .optimize import CompileTask, Optimizer, RunRecorder, resolve
+from .optimize import CompileTask, Optimizer, RunRecorder, compare, resolve
 from .optimize.demos import MAX_DEMO_CHARS
 from .pipeline import Pipeline, as_pipeline
 from .record import program_key
@@ -332,10 +332,11 @@ async def _ensemble(task: CompileTask, program: ir.Program, k: int) -> ir.Progra
     single, both = await task.evaluate_many([program, combined], val)
     note = f"ensemble of the top {len(ranked)} candidates (majority vote per node)"
     task.record(combined, both.score, note, split="val", scores=both.scores)
-    if both.score < single.score:
+    worse = compare(single.scores, both.scores, task.seed)
+    if worse.significant:
         log.warning(
-            "ensemble=%d scored %.3f on %d validation rows, below the best single candidate's %.3f: "
-            "keeping the single program", k, both.score, len(val), single.score,
+            "ensemble=%d: the best single candidate beats the ensemble on the validation rows "
+            "(%s): keeping the single program", k, worse.describe(),
         )
         return program
     return combined
@@ -343,8 +344,8 @@ async def _ensemble(task: CompileTask, program: ir.Program, k: int) -> ir.Progra
 
 async def _try_sampling(task: CompileTask, program: ir.Program, tries: list[SamplingSpec]) -> ir.Program:
     """The program with each inference-time strategy of ``tries`` on every node, scored on
-    the same validation rows as the plain program; one is kept only if it scores higher
-    (a tie keeps the plain, cheaper program)."""
+    the same validation rows as the plain program; the best one is kept only if it beats
+    the plain (cheaper) program with evidence (``desic.optimize.compare``, paired)."""
     _, val = task.split()
     if task.metric is None or not val:
         log.warning("sampling=: no metric or validation rows to choose with; the program is unchanged")
@@ -354,12 +355,18 @@ async def _try_sampling(task: CompileTask, program: ir.Program, tries: list[Samp
         for spec in tries
     ]
     plain, *scored = await task.evaluate_many([program, *variants], val)
-    best, best_score = program, plain.score
+    best, best_scores = program, plain
     for spec, variant, result in zip(tries, variants, scored):
         label = f"{spec.kind} n={spec.n}" + (f" reward={spec.reward_name}" if spec.reward_name else "")
         task.record(variant, result.score, f"sampling: {label}", split="val", scores=result.scores)
-        if result.score > best_score:
-            best, best_score = variant, result.score
+        if result.score > best_scores.score:
+            best, best_scores = variant, result
+    if best is program:
+        return program
+    evidence = compare(best_scores.scores, plain.scores, task.seed)
+    if not evidence.significant:
+        log.info("sampling: the best strategy did not beat the plain program with evidence (%s)", evidence.describe())
+        return program
     return best
 
 
@@ -430,10 +437,10 @@ def compile(
       marked ``stopped``;
     - ``ensemble``: above 1, the top that many distinct candidates answer together: each
       node votes over their prompts (``desic.sampling``), one LM call per member; kept
-      unless it scores below the best single candidate on the validation rows;
+      unless the best single candidate beats it with evidence on the validation rows;
     - ``sampling``: inference-time strategies to try on the chosen program
       (``[desic.Majority(5), desic.BestOfN(4, reward=fn)]``, applied to every node); one
-      is kept only if it scores higher on the validation rows than the plain program;
+      is kept only if it beats the plain program with evidence on the validation rows;
     - ``progress``: a status line on stderr (default: when stderr is a terminal);
     - ``max_errors``: how many evaluations may fail after their LM call's retries (an
       outage, a rate limit that never clears) before the compile stops with an

@@ -221,21 +221,14 @@ _SPLITS = {
 }
 
 
-def score_interval(scores: Sequence[float], z: float = 1.96) -> tuple[float, float] | None:
-    """A 95% interval for the mean of per-row scores: Wilson's for pass/fail scores (exact
-    enough at the small n of a validation split), else the normal one; None below 2 rows."""
-    n = len(scores)
-    if n < 2:
+def score_interval(scores: Sequence[float]) -> tuple[float, float] | None:
+    """A 95% interval of the mean of per-row scores (``desic.optimize.interval``, the one
+    the search's evidence uses); None below 2 rows."""
+    if len(scores) < 2:
         return None
-    mean = sum(scores) / n
-    if all(v in (0.0, 1.0) for v in scores):
-        denom = 1 + z * z / n
-        centre = (mean + z * z / (2 * n)) / denom
-        half = z * math.sqrt(mean * (1 - mean) / n + z * z / (4 * n * n)) / denom
-        return max(0.0, centre - half), min(1.0, centre + half)
-    var = sum((v - mean) ** 2 for v in scores) / (n - 1)
-    half = z * math.sqrt(var / n)
-    return max(min(scores), mean - half), min(max(scores), mean + half)
+    from .optimize import interval
+
+    return interval(scores)
 
 
 def _fmt_score(score: float | None) -> str:
@@ -438,7 +431,11 @@ def best_program_data(best: CandidateRow | None) -> dict[str, Any] | None:
     program = best.program
     nodes: list[dict[str, Any]] = []
     for node in program.nodes:
-        entry: dict[str, Any] = {"id": node.id, "strategy": node.strategy, "demos": len(node.demos), "error": None}
+        entry: dict[str, Any] = {
+            "id": node.id, "strategy": node.strategy, "demos": len(node.demos), "error": None,
+            # an agent: its tools (and its demos show every step: action, then observation)
+            "tools": ", ".join(t.name for t in node.tools), "max_steps": node.max_steps,
+        }
         try:
             messages = [{"role": m["role"], "content": content_text(m["content"])} for m in node_prompt(node)]
         except Exception as exc:  # noqa: BLE001 - a template that cannot render is reported, not fatal

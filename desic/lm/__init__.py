@@ -115,6 +115,12 @@ class LMRequest:
     # optimizer drawing several candidates (at a temperature above 0) asks for sample=0,
     # 1, 2, ... and a rerun gets the same candidates back from the cache.
     sample: int = 0
+    # An agent's step (``strategy="react"``): the tools the model may call, as OpenAI
+    # function definitions ({"type": "function", "function": {name, description,
+    # parameters}}; ``finish`` among them). An LM that calls tools natively sends these and
+    # fills ``response_model`` (fields ``thought`` and ``action`` = {tool, args}) from the
+    # call it gets back; any other LM fills ``response_model`` as JSON, which holds the same.
+    tools: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,17 +55,18 @@ def _digest(payload: Any) -> str:
 def request_key(description: dict[str, Any], request: LMRequest) -> str:
     """The content address of ``request`` sent to the LM described by ``description``."""
     p = request.params
-    return _digest(
-        {
-            "v": KEY_VERSION,
-            "op": "request",
-            "lm": description,
-            "messages": [dict(m) for m in request.messages],
-            "params": [p.model, p.temperature, p.max_tokens, p.seed],
-            "schema": _schema(request.response_model),
-            "sample": request.sample,
-        }
-    )
+    payload = {
+        "v": KEY_VERSION,
+        "op": "request",
+        "lm": description,
+        "messages": [dict(m) for m in request.messages],
+        "params": [p.model, p.temperature, p.max_tokens, p.seed],
+        "schema": _schema(request.response_model),
+        "sample": request.sample,
+    }
+    if request.tools:  # an agent's step (the key of every other request is unchanged)
+        payload["tools"] = list(request.tools)
+    return _digest(payload)
 
 
 def embedding_key(description: dict[str, Any], model: str | None, text: str) -> str:

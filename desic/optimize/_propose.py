@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from pydantic import BaseModel, Field
 
 from .. import ir
@@ -46,6 +47,26 @@ def reflect_instruction(current_instruction: str, task: str, examples_with_feedb
     inputs, the assistant's answer, and feedback on how it should be improved (with the
     correct answer). Read them carefully, find the rules the assistant missed, and write
     a new instruction for the task that states those rules. Keep what already worked."""
+
+
+@signature
+def reflect_tool_description(current_description: str, tool: str, task: str, examples_with_feedback: str) -> Instruction:  # type: ignore[empty-body]
+    """An agent calls the tool below while doing a task. Each example shows the inputs, the
+    agent's answer, and feedback with the correct answer. Write a new description of the
+    tool (what it does, when to call it and what to pass) that would help the agent use it
+    well. Keep it short and true to what the tool does."""
+
+
+def tool_text(node: ir.Node, name: str) -> str:
+    """One tool of an agent node, as the proposer sees it."""
+    spec = next(t for t in node.tools if t.name == name)
+    args = ", ".join(spec.parameters.get("properties", {}))
+    return f"tool {name}({args}) of step {node.id}"
+
+
+def with_tool_description(node: ir.Node, name: str, text: str) -> tuple[ir.ToolSpec, ...]:
+    """``node``'s tools with ``name``'s description replaced by ``text``."""
+    return tuple(msgspec.structs.replace(t, description=text) if t.name == name else t for t in node.tools)
 
 
 TIPS = (
@@ -79,7 +100,8 @@ def describe_node(node: ir.Node) -> str:
         kind = prop.get("enum") or prop.get("type") or "value"
         outs.append(f"{name} ({'/'.join(map(str, kind)) if isinstance(kind, list) else kind})")
     instruction = node.instructions or spec.instructions
-    return f"step {node.id}: inputs {ins}; outputs {', '.join(outs)}. Current instruction: {instruction}"
+    tools = f" It is an agent calling tools: {', '.join(t.name for t in node.tools)}." if node.tools else ""
+    return f"step {node.id}: inputs {ins}; outputs {', '.join(outs)}.{tools} Current instruction: {instruction}"
 
 
 def describe_program(program: ir.Program) -> str:

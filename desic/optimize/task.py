@@ -28,10 +28,11 @@ from .._json import to_jsonable
 from ..budget import Budget, BudgetMeter
 from ..data import Example, holdout_split
 from ..engine import LOCAL, Executor, Job, RunOutcome, score_outcome
-from ..errors import ConfigError, LMError, MetricError
+from ..errors import BudgetExceeded, ConfigError, LMError, MetricError
 from ..lm import LM, Usage
 from ..metrics import Metric, metric_key
 from ..pipeline import Pipeline, observed_program, program_from_runs
+from ..react import step_guard
 from ..record import (
     MemoryRecorder,
     NodeEncoder,
@@ -192,6 +193,16 @@ class CompileTask:
                     return name, i
         return "example", None
 
+    def _agent_step(self, used: Usage) -> None:
+        """Before each step of an agent: ``BudgetExceeded`` once the budget is out, or once
+        this run's spend so far and one more call would pass it (``react.step_guard``)."""
+        hit = self.meter.stopped
+        budget = self.meter.budget
+        if hit is None and budget:
+            hit = budget.exceeded(self.meter.usage + used, self.meter.elapsed(), next_unit=Usage(calls=1))
+        if hit is not None:
+            raise BudgetExceeded(f"budget {hit[0]} ran out in the middle of an agent's run: {hit[1]}", budget=hit[0])
+
     def _failed(self, outcome: RunOutcome) -> None:
         """Count an evaluation whose LM call failed after its retries; past ``max_errors``
         stop the compile (what was recorded so far stays: a resume continues from it)."""
@@ -271,7 +282,8 @@ class CompileTask:
         async def after(i: int, outcome: RunOutcome) -> None:
             if outcome.lm_failed:  # an error, not a score: not recorded, counted
                 self.meter.finish(outcome.state.usage)
-                self._failed(outcome)
+                if not outcome.budget_stopped:  # an agent stopped mid-run: not the LM's fault
+                    self._failed(outcome)
                 done(i, outcome)
                 return
             try:
@@ -287,10 +299,15 @@ class CompileTask:
         def halt() -> bool:
             return self.meter.reason() is not None or (stop is not None and stop())
 
-        await self.executor.run(
-            self.pipeline, jobs, lm=active, concurrency=self.concurrency, trace=True,
-            stop=halt, before=before, after=after,
-        )
+        # an agent checks the budget before each of its steps, not only before its example
+        token = step_guard.set(self._agent_step if self.meter.budget else None)
+        try:
+            await self.executor.run(
+                self.pipeline, jobs, lm=active, concurrency=self.concurrency, trace=True,
+                stop=halt, before=before, after=after,
+            )
+        finally:
+            step_guard.reset(token)
         if self.meter.stopped is not None and finished < len(jobs) and (stop is None or not stop()):
             self.meter.check()
         return results

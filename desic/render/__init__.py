@@ -42,7 +42,17 @@ from . import _sandbox
 
 Message = dict[str, Any]
 
-__all__ = ["BLOCKS", "Message", "answer_json", "content_text", "default_template", "format_value", "render_messages"]
+__all__ = [
+    "BLOCKS",
+    "Message",
+    "answer_json",
+    "content_text",
+    "default_template",
+    "format_value",
+    "render_messages",
+    "step_json",
+    "trajectory_messages",
+]
 
 BLOCKS = ("system", "user", "assistant")
 
@@ -240,6 +250,32 @@ def _parts(text: str, images: list[Image]) -> list[dict[str, Any]]:
             parts.append(images[int(piece)].content_part())
     parts.extend(image.content_part() for n, image in enumerate(images) if n not in placed)
     return parts
+def step_json(step: dict[str, Any]) -> str:
+    """An agent step's action as the model writes it (and as demos show it)."""
+    action = {"tool": step.get("tool", ir.FINISH), "args": step.get("args") or {}}
+    return answer_json({"thought": step.get("thought", ""), "action": action})
+
+
+def _arg_text(name: str, prop: dict[str, Any], root: dict[str, Any]) -> str:
+    """``name: type (description)`` of one tool argument."""
+    prop = _resolve(prop, root)
+    text = f"{name}: {ir.describe_type(prop)}"
+    description = prop.get("description")
+    return f"{text} ({description})" if description else text
+
+
+def _tool_fields(node: ir.Node) -> dict[str, Any]:
+    """The template variables that describe a ``react`` node's tools and finish action."""
+    tools = [
+        {
+            "name": t.name,
+            "description": t.description,
+            "args": ", ".join(_arg_text(name, prop, t.parameters) for name, prop in t.parameters.get("properties", {}).items()),
+        }
+        for t in node.tools
+    ]
+    finish_args = ", ".join(f"{f['name']}: {f['type']}" for f in _output_fields(node.signature))
+    return {"tools": tools, "finish_args": finish_args, "max_steps": node.max_steps}
 
 
 class _Rendering:
@@ -273,6 +309,11 @@ class _Rendering:
             "strategy": node.strategy,
             "signature": spec.name,
         }
+        agent = node.strategy == "react"
+        if agent:
+            variables.update(_tool_fields(node))
+            if "observation" not in template.blocks:
+                raise TemplateError(f"node {node.id!r}: a react template needs an 'observation' block")
         # One budget for the system block and every demo turn: a node's preparation is
         # bounded as a whole, however many demos the artifact holds.
         budget = _sandbox.Budget.for_data((variables, [(d.inputs, d.output) for d in node.demos]))
@@ -283,9 +324,27 @@ class _Rendering:
                 messages.extend(self.turn(demo.inputs, budget))
             else:
                 messages.append({"role": "user", "content": self.user(demo.inputs, budget)})
+            if agent:  # the whole trajectory: each action and observation, then finish
+                output = {k: v for k, v in demo.output.items() if k != "trajectory"}
+                steps = list(demo.output.get("trajectory") or [])
+                if not steps or steps[-1].get("tool") != ir.FINISH:
+                    steps.append({"thought": "", "tool": ir.FINISH, "args": output})
+                messages.extend(self.steps(steps, budget))
+                continue
             messages.append({"role": "assistant", "content": self.answer(demo.output, budget)})
         self.prefix = tuple(messages)
 
+    def steps(self, steps: list[dict[str, Any]], budget: _sandbox.Budget | None = None) -> list[Message]:
+        """An agent's steps as chat turns: each action (assistant), each tool's result (user)."""
+        turns: list[Message] = []
+        for step in steps:
+            variables = {"answer": step_json(step), "output": step}
+            turns.append({"role": "assistant", "content": _block(self.template, "assistant", variables, self.node.id, budget)})
+            if step.get("tool") == ir.FINISH:
+                continue
+            seen = {"tool": step.get("tool", ""), "observation": str(step.get("observation", "")), "step": step}
+            turns.append({"role": "user", "content": _block(self.template, "observation", seen, self.node.id, budget)})
+        return turns
     def answer(self, output: dict[str, Any], budget: _sandbox.Budget | None = None) -> str:
         variables = {"answer": answer_json(output), "output": output}
         return _block(self.template, "assistant", variables, self.node.id, budget)
@@ -352,6 +411,13 @@ def _rendering(node: ir.Node) -> _Rendering:
         _renderings.clear()
     _renderings[id(node)] = rendering
     return rendering
+
+
+def trajectory_messages(node: ir.Node, steps: list[dict[str, Any]]) -> list[Message]:
+    """The turns an agent's ``steps`` so far add after its query (see ``render_messages``)."""
+    if not steps:
+        return []
+    return _rendering(node).steps(steps)
 
 
 def render_messages(node: ir.Node, inputs: dict[str, Any]) -> list[Message]:

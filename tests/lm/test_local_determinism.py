@@ -25,7 +25,7 @@ pytestmark = [
 
 
 class Word(BaseModel):
-    word: str = Field(max_length=12)
+    word: str = Field(max_length=8)
 
 
 TOPICS = ("a refund", "a login", "a parcel", "a double charge", "a crash", "a password", "a late order",
@@ -50,7 +50,7 @@ async def answers(lm: Any, order: list[int], concurrency: int) -> dict[int, str]
 
 
 def test_same_prompts_same_answers_in_any_order_and_concurrency() -> None:
-    lm: Any = desic.lm("local", max_tokens=16)
+    lm: Any = desic.lm("local", max_tokens=10)
     assert (lm.n_parallel, lm.cache_prompt) == (1, False)  # the deterministic defaults
     shuffled = list(range(20))
     random.Random(7).shuffle(shuffled)

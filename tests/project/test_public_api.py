@@ -40,6 +40,7 @@ EXPECTED_ALL = [
     "SignatureError",
     "StorageError",
     "Timeout",
+    "Tool",
     "__version__",
     "acompile",
     "aevaluate",
@@ -55,6 +56,7 @@ EXPECTED_ALL = [
     "signature",
     "storage",
     "testing",
+    "tool",
 ]
 
 

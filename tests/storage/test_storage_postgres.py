@@ -367,3 +367,15 @@ def test_a_compile_whose_run_another_machine_took_over_stops_and_writes_nothing_
         assert (after.status, after.owner, after.error) == ("running", MACHINE_B, None)  # A left it to B
         assert store.get_run_program(run_id) is None
     assert not thread.is_alive()
+
+
+def test_a_restarted_server_costs_one_clear_error_then_the_store_reconnects(postgres_server: Server) -> None:
+    store = ds.open(postgres_server.fresh_url())
+    run = make_run(store)
+    postgres_server.restart()  # every session is dropped, as after a failover or a restart
+    with pytest.raises(StorageError, match="the connection to PostgreSQL failed .*desic reconnects on the next call") as err:
+        store.add_candidate(run.id, RECORD)
+    assert PASSWORD not in str(err.value)
+    store.add_candidate(run.id, RECORD)  # a new connection
+    assert store.history(run.id) == [RECORD]
+    store.close()

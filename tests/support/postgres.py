@@ -14,6 +14,7 @@ can be started, they fail saying how to install one (CI installs Debian's ``post
 
 from __future__ import annotations
 
+import atexit
 import glob
 import importlib.util
 import itertools
@@ -173,6 +174,13 @@ class Server:
     def fresh_url(self) -> str:
         return self.url(self.create_database())
 
+    def restart(self) -> None:
+        """Restart the server (every session is dropped), waiting until it accepts again."""
+        self._run(
+            [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-m", "fast", "-w", "-t", "300", "restart"],
+            "pg_ctl restart",
+        )  # -l: the server must not inherit our output pipes (run() would wait for them)
+
     def stop(self) -> None:
         if self.data.exists():
             subprocess.run(
@@ -200,6 +208,7 @@ def server() -> Server:
             except pytest.fail.Exception as exc:
                 _failed = str(exc)
                 raise
+            atexit.register(stop)  # also when used outside pytest, or a session dies on an error
         return _server
 
 
