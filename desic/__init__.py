@@ -49,8 +49,11 @@ if TYPE_CHECKING:
     from .ir import Program as Program
     from .lm import LM as LM
     from .lm import lm as lm
+    from .media import History as History
+    from .media import Image as Image
     from .pipeline import Pipeline as Pipeline
     from .pipeline import pipeline as pipeline
+    from .runtime import Partial as Partial
     from .runtime import context as context
     from .sampling import BestOfN as BestOfN
     from .sampling import Majority as Majority
@@ -75,11 +78,14 @@ __all__ = [
     "DesicError",
     "EvaluationReport",
     "Example",
+    "History",
+    "Image",
     "LMError",
     "Majority",
     "MetricError",
     "Output",
     "OutputValidationError",
+    "Partial",
     "Pipeline",
     "Program",
     "RateLimited",
@@ -125,6 +131,9 @@ _LAZY = {
     "LM": ("lm", "LM"),
     "lm": ("lm", "lm"),
     "Pipeline": ("pipeline", "Pipeline"),
+    "Partial": ("runtime", "Partial"),
+    "Image": ("media", "Image"),
+    "History": ("media", "History"),
     "pipeline": ("pipeline", "pipeline"),
     "context": ("runtime", "context"),
     "Majority": ("sampling", "Majority"),
