@@ -48,6 +48,10 @@ if TYPE_CHECKING:
     from .lm import lm as lm
     from .pipeline import Pipeline as Pipeline
     from .pipeline import pipeline as pipeline
+    from .retrieve import BM25Retriever as BM25Retriever
+    from .retrieve import EmbeddingsRetriever as EmbeddingsRetriever
+    from .retrieve import Passage as Passage
+    from .retrieve import Retriever as Retriever
     from .runtime import context as context
     from .signature import Signature as Signature
     from .signature import signature as signature
@@ -55,20 +59,24 @@ if TYPE_CHECKING:
 __all__ = [
     "LM",
     "ArtifactError",
+    "BM25Retriever",
     "Budget",
     "BudgetExceeded",
     "CompiledPipeline",
     "ConfigError",
     "DataError",
     "DesicError",
+    "EmbeddingsRetriever",
     "EvaluationReport",
     "Example",
     "LMError",
     "MetricError",
     "OutputValidationError",
+    "Passage",
     "Pipeline",
     "Program",
     "RateLimited",
+    "Retriever",
     "Signature",
     "SignatureError",
     "StorageError",
@@ -102,6 +110,10 @@ _LAZY = {
     "LM": ("lm", "LM"),
     "lm": ("lm", "lm"),
     "Pipeline": ("pipeline", "Pipeline"),
+    "BM25Retriever": ("retrieve", "BM25Retriever"),
+    "EmbeddingsRetriever": ("retrieve", "EmbeddingsRetriever"),
+    "Passage": ("retrieve", "Passage"),
+    "Retriever": ("retrieve", "Retriever"),
     "pipeline": ("pipeline", "pipeline"),
     "context": ("runtime", "context"),
     "Signature": ("signature", "Signature"),

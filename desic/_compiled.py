@@ -79,7 +79,8 @@ class CompiledPipeline:
             pass
         out: dict[str, list[dict[str, str]]] = {}
         for entry in state.trace or []:
-            out.setdefault(entry.node_id, entry.messages)
+            if entry.kind == "lm":
+                out.setdefault(entry.node_id, entry.messages)
         return out
 
     def render(self, node_id: str, **inputs: Any) -> list[dict[str, str]]:
@@ -109,7 +110,7 @@ class CompiledPipeline:
         for node in p.nodes:
             ins = ", ".join(node.signature.input_names)
             outs = ", ".join(node.signature.output_names)
-            lines.append(f"  [{node.id}] {node.strategy}({ins}) -> {outs}; {len(node.demos)} demos")
+            lines.append(f"  [{node.id}] {node.strategy}({ins}) -> {outs}; {node.demos_text}")
             first = (node.instructions.splitlines() or [""])[0]
             lines.append(f"      instructions: {first[:100]}")
         if p.edges:

@@ -20,11 +20,14 @@ from typing import Any
 import msgspec
 
 __all__ = [
+    "DEMO_MODES",
+    "DEMO_RETRIEVERS",
     "FORMAT_VERSION",
     "MAX_NESTING",
     "MIGRATIONS",
     "STRATEGIES",
     "Demo",
+    "DemoSelect",
     "Edge",
     "FieldSpec",
     "LMOverrides",
@@ -106,6 +109,33 @@ class Demo(msgspec.Struct, frozen=True, kw_only=True):
     source: str = "labeled"  # "labeled" | "bootstrap" | "manual"
 
 
+#: How a node picks the demos of a prompt (``DemoSelect.mode``).
+DEMO_MODES = ("fixed", "knn")
+#: How per-input demos are matched to the input (``DemoSelect.by``).
+DEMO_RETRIEVERS = ("bm25",)
+
+
+class DemoSelect(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Which demos a node's prompt shows.
+
+    ``mode="fixed"`` (the default): ``Node.demos``, the same in every prompt.
+    ``mode="knn"``: for each input, the ``k`` demos of ``pool`` most similar to it, ranked
+    by ``by`` (BM25 over the input fields named in ``fields``, all inputs when empty), most
+    similar last (nearest the question). The pool is plain data; the index is rebuilt from
+    it when the program is loaded, so the choice is the same wherever the program runs.
+    """
+
+    mode: str = "fixed"
+    k: int = 4
+    by: str = "bm25"
+    fields: tuple[str, ...] = ()
+    pool: tuple[Demo, ...] = ()
+
+    @property
+    def per_input(self) -> bool:
+        return self.mode == "knn"
+
+
 class LMOverrides(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Per-node LM parameters; ``None`` means "use the LM's own setting"."""
 
@@ -124,6 +154,16 @@ class Node(msgspec.Struct, frozen=True, kw_only=True):
     demos: tuple[Demo, ...] = ()
     lm: LMOverrides = LMOverrides()
     fingerprint: str = ""
+    select: DemoSelect | None = None  # None: fixed demos (``Node.demos``)
+
+    @property
+    def demos_text(self) -> str:
+        """The node's demos in words: ``3 demos`` or ``per-input demos: 4 of 20 (bm25)``."""
+        s = self.select
+        if s is not None and s.per_input:
+            over = f" over {', '.join(s.fields)}" if s.fields else ""
+            return f"per-input demos: {s.k} of {len(s.pool)} ({s.by}{over})"
+        return f"{len(self.demos)} demos"
 
 
 class Edge(msgspec.Struct, frozen=True, array_like=False):
@@ -360,6 +400,8 @@ def check_program(program: Program, *, source: str = "<program>") -> None:
                 f"{where} has an unknown strategy {node.strategy!r}; strategies: {', '.join(STRATEGIES)}"
             )
         spec = node.signature
+        if node.select is not None:
+            check_select(node.select, spec, where=where)
         seen: set[str] = set()
         for field in spec.inputs:
             if not field.name.isidentifier() or keyword.iskeyword(field.name):
@@ -371,6 +413,24 @@ def check_program(program: Program, *, source: str = "<program>") -> None:
         check_schema(spec.output_schema, where=f"{where}: output schema")
         if spec.output_field is not None and spec.output_field not in spec.output_names:
             raise ArtifactError(f"{where}: output_field {spec.output_field!r} is not an output property")
+
+
+def check_select(select: DemoSelect, spec: SignatureSpec, *, where: str) -> None:
+    """``ArtifactError`` unless ``select`` is a demo selection ``spec``'s node can use."""
+    from .errors import ArtifactError
+
+    if select.mode not in DEMO_MODES:
+        raise ArtifactError(f"{where}: demo mode {select.mode!r} is unknown; modes: {', '.join(DEMO_MODES)}")
+    if select.by not in DEMO_RETRIEVERS:
+        raise ArtifactError(
+            f"{where}: demos by {select.by!r} is unknown; per-input demos are matched by: {', '.join(DEMO_RETRIEVERS)}"
+        )
+    if isinstance(select.k, bool) or select.k < 1:
+        raise ArtifactError(f"{where}: per-input demos need k >= 1, not {select.k!r}")
+    names = spec.input_names
+    for name in select.fields:
+        if name not in names:
+            raise ArtifactError(f"{where}: per-input demos match input {name!r}, which the node lacks; inputs: {', '.join(names)}")
 
 
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")

@@ -412,7 +412,7 @@ def _graph_svg(program: ir.Program) -> str:
             f'<g><rect x="{x:.1f}" y="{y:.1f}" width="{box_w}" height="{box_h}" rx="7"/>'
             f'<text x="{x + box_w / 2:.1f}" y="{y + 17:.1f}" text-anchor="middle">{_e(label)}</text>'
             f'<text x="{x + box_w / 2:.1f}" y="{y + 32:.1f}" text-anchor="middle" '
-            f'style="font-size:10px;fill:#5f6b7a">{_e(node.strategy)} · {len(node.demos)} demos</text></g>'
+            f'style="font-size:10px;fill:#5f6b7a">{_e(node.strategy)} · {_e(node.demos_text)}</text></g>'
         )
     out.append("</svg>")
     return "".join(out)
@@ -461,7 +461,7 @@ def _best_program_html(best: CandidateRow | None) -> str:
         f'<pre class="graph">{_e(format_graph(program))}</pre>',
     ]
     for node in program.nodes:
-        parts.append(f"<h3>node <code>{_e(node.id)}</code> · {_e(node.strategy)} · {len(node.demos)} demos</h3>")
+        parts.append(f"<h3>node <code>{_e(node.id)}</code> · {_e(node.strategy)} · {_e(node.demos_text)}</h3>")
         try:
             messages = node_prompt(node)
         except Exception as exc:  # noqa: BLE001 - a template that cannot render is reported, not fatal
@@ -469,7 +469,9 @@ def _best_program_html(best: CandidateRow | None) -> str:
             continue
         demo_turns = messages[1:-1]
         parts.append(_messages_html(messages[:1]))
-        if demo_turns:
+        if node.select is not None and node.select.per_input:
+            parts.append(_pool_html(node.select))
+        elif demo_turns:
             parts.append(
                 f"<details><summary>{len(demo_turns) // 2} demos ({len(demo_turns)} messages)</summary>"
                 + _messages_html(demo_turns)
@@ -477,6 +479,21 @@ def _best_program_html(best: CandidateRow | None) -> str:
             )
         parts.append(_messages_html(messages[-1:]))
     return "".join(parts)
+
+
+def _pool_html(select: ir.DemoSelect, limit: int = 200) -> str:
+    """A per-input demo pool: each input gets the ``k`` demos of it nearest the input."""
+    rows = "".join(
+        f"<tr><td>{i}</td><td>{_e(d.source)}</td><td><pre>{_e(_first_line(json.dumps(d.inputs, ensure_ascii=False), 300))}</pre></td>"
+        f"<td><pre>{_e(_first_line(json.dumps(d.output, ensure_ascii=False), 200))}</pre></td></tr>"
+        for i, d in enumerate(select.pool[:limit])
+    )
+    more = f"<p>... and {len(select.pool) - limit} more</p>" if len(select.pool) > limit else ""
+    return (
+        f"<details><summary>per-input demos: each input is shown the {select.k} demos of this pool of "
+        f"{len(select.pool)} most similar to it ({_e(select.by)})</summary>"
+        f"<table><tr><th>#</th><th>source</th><th>inputs</th><th>output</th></tr>{rows}</table>{more}</details>"
+    )
 
 
 def _wrap_lines(text: str, width: int = 100) -> list[str]:
@@ -591,7 +608,8 @@ def build_report(run_info: Any, candidates: Iterable[Any]) -> str:
         _candidate_table(rows),
         "</section>",
         '<section id="best"><h2>Best program</h2>',
-        _best_program_html(best),
+        # nothing scored (labeled, knn without a valset): the program the run ended with
+        _best_program_html(best or next((r for r in reversed(rows) if r.program is not None), None)),
         "</section>",
         '<section id="diff"><h2>Instructions: baseline vs best</h2>',
         _diff_html(baseline, best),

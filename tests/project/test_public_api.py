@@ -13,21 +13,25 @@ import desic
 
 EXPECTED_ALL = [
     "ArtifactError",
+    "BM25Retriever",
     "Budget",
     "BudgetExceeded",
     "CompiledPipeline",
     "ConfigError",
     "DataError",
     "DesicError",
+    "EmbeddingsRetriever",
     "EvaluationReport",
     "Example",
     "LM",
     "LMError",
     "MetricError",
     "OutputValidationError",
+    "Passage",
     "Pipeline",
     "Program",
     "RateLimited",
+    "Retriever",
     "Signature",
     "SignatureError",
     "StorageError",
@@ -99,7 +103,7 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
 _IMPORT_CHECK = """
 import json, sys
 import desic
-heavy = ("openai", "instructor", "xllamacpp")
+heavy = ("openai", "instructor", "xllamacpp", "bm25s", "numpy")
 before = sorted(m for m in heavy if m in sys.modules)
 # Touching one lazy name imports the submodules behind it; none of them may shadow a
 # public function of the same name.
