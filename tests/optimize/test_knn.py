@@ -94,6 +94,7 @@ def test_fields_restrict_what_is_matched() -> None:
     )
     node = ir.Node(id="answer", signature=spec, select=ir.DemoSelect(mode="knn", k=1, pool=pool, fields=("question",)))
     assert choose_demos(node, {"question": "when is the ferry", "context": "lighthouse"}) == (0,)
+    assert node.select is not None
     everything = msgspec.structs.replace(node, select=msgspec.structs.replace(node.select, fields=()))
     assert choose_demos(everything, {"question": "when is the ferry", "context": "lighthouse lighthouse"}) == (0,)
 

@@ -50,7 +50,7 @@ def test_bad_corpora_say_which_row_and_how_to_fix_it(tmp_path: Path) -> None:
         load_corpus([{"text": "ok"}, {"body": "no text"}])
     assert info.value.row == 1 and info.value.field == "text"
     with pytest.raises(desic.DataError, match="row 0 is int"):
-        load_corpus([3])
+        load_corpus([3])  # type: ignore[list-item]
     (tmp_path / "bad.jsonl").write_text('{"text": "a"}\n{oops\n')
     with pytest.raises(desic.DataError, match="line 2 is not JSON"):
         load_corpus(tmp_path / "bad.jsonl")
