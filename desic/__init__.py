@@ -53,6 +53,10 @@ if TYPE_CHECKING:
     from .retrieve import Passage as Passage
     from .retrieve import Retriever as Retriever
     from .runtime import context as context
+    from .sampling import BestOfN as BestOfN
+    from .sampling import Majority as Majority
+    from .sampling import Refine as Refine
+    from .sampling import reward as reward
     from .signature import Signature as Signature
     from .signature import signature as signature
 
@@ -60,6 +64,7 @@ __all__ = [
     "LM",
     "ArtifactError",
     "BM25Retriever",
+    "BestOfN",
     "Budget",
     "BudgetExceeded",
     "CompiledPipeline",
@@ -70,12 +75,14 @@ __all__ = [
     "EvaluationReport",
     "Example",
     "LMError",
+    "Majority",
     "MetricError",
     "OutputValidationError",
     "Passage",
     "Pipeline",
     "Program",
     "RateLimited",
+    "Refine",
     "Retriever",
     "Signature",
     "SignatureError",
@@ -91,6 +98,7 @@ __all__ = [
     "load_dataset",
     "metrics",
     "pipeline",
+    "reward",
     "signature",
     "storage",
     "testing",
@@ -116,6 +124,10 @@ _LAZY = {
     "Retriever": ("retrieve", "Retriever"),
     "pipeline": ("pipeline", "pipeline"),
     "context": ("runtime", "context"),
+    "Majority": ("sampling", "Majority"),
+    "BestOfN": ("sampling", "BestOfN"),
+    "Refine": ("sampling", "Refine"),
+    "reward": ("sampling", "reward"),
     "Signature": ("signature", "Signature"),
     "signature": ("signature", "signature"),
     "metrics": ("metrics", None),

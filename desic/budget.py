@@ -90,6 +90,22 @@ class Budget:
         return None
 
 
+def require_prices(budget: Budget | None, lm: Any) -> None:
+    """Refuse a dollar budget that could never trigger: ``lm``'s model has no known price,
+    so its calls count as $0."""
+    if budget is None or budget.max_dollars is None or lm is None:
+        return
+    method = getattr(lm, "unpriced", None)
+    model = method() if method is not None else None
+    if model:
+        raise ConfigError(
+            f"max_dollars={budget.max_dollars:g} cannot be enforced: no price is known for "
+            f"model {model!r}, so its calls would count as $0. Give its price to the LM, in "
+            f"dollars per 1M tokens: desic.lm(..., prices={{{model!r}: (input, output)}}) "
+            "(prices=(0, 0) for a free self-hosted model), or drop max_dollars"
+        )
+
+
 def _more(n: int) -> str:
     return f", about {n} more in flight" if n else ""
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from . import events, ir
 from ._aio import run_sync
@@ -23,10 +25,10 @@ from ._compiled import CompiledPipeline, load
 from ._lifecycle import compile_run
 from ._redact import get_logger
 from ._version import __version__
-from .budget import Budget
+from .budget import Budget, require_prices
 from .data import Example, dataset_fingerprint, require_json, to_examples
 from .engine import default_concurrency
-from .errors import BudgetExceeded
+from .errors import BudgetExceeded, ConfigError
 from .lm import LM
 from .metrics import Metric, check_labels, resolve_metric
 from .optimize import CompileTask, Optimizer, RunRecorder, resolve
@@ -34,6 +36,7 @@ from .optimize.demos import MAX_DEMO_CHARS
 from .pipeline import Pipeline, as_pipeline
 from .record import program_key
 from .runtime import current_lm
+from .sampling import SamplingSpec
 from .sinks import progress_display
 from .storage import redact
 
@@ -73,11 +76,21 @@ async def acompile(
     max_seconds: float | None = None,
     progress: bool | None = None,
     max_errors: int | None = 10,
+    ensemble: int = 1,
+    sampling: Sequence[SamplingSpec] = (),
     **optimizer_options: Any,
 ) -> CompiledPipeline:
     """The async form of :func:`compile` (same options)."""
     from .lm import lm as make_lm
 
+    if isinstance(ensemble, bool) or not isinstance(ensemble, int) or not 1 <= ensemble <= 16:
+        raise ConfigError(f"ensemble must be a whole number of candidates from 1 to 16, got {ensemble!r}")
+    tries = list(sampling)
+    for spec in tries:
+        if not isinstance(spec, SamplingSpec):
+            raise ConfigError(
+                f"sampling= takes a list of desic.Majority(...), desic.BestOfN(...), desic.Refine(...); got {spec!r}"
+            )
     metric = resolve_metric(metric) if metric is not None else None
     pipe = as_pipeline(pipeline)
     train = to_examples(pipe, trainset, what="trainset")  # every row checked before any LM call
@@ -95,6 +108,7 @@ async def acompile(
     student = make_lm(lm) if isinstance(lm, str) else lm
     teacher = make_lm(teacher_lm) if isinstance(teacher_lm, str) else teacher_lm
     active = student if student is not None else current_lm()  # resolved once, handed down on the task
+    require_prices(limits, active)
     with compile_run(storage, resume, recorder) as run:
         train_fingerprint = dataset_fingerprint(train)
         rows = ir.fingerprint([train_fingerprint, dataset_fingerprint(val) if val is not None else None])
@@ -128,6 +142,16 @@ async def acompile(
         beat = asyncio.ensure_future(run.heartbeat())  # a killed process leaves a stale run
         try:
             program, stopped = await _optimize(opt, task, run.run_id, progress)
+            if ensemble > 1 and stopped is None:
+                try:
+                    program = await _ensemble(task, program, ensemble)
+                except BudgetExceeded as exc:
+                    stopped = exc
+            if tries and stopped is None:
+                try:
+                    program = await _try_sampling(task, program, tries)
+                except BudgetExceeded as exc:
+                    stopped = exc
             score, split = await _final_score(task, program, stopped)
             meta = ir.ProgramMeta(
                 desic_version=__version__,
@@ -245,6 +269,72 @@ async def _optimize(
     return program, stopped
 
 
+async def _ensemble(task: CompileTask, program: ir.Program, k: int) -> ir.Program:
+    """The top ``k`` distinct validation candidates as one program: each node answers
+    with the best candidate's prompt and the runners-up's (``ir.Node.variants``) and
+    takes the majority answer (``desic.sampling``). Kept unless it scores below the best
+    single candidate on the same validation rows."""
+    ranked: list[ir.Program] = [program]
+    seen = {program_key(program)}
+    for cand in sorted(
+        (c for c in task.history if c.split == "val" and c.score is not None),
+        key=lambda c: (-(c.score or 0.0), c.index),
+    ):
+        key = program_key(cand.program)
+        if key not in seen:
+            seen.add(key)
+            ranked.append(cand.program)
+        if len(ranked) == k:
+            break
+    if len(ranked) < 2:
+        log.warning("ensemble=%d: only one distinct scored candidate; no ensemble to build", k)
+        return program
+    nodes = []
+    for node in program.nodes:
+        variants = []
+        for other in ranked[1:]:
+            theirs = other.node(node.id)
+            if theirs is not None:
+                variants.append(ir.Variant(instructions=theirs.instructions, demos=theirs.demos))
+        nodes.append(msgspec.structs.replace(node, variants=tuple(variants)) if variants else node)
+    combined = program.replace(nodes=tuple(nodes))
+    _, val = task.split()
+    if task.metric is None or not val:
+        return combined
+    single, both = await task.evaluate_many([program, combined], val)
+    note = f"ensemble of the top {len(ranked)} candidates (majority vote per node)"
+    task.record(combined, both.score, note, split="val", scores=both.scores)
+    if both.score < single.score:
+        log.warning(
+            "ensemble=%d scored %.3f on %d validation rows, below the best single candidate's %.3f: "
+            "keeping the single program", k, both.score, len(val), single.score,
+        )
+        return program
+    return combined
+
+
+async def _try_sampling(task: CompileTask, program: ir.Program, tries: list[SamplingSpec]) -> ir.Program:
+    """The program with each inference-time strategy of ``tries`` on every node, scored on
+    the same validation rows as the plain program; one is kept only if it scores higher
+    (a tie keeps the plain, cheaper program)."""
+    _, val = task.split()
+    if task.metric is None or not val:
+        log.warning("sampling=: no metric or validation rows to choose with; the program is unchanged")
+        return program
+    variants = [
+        program.replace(nodes=tuple(msgspec.structs.replace(n, sampling=spec.to_ir()) for n in program.nodes))
+        for spec in tries
+    ]
+    plain, *scored = await task.evaluate_many([program, *variants], val)
+    best, best_score = program, plain.score
+    for spec, variant, result in zip(tries, variants, scored):
+        label = f"{spec.kind} n={spec.n}" + (f" reward={spec.reward_name}" if spec.reward_name else "")
+        task.record(variant, result.score, f"sampling: {label}", split="val", scores=result.scores)
+        if result.score > best_score:
+            best, best_score = variant, result.score
+    return best
+
+
 async def _final_score(
     task: CompileTask, program: ir.Program, stopped: BudgetExceeded | None
 ) -> tuple[float | None, str | None]:
@@ -284,6 +374,8 @@ def compile(
     max_seconds: float | None = None,
     progress: bool | None = None,
     max_errors: int | None = 10,
+    ensemble: int = 1,
+    sampling: Sequence[SamplingSpec] = (),
     **optimizer_options: Any,
 ) -> CompiledPipeline:
     """Optimize ``pipeline`` on ``trainset`` and return it bound to the best program.
@@ -306,6 +398,12 @@ def compile(
       ``max_dollars``, ``max_seconds``: when one runs out the compile stops cleanly with
       the best program so far, ``compiled.stopped_by`` names it and a stored run is
       marked ``stopped``;
+    - ``ensemble``: above 1, the top that many distinct candidates answer together: each
+      node votes over their prompts (``desic.sampling``), one LM call per member; kept
+      unless it scores below the best single candidate on the validation rows;
+    - ``sampling``: inference-time strategies to try on the chosen program
+      (``[desic.Majority(5), desic.BestOfN(4, reward=fn)]``, applied to every node); one
+      is kept only if it scores higher on the validation rows than the plain program;
     - ``progress``: a status line on stderr (default: when stderr is a terminal);
     - ``max_errors``: how many evaluations may fail after their LM call's retries (an
       outage, a rate limit that never clears) before the compile stops with an
@@ -330,6 +428,7 @@ def compile(
             teacher_lm=teacher_lm, seed=seed, concurrency=concurrency, recorder=recorder,
             storage=storage, resume=resume, budget=budget, max_calls=max_calls,
             max_tokens=max_tokens, max_dollars=max_dollars, max_seconds=max_seconds,
-            progress=progress, max_errors=max_errors, **optimizer_options,
+            progress=progress, max_errors=max_errors, ensemble=ensemble, sampling=sampling,
+            **optimizer_options,
         )
     )

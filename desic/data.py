@@ -36,17 +36,47 @@ class Example:
         return {**self.inputs, **self.labels}
 
 
-def load_dataset(path: str | Path) -> list[dict[str, Any]]:
-    """Rows from a ``.jsonl``, ``.json`` (a list of objects) or ``.csv`` file in UTF-8.
+def load_dataset(source: str | Path | Any, *, split: str | None = None) -> list[dict[str, Any]]:
+    """Rows as plain dicts, from a file or a Hugging Face dataset.
 
-    Whatever is wrong with the file (missing, unreadable, not UTF-8, invalid JSON, a row
-    that is not an object) is a ``DataError`` naming the file and, where it can, the line.
+    ``source`` is a ``.jsonl``, ``.json`` (a list of objects), ``.csv`` (UTF-8) or
+    ``.parquet`` file (needs ``pyarrow``), a folder written by ``datasets``'
+    ``save_to_disk``, or a ``datasets.Dataset`` / ``DatasetDict`` object (``split`` picks
+    one of a ``DatasetDict``'s splits; it may be left out when there is only one). The
+    last three need ``pip install 'desic[data]'``.
+
+    Whatever is wrong (missing, unreadable, not UTF-8, invalid JSON, a row that is not an
+    object, an unknown split) is a ``DataError`` naming the source and, where it can, the
+    line or row.
     """
-    p = Path(path)
+    if not isinstance(source, (str, Path)):
+        return _from_hf(source, split, what=type(source).__name__)
+    p = Path(source)
+    if p.is_dir():
+        if not any((p / f).is_file() for f in ("dataset_dict.json", "dataset_info.json", "state.json")):
+            raise DataError(
+                f"{p} is a folder but not a saved Hugging Face dataset (no dataset_dict.json or "
+                "dataset_info.json); give a .jsonl, .json, .csv or .parquet file"
+            )
+        datasets = _optional("datasets", f"reading the saved dataset {p}")
+        try:
+            loaded = datasets.load_from_disk(str(p))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{p}: cannot read the saved dataset: {exc}") from exc
+        return _from_hf(loaded, split, what=str(p))
+    if split is not None:
+        raise DataError(f"split={split!r} applies to Hugging Face datasets, not to the file {p}")
     if not p.is_file():
         raise DataError(f"dataset file not found: {p}")
-    text = read_text(p)
     rows: list[Any]
+    if p.suffix == ".parquet":
+        parquet = _optional("pyarrow.parquet", f"reading {p}")
+        try:
+            rows = parquet.read_table(p).to_pylist()
+        except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
+            raise DataError(f"{p}: not a readable parquet file: {exc}") from exc
+        return _check_rows(rows, str(p))
+    text = read_text(p)
     if p.suffix == ".jsonl":
         rows = []
         for lineno, line in enumerate(text.splitlines(), 1):
@@ -66,11 +96,56 @@ def load_dataset(path: str | Path) -> list[dict[str, Any]]:
     elif p.suffix == ".csv":
         rows = list(csv.DictReader(text.splitlines()))
     else:
-        raise DataError(f"{p}: unknown dataset format {p.suffix!r}; use .jsonl, .json or .csv")
+        raise DataError(
+            f"{p}: unknown dataset format {p.suffix!r}; use .jsonl, .json, .csv or .parquet"
+        )
+    return _check_rows(rows, str(p))
+
+
+def _check_rows(rows: list[Any], where: str) -> list[dict[str, Any]]:
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
-            raise DataError(f"{p}: row {i} is {type(row).__name__}, expected an object", row=i)
+            raise DataError(f"{where}: row {i} is {type(row).__name__}, expected an object", row=i)
     return rows
+
+
+def _optional(module: str, doing: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        package = module.split(".")[0]
+        raise DataError(
+            f"{doing} needs the {package!r} package: pip install 'desic[data]'"
+        ) from exc
+
+
+def _from_hf(obj: Any, split: str | None, *, what: str) -> list[dict[str, Any]]:
+    """Rows of a ``datasets`` object, recognised without importing ``datasets``."""
+    kind = type(obj).__name__
+    module = type(obj).__module__
+    if not module.startswith("datasets"):
+        raise DataError(
+            f"cannot read rows from {kind}: give a file path (.jsonl, .json, .csv, .parquet), "
+            "a saved dataset folder, or a datasets.Dataset / DatasetDict"
+        )
+    if kind in ("DatasetDict", "IterableDatasetDict"):
+        splits = sorted(obj.keys())
+        if split is None:
+            if len(splits) != 1:
+                raise DataError(f"{what} has splits {splits}: pick one with split=...")
+            split = splits[0]
+        if split not in obj:
+            raise DataError(f"{what} has no split {split!r}; its splits are {splits}")
+        return _from_hf(obj[split], None, what=f"{what}[{split!r}]")
+    if split is not None:
+        raise DataError(f"{what} is a single {kind}, not a DatasetDict: drop split={split!r}")
+    if hasattr(obj, "to_list"):
+        rows = obj.to_list()
+    else:  # an IterableDataset
+        rows = [dict(row) for row in obj]
+    return _check_rows(rows, what)
 
 
 def read_text(p: Path) -> str:

@@ -28,13 +28,14 @@ from . import events, ir
 from ._aio import run_sync
 from ._bucket import TokenBucket
 from ._json import to_jsonable
-from .budget import Budget, BudgetMeter
+from .budget import Budget, BudgetMeter, require_prices
 from .data import Example, to_examples
 from .engine import LOCAL, RunOutcome, default_concurrency, score_outcome
 from .errors import ConfigError
 from .lm import LM, Usage
 from .metrics import Metric, check_labels, resolve_metric
 from .pipeline import Pipeline, as_pipeline
+from .runtime import current_lm
 
 __all__ = ["EvaluationReport", "ExampleResult", "aevaluate", "evaluate"]
 
@@ -164,6 +165,7 @@ async def aevaluate(
     if max_errors is not None and max_errors < 1:
         raise ConfigError(f"max_errors must be at least 1 (or None for no limit), got {max_errors}")
     limits = Budget.of(budget)
+    require_prices(limits, lm if lm is not None else current_lm())
     run = _Evaluation(pipe, examples, metric, program, lm, concurrency, rps, burst, max_errors, limits)
     sink = progress_display("evaluate", total=len(examples), budget=limits, show=progress)
     if sink is None:

@@ -25,6 +25,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MAX_NESTING",
     "MIGRATIONS",
+    "SAMPLING_KINDS",
     "STRATEGIES",
     "Demo",
     "DemoSelect",
@@ -34,7 +35,9 @@ __all__ = [
     "Node",
     "Program",
     "ProgramMeta",
+    "Sampling",
     "SignatureSpec",
+    "Variant",
     "canonical_json",
     "describe_type",
     "fingerprint",
@@ -145,6 +148,28 @@ class LMOverrides(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     seed: int | None = None
 
 
+#: The inference-time strategies a ``Node.sampling`` may name (see ``desic.sampling``).
+SAMPLING_KINDS = ("majority", "best_of_n", "refine")
+
+
+class Sampling(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A node answers from several samples: ``kind`` is one of ``SAMPLING_KINDS``;
+    ``reward`` names the function that scores samples (never code)."""
+
+    kind: str
+    n: int
+    temperature: float | None = None
+    threshold: float | None = None
+    reward: str | None = None
+
+
+class Variant(msgspec.Struct, frozen=True, kw_only=True):
+    """Other instructions and demos for a node (an ensemble member)."""
+
+    instructions: str = ""
+    demos: tuple[Demo, ...] = ()
+
+
 class Node(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     signature: SignatureSpec
@@ -154,6 +179,8 @@ class Node(msgspec.Struct, frozen=True, kw_only=True):
     demos: tuple[Demo, ...] = ()
     lm: LMOverrides = LMOverrides()
     fingerprint: str = ""
+    sampling: Sampling | None = None
+    variants: tuple[Variant, ...] = ()
     select: DemoSelect | None = None  # None: fixed demos (``Node.demos``)
 
     @property
@@ -399,6 +426,10 @@ def check_program(program: Program, *, source: str = "<program>") -> None:
             raise ArtifactError(
                 f"{where} has an unknown strategy {node.strategy!r}; strategies: {', '.join(STRATEGIES)}"
             )
+        if node.sampling is not None:
+            check_sampling(node.sampling, where)
+        if len(node.variants) > 16:
+            raise ArtifactError(f"{where} has {len(node.variants)} variants; at most 16")
         spec = node.signature
         if node.select is not None:
             check_select(node.select, spec, where=where)
@@ -415,6 +446,17 @@ def check_program(program: Program, *, source: str = "<program>") -> None:
             raise ArtifactError(f"{where}: output_field {spec.output_field!r} is not an output property")
 
 
+def check_sampling(sampling: Sampling, where: str) -> None:
+    from .errors import ArtifactError
+
+    if sampling.kind not in SAMPLING_KINDS:
+        raise ArtifactError(f"{where} has an unknown sampling {sampling.kind!r}; kinds: {', '.join(SAMPLING_KINDS)}")
+    if not 1 <= sampling.n <= 64:
+        raise ArtifactError(f"{where}: sampling n={sampling.n} must be within 1..64")
+    if sampling.temperature is not None and not 0 <= sampling.temperature <= 2:
+        raise ArtifactError(f"{where}: sampling temperature {sampling.temperature} must be within 0..2")
+    if sampling.kind in ("best_of_n", "refine") and not sampling.reward:
+        raise ArtifactError(f"{where}: {sampling.kind} needs the name of its reward")
 def check_select(select: DemoSelect, spec: SignatureSpec, *, where: str) -> None:
     """``ArtifactError`` unless ``select`` is a demo selection ``spec``'s node can use."""
     from .errors import ArtifactError

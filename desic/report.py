@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import difflib
-import html
+import functools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import jinja2
 import msgspec
+from markupsafe import Markup
 
 from . import ir
 from ._version import __version__
@@ -44,6 +46,8 @@ class CandidateRow:
     tokens: int
     cost: float
     program: ir.Program | None
+    split: str | None = None
+    scores: tuple[float, ...] = ()
 
 
 def _usage(value: Any) -> tuple[int, int, float]:
@@ -69,6 +73,15 @@ def _program(value: Any) -> ir.Program | None:
     return None
 
 
+def _scores(value: Any) -> tuple[float, ...]:
+    if not isinstance(value, Sequence) or isinstance(value, str):
+        return ()
+    try:
+        return tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return ()
+
+
 def candidate_rows(candidates: Iterable[Any]) -> list[CandidateRow]:
     rows: list[CandidateRow] = []
     for position, cand in enumerate(candidates):
@@ -85,6 +98,8 @@ def candidate_rows(candidates: Iterable[Any]) -> list[CandidateRow]:
                 tokens=tokens,
                 cost=cost,
                 program=_program(get("program")),
+                split=str(get("split")) if get("split") else None,
+                scores=_scores(get("scores")),
             )
         )
     return rows
@@ -175,6 +190,8 @@ def format_graph(program: ir.Program) -> str:
             continue
         spec = node.signature
         demos = f"{len(node.demos)} demo{'s' * (len(node.demos) != 1)}"
+        if node.select is not None and node.select.per_input:
+            demos = node.demos_text
         outs = ", ".join(spec.output_names)
         lines.append(
             f"  [{node_id}]{' ' * (width - len(node_id))}  {node.strategy}"
@@ -188,72 +205,50 @@ def format_graph(program: ir.Program) -> str:
     return "\n".join(lines)
 
 
-# --- HTML pieces ----------------------------------------------------------------------------------
 
-_e = html.escape
+# --- what the page shows, as data for the template (desic/templates/report.html.j2) ------------
 
-_CSS = """
-:root{--fg:#1d2330;--mut:#5f6b7a;--line:#d9dee5;--bg:#fff;--soft:#f4f6f9;--acc:#2b6cb0;--best:#d97706;
---add:#e6ffed;--sub:#ffeef0;--chg:#fff5b1}
-*{box-sizing:border-box}body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
-color:var(--fg);background:var(--bg)}main{max-width:1100px;margin:0 auto;padding:24px 28px 48px}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:32px 0 10px;padding-bottom:6px;
-border-bottom:1px solid var(--line)}h3{font-size:14px;margin:18px 0 6px}
-code,pre{font:12.5px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
-.sub{color:var(--mut);margin:0}.cards{display:flex;flex-wrap:wrap;gap:10px;margin-top:16px}
-.card{background:var(--soft);border:1px solid var(--line);border-radius:8px;padding:8px 14px;min-width:120px}
-.card b{display:block;font-size:18px}.card span{color:var(--mut);font-size:12px}
-dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px;margin:14px 0 0}
-dl.meta dt{color:var(--mut)}dl.meta dd{margin:0;word-break:break-word}
-svg.plot{width:100%;height:auto;background:#fff;border:1px solid var(--line);border-radius:8px}
-svg .grid{stroke:#eef1f5}svg .axis{stroke:#9aa5b1}svg text{font-size:11px;fill:var(--mut)}
-svg .best-line{fill:none;stroke:var(--best);stroke-width:2}svg .pt{fill:var(--acc);opacity:.85}
-svg .pt.top{fill:var(--best);stroke:#fff;stroke-width:1.5}svg a:hover .pt{opacity:1;stroke:#000}
-.legend{color:var(--mut);font-size:12px;margin:6px 0 0}.legend i{display:inline-block;width:14px;height:3px;
-vertical-align:middle;margin:0 4px 0 12px}
-table.cands{border-collapse:collapse;width:100%}table.cands th,table.cands td{padding:5px 8px;
-border-bottom:1px solid var(--line);text-align:left;vertical-align:top}table.cands th{cursor:pointer;
-user-select:none;background:var(--soft);position:sticky;top:0}table.cands td.num{text-align:right;
-font-variant-numeric:tabular-nums}table.cands tr.best td{background:#fff7e6}table.cands tr:target td{
-outline:2px solid var(--acc)}td.instr{color:var(--mut);max-width:420px}
-pre.graph{background:var(--soft);border:1px solid var(--line);border-radius:8px;padding:10px 12px;overflow:auto}
-svg.dag{max-width:100%;height:auto}svg.dag rect{fill:#eef4fb;stroke:var(--acc)}svg.dag text{fill:var(--fg);
-font-size:12px}svg.dag line{stroke:#7b8794;stroke-width:1.4}
-.msg{border:1px solid var(--line);border-radius:8px;margin:8px 0;overflow:hidden}
-.msg .role{font-size:11px;text-transform:uppercase;letter-spacing:.05em;padding:3px 10px;background:var(--soft);
-color:var(--mut)}.msg pre{margin:0;padding:8px 10px;white-space:pre-wrap;word-break:break-word}
-.msg.system .role{background:#e8f0fe}.msg.assistant .role{background:#e9f7ef}
-table.diff{border-collapse:collapse;width:100%;font:12px ui-monospace,Menlo,Consolas,monospace;margin:6px 0;
-border:1px solid var(--line)}table.diff colgroup{display:none}
-table.diff td{padding:1px 6px;vertical-align:top;white-space:pre-wrap;word-break:break-word;width:50%}
-table.diff th{background:var(--soft);font-weight:600;text-align:left;padding:4px 6px}
-table.diff .diff_next{display:none}table.diff td.diff_header{color:var(--mut);text-align:right;width:2.5em;
-background:var(--soft)}
-.diff_add{background:var(--add)}.diff_chg{background:var(--chg)}.diff_sub{background:var(--sub)}
-.same{color:var(--mut)}details{margin:8px 0}summary{cursor:pointer;color:var(--acc)}
-.empty{color:var(--mut);font-style:italic}footer{margin-top:40px;color:var(--mut);font-size:12px}
-"""
+_SPLITS = {
+    "val": "validation rows",
+    "minibatch": "minibatch rows",
+    "bootstrap": "trainset traces",
+}
 
-_JS = """
-document.querySelectorAll('table.cands th').forEach(function(th, col){
-  th.addEventListener('click', function(){
-    var body = th.closest('table').tBodies[0];
-    var rows = Array.prototype.slice.call(body.rows);
-    var asc = th.dataset.dir !== 'asc'; th.dataset.dir = asc ? 'asc' : 'desc';
-    rows.sort(function(a, b){
-      var x = a.cells[col].dataset.v, y = b.cells[col].dataset.v;
-      var nx = parseFloat(x), ny = parseFloat(y);
-      var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : String(x).localeCompare(String(y));
-      return asc ? c : -c;
-    });
-    rows.forEach(function(r){ body.appendChild(r); });
-  });
-});
-"""
+
+def score_interval(scores: Sequence[float], z: float = 1.96) -> tuple[float, float] | None:
+    """A 95% interval for the mean of per-row scores: Wilson's for pass/fail scores (exact
+    enough at the small n of a validation split), else the normal one; None below 2 rows."""
+    n = len(scores)
+    if n < 2:
+        return None
+    mean = sum(scores) / n
+    if all(v in (0.0, 1.0) for v in scores):
+        denom = 1 + z * z / n
+        centre = (mean + z * z / (2 * n)) / denom
+        half = z * math.sqrt(mean * (1 - mean) / n + z * z / (4 * n * n)) / denom
+        return max(0.0, centre - half), min(1.0, centre + half)
+    var = sum((v - mean) ** 2 for v in scores) / (n - 1)
+    half = z * math.sqrt(var / n)
+    return max(min(scores), mean - half), min(max(scores), mean + half)
 
 
 def _fmt_score(score: float | None) -> str:
     return "—" if score is None else f"{score:.3f}"
+
+
+def score_text(row: CandidateRow | None) -> str:
+    """``0.800 [0.584, 0.919] on 20 validation rows``, or the bare score when the record
+    has no per-row scores."""
+    if row is None or row.score is None:
+        return "—"
+    text = _fmt_score(row.score)
+    if not row.scores:
+        return text
+    interval = score_interval(row.scores)
+    if interval is not None:
+        text += f" [{interval[0]:.3f}, {interval[1]:.3f}]"
+    where = _SPLITS.get(row.split or "", f"{row.split} rows" if row.split else "rows")
+    return f"{text} on {len(row.scores)} {where}"
 
 
 def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
@@ -272,64 +267,46 @@ def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return ticks
 
 
-def score_plot(rows: Sequence[CandidateRow], *, width: int = 760, height: int = 300) -> str:
-    """Inline SVG: one point per scored candidate, a step line of the best score so far."""
+def plot_data(rows: Sequence[CandidateRow], *, width: int = 760, height: int = 300) -> dict[str, Any] | None:
+    """The score chart's geometry: one point per scored candidate and a step line of the
+    best score so far; None when fewer than two candidates have a score (nothing to chart)."""
     scored = [(r, r.score) for r in rows if r.score is not None]
+    if len(scored) < 2:
+        return None
     left, right, top, bottom = 52, 18, 16, 40
     pw, ph = width - left - right, height - top - bottom
-    if not scored:
-        return '<p class="empty">No candidate has a score yet.</p>'
     xs = [r.index for r in rows]
     x_lo, x_hi = min(xs), max(max(xs), min(xs) + 1)
-    scores = [score for _, score in scored]
-    y_lo, y_hi = min(0.0, min(scores)), max(1.0, max(scores))
+    values = [score for _, score in scored]
+    y_lo, y_hi = min(0.0, min(values)), max(1.0, max(values))
 
     def px(x: float) -> float:
-        return left + (x - x_lo) / (x_hi - x_lo) * pw
+        return round(left + (x - x_lo) / (x_hi - x_lo) * pw, 1)
 
     def py(y: float) -> float:
-        return top + (1 - (y - y_lo) / (y_hi - y_lo)) * ph
+        return round(top + (1 - (y - y_lo) / (y_hi - y_lo)) * ph, 1)
 
-    out = [
-        (
-            f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-            'role="img" aria-label="score over candidates">'
-        )
-    ]
-    for t in _nice_ticks(y_lo, y_hi):
-        y = py(t)
-        out.append(f'<line class="grid" x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{t:g}</text>')
-    x_ticks = [t for t in _nice_ticks(x_lo, x_hi, 10) if float(t).is_integer()]
-    for t in x_ticks:
-        x = px(t)
-        out.append(f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle">{int(t)}</text>')
-    out.append(f'<line class="axis" x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}"/>')
-    out.append(f'<line class="axis" x1="{left}" x2="{left}" y1="{top}" y2="{top + ph}"/>')
-    out.append(
-        f'<text x="{left + pw / 2:.1f}" y="{height - 6}" text-anchor="middle">candidate</text>'
-        f'<text x="14" y="{top + ph / 2:.1f}" text-anchor="middle" '
-        f'transform="rotate(-90 14 {top + ph / 2:.1f})">score</text>'
-    )
-    points: list[str] = []
+    line: list[str] = []
     best: float | None = None
     for r, score in scored:
         if best is not None:
-            points.append(f"{px(r.index):.1f},{py(best):.1f}")
+            line.append(f"{px(r.index)},{py(best)}")
         best = score if best is None or score > best else best
-        points.append(f"{px(r.index):.1f},{py(best):.1f}")
-    out.append(f'<polyline class="best-line" points="{" ".join(points)}"/>')
+        line.append(f"{px(r.index)},{py(best)}")
     top_row = _best(rows)
-    for r, score in scored:
-        cls = "pt top" if r is top_row else "pt"
-        radius = 6 if r is top_row else 4
-        tip = f"candidate {r.index}: score {score:.3f}" + (f" ({r.note})" if r.note else "")
-        out.append(
-            f'<a href="#cand-{r.index}"><circle class="{cls}" cx="{px(r.index):.1f}" '
-            f'cy="{py(score):.1f}" r="{radius}"><title>{_e(tip)}</title></circle></a>'
-        )
-    out.append("</svg>")
-    return "".join(out)
+    return {
+        "width": width, "height": height, "left": left, "top": top, "pw": pw, "ph": ph,
+        "y_ticks": [(py(t), f"{t:g}") for t in _nice_ticks(y_lo, y_hi)],
+        "x_ticks": [(px(t), int(t)) for t in _nice_ticks(x_lo, x_hi, 10) if float(t).is_integer()],
+        "line": " ".join(line),
+        "points": [
+            {
+                "index": r.index, "x": px(r.index), "y": py(score), "top": r is top_row,
+                "tip": f"candidate {r.index}: {score_text(r)}" + (f" ({r.note})" if r.note else ""),
+            }
+            for r, score in scored
+        ],
+    }
 
 
 def _first_line(text: str, limit: int = 110) -> str:
@@ -337,23 +314,23 @@ def _first_line(text: str, limit: int = 110) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _candidate_table(rows: Sequence[CandidateRow]) -> str:
-    if not rows:
-        return '<p class="empty">No candidates recorded yet.</p>'
+def table_rows(rows: Sequence[CandidateRow]) -> list[dict[str, Any]]:
+    """The candidate table: each cell as (text, sort value, css class)."""
     best = _best(rows)
-    head = ["#", "score", "best so far", "note", "calls", "tokens", "cost ($)", "demos", "instructions"]
-    out = ['<table class="cands" id="candidates-table"><thead><tr>']
-    out.extend(f"<th>{_e(h)}</th>" for h in head)
-    out.append("</tr></thead><tbody>")
+    out: list[dict[str, Any]] = []
     running: float | None = None
     for r in rows:
         if r.score is not None and (running is None or r.score > running):
             running = r.score
         demos = sum(len(n.demos) for n in r.program.nodes) if r.program else 0
         instr = " | ".join(_first_line(n.instructions, 80) for n in r.program.nodes) if r.program else ""
+        interval = score_interval(r.scores) if r.scores else None
         cells = [
             (str(r.index), str(r.index), "num"),
             (_fmt_score(r.score), "" if r.score is None else f"{r.score}", "num"),
+            ("" if interval is None else f"{interval[0]:.3f}–{interval[1]:.3f}", "" if interval is None else f"{interval[0]}", "num"),
+            (str(len(r.scores)) if r.scores else "", str(len(r.scores)), "num"),
+            (r.split or "", r.split or "", ""),
             (_fmt_score(running), "" if running is None else f"{running}", "num"),
             (r.note, r.note, ""),
             (str(r.calls), str(r.calls), "num"),
@@ -362,22 +339,21 @@ def _candidate_table(rows: Sequence[CandidateRow]) -> str:
             (str(demos), str(demos), "num"),
             (instr, instr, "instr"),
         ]
-        cls = ' class="best"' if r is best else ""
-        out.append(f'<tr id="cand-{r.index}"{cls}>')
-        out.extend(
-            f'<td class="{c}" data-v="{_e(v)}">{_e(text)}</td>' if c else f'<td data-v="{_e(v)}">{_e(text)}</td>'
-            for text, v, c in cells
-        )
-        out.append("</tr>")
-    out.append("</tbody></table>")
-    return "".join(out)
+        out.append({"index": r.index, "best": r is best, "cells": cells})
+    return out
 
 
-def _graph_svg(program: ir.Program) -> str:
-    """The node graph as boxes in layers (left to right) with arrows for data edges."""
+TABLE_HEAD = [
+    "#", "score", "95% interval", "rows", "split", "best so far", "note", "calls", "tokens",
+    "cost ($)", "demos", "instructions",
+]
+
+
+def graph_data(program: ir.Program) -> dict[str, Any] | None:
+    """The node graph's geometry: boxes in layers (left to right), a line per data edge."""
     layers = graph_layers(program)
     if not layers:
-        return ""
+        return None
     box_w, box_h, gap_x, gap_y, pad = 170, 40, 70, 18, 10
     pos: dict[str, tuple[float, float]] = {}
     tallest = max(len(layer) for layer in layers)
@@ -388,34 +364,24 @@ def _graph_svg(program: ir.Program) -> str:
         y0 = (height - span) / 2
         for ni, node_id in enumerate(layer):
             pos[node_id] = (pad + li * (box_w + gap_x), y0 + ni * (box_h + gap_y))
-    out = [
-        (
-            f'<svg class="dag" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height:.0f}" '
-            f'width="{width}" role="img" aria-label="node graph">'
-            '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
-            'markerHeight="7" orient="auto"><path d="M0,0L10,5L0,10z" fill="#7b8794"/></marker></defs>'
-        )
-    ]
+    edges = []
     for edge in program.edges:
         if edge.src not in pos or edge.dst not in pos:
             continue
         (sx, sy), (dx, dy) = pos[edge.src], pos[edge.dst]
-        out.append(
-            f'<line x1="{sx + box_w:.1f}" y1="{sy + box_h / 2:.1f}" x2="{dx:.1f}" '
-            f'y2="{dy + box_h / 2:.1f}" marker-end="url(#arrow)"><title>{_e(edge.src)} → '
-            f"{_e(edge.dst)}.{_e(edge.field)}</title></line>"
-        )
+        edges.append({
+            "x1": round(sx + box_w, 1), "y1": round(sy + box_h / 2, 1), "x2": round(dx, 1),
+            "y2": round(dy + box_h / 2, 1), "tip": f"{edge.src} → {edge.dst}.{edge.field}",
+        })
+    boxes = []
     for node in program.nodes:
         x, y = pos[node.id]
-        label = node.id if len(node.id) <= 22 else node.id[:21] + "…"
-        out.append(
-            f'<g><rect x="{x:.1f}" y="{y:.1f}" width="{box_w}" height="{box_h}" rx="7"/>'
-            f'<text x="{x + box_w / 2:.1f}" y="{y + 17:.1f}" text-anchor="middle">{_e(label)}</text>'
-            f'<text x="{x + box_w / 2:.1f}" y="{y + 32:.1f}" text-anchor="middle" '
-            f'style="font-size:10px;fill:#5f6b7a">{_e(node.strategy)} · {_e(node.demos_text)}</text></g>'
-        )
-    out.append("</svg>")
-    return "".join(out)
+        boxes.append({
+            "x": round(x, 1), "y": round(y, 1), "cx": round(x + box_w / 2, 1),
+            "label": node.id if len(node.id) <= 22 else node.id[:21] + "…",
+            "sub": f"{node.strategy} · {node.demos_text}",
+        })
+    return {"width": width, "height": round(height), "box_w": box_w, "box_h": box_h, "edges": edges, "boxes": boxes}
 
 
 def placeholder_inputs(node: ir.Node) -> dict[str, str]:
@@ -427,14 +393,6 @@ def node_prompt(node: ir.Node) -> list[dict[str, str]]:
     from .render import render_messages
 
     return render_messages(node, placeholder_inputs(node))
-
-
-def _messages_html(messages: Sequence[Mapping[str, str]]) -> str:
-    return "".join(
-        f'<div class="msg {_e(m["role"])}"><div class="role">{_e(m["role"])}</div>'
-        f"<pre>{_e(m['content'])}</pre></div>"
-        for m in messages
-    )
 
 
 def _prompt_text(node: ir.Node) -> list[str]:
@@ -449,51 +407,40 @@ def _prompt_text(node: ir.Node) -> list[str]:
     return lines
 
 
-def _best_program_html(best: CandidateRow | None) -> str:
-    if best is None or best.program is None:
-        return '<p class="empty">No scored candidate with a program.</p>'
-    program = best.program
-    parts = [
-        f"<p>Candidate {best.index}, score {_fmt_score(best.score)}"
-        + (f" — {_e(best.note)}" if best.note else "")
-        + ". Inputs are shown as <code>{name}</code>.</p>",
-        _graph_svg(program),
-        f'<pre class="graph">{_e(format_graph(program))}</pre>',
+def _pool(node: ir.Node, limit: int = 200) -> dict[str, Any] | None:
+    """A per-input demo pool as the report shows it (each input gets the ``k`` nearest)."""
+    select = node.select
+    if select is None or not select.per_input:
+        return None
+    rows = [
+        {"source": d.source, "inputs": _first_line(json.dumps(d.inputs, ensure_ascii=False), 300),
+         "output": _first_line(json.dumps(d.output, ensure_ascii=False), 200)}
+        for d in select.pool[:limit]
     ]
+    return {"k": select.k, "size": len(select.pool), "by": select.by, "rows": rows,
+            "more": max(0, len(select.pool) - limit)}
+
+
+def best_program_data(best: CandidateRow | None) -> dict[str, Any] | None:
+    if best is None or best.program is None:
+        return None
+    program = best.program
+    nodes: list[dict[str, Any]] = []
     for node in program.nodes:
-        parts.append(f"<h3>node <code>{_e(node.id)}</code> · {_e(node.strategy)} · {_e(node.demos_text)}</h3>")
+        entry: dict[str, Any] = {
+            "id": node.id, "strategy": node.strategy, "demos": node.demos_text, "error": None, "pool": _pool(node),
+        }
         try:
             messages = node_prompt(node)
         except Exception as exc:  # noqa: BLE001 - a template that cannot render is reported, not fatal
-            parts.append(f'<p class="empty">cannot render this node: {_e(type(exc).__name__)}: {_e(str(exc))}</p>')
-            continue
-        demo_turns = messages[1:-1]
-        parts.append(_messages_html(messages[:1]))
-        if node.select is not None and node.select.per_input:
-            parts.append(_pool_html(node.select))
-        elif demo_turns:
-            parts.append(
-                f"<details><summary>{len(demo_turns) // 2} demos ({len(demo_turns)} messages)</summary>"
-                + _messages_html(demo_turns)
-                + "</details>"
-            )
-        parts.append(_messages_html(messages[-1:]))
-    return "".join(parts)
-
-
-def _pool_html(select: ir.DemoSelect, limit: int = 200) -> str:
-    """A per-input demo pool: each input gets the ``k`` demos of it nearest the input."""
-    rows = "".join(
-        f"<tr><td>{i}</td><td>{_e(d.source)}</td><td><pre>{_e(_first_line(json.dumps(d.inputs, ensure_ascii=False), 300))}</pre></td>"
-        f"<td><pre>{_e(_first_line(json.dumps(d.output, ensure_ascii=False), 200))}</pre></td></tr>"
-        for i, d in enumerate(select.pool[:limit])
-    )
-    more = f"<p>... and {len(select.pool) - limit} more</p>" if len(select.pool) > limit else ""
-    return (
-        f"<details><summary>per-input demos: each input is shown the {select.k} demos of this pool of "
-        f"{len(select.pool)} most similar to it ({_e(select.by)})</summary>"
-        f"<table><tr><th>#</th><th>source</th><th>inputs</th><th>output</th></tr>{rows}</table>{more}</details>"
-    )
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+        else:
+            entry.update(first=messages[:1], demo_turns=messages[1:-1], last=messages[-1:])
+        nodes.append(entry)
+    return {
+        "row": best, "score": score_text(best), "graph": graph_data(program),
+        "text": format_graph(program), "nodes": nodes,
+    }
 
 
 def _wrap_lines(text: str, width: int = 100) -> list[str]:
@@ -505,55 +452,75 @@ def _wrap_lines(text: str, width: int = 100) -> list[str]:
     return lines
 
 
-def _diff_html(baseline: CandidateRow | None, best: CandidateRow | None) -> str:
+def diff_data(baseline: CandidateRow | None, best: CandidateRow | None) -> dict[str, Any]:
+    """Per node: the instructions' side-by-side diff and the full prompt's. The tables are
+    difflib's HTML, which escapes the text it shows, so they go into the page as markup."""
     if baseline is None or best is None or baseline.program is None or best.program is None:
-        return '<p class="empty">Needs a baseline and a scored best candidate.</p>'
+        return {"missing": True, "same": None, "nodes": []}
     if baseline is best:
-        return f'<p class="same">The best candidate is the baseline (candidate {baseline.index}): nothing changed.</p>'
+        return {"missing": False, "same": baseline.index, "nodes": []}
     a, b = baseline.program, best.program
     from_desc = f"baseline (candidate {baseline.index})"
     to_desc = f"best (candidate {best.index})"
     differ = difflib.HtmlDiff(tabsize=4, wrapcolumn=70)
-    parts: list[str] = []
+    nodes: list[dict[str, Any]] = []
     for node_id in dict.fromkeys([*a.node_ids, *b.node_ids]):
         na, nb = a.node(node_id), b.node(node_id)
-        parts.append(f"<h3>node <code>{_e(node_id)}</code></h3>")
         if na is None or nb is None:
-            where = "best" if na is None else "baseline"
-            parts.append(f'<p class="same">only in the {where} program</p>')
+            nodes.append({"id": node_id, "only_in": "best" if na is None else "baseline", "instructions": None,
+                          "demos": (0, 0), "prompt": None})
             continue
         ia = na.instructions or na.signature.instructions
         ib = nb.instructions or nb.signature.instructions
-        if ia == ib:
-            parts.append('<p class="same">Instructions unchanged.</p>')
-        else:
-            parts.append(
-                differ.make_table(_wrap_lines(ia), _wrap_lines(ib), from_desc, to_desc, context=False)
-            )
-        parts.append(f"<p>Demos: {len(na.demos)} → {len(nb.demos)}.</p>")
         pa, pb = _prompt_text(na), _prompt_text(nb)
-        if pa != pb:
-            parts.append(
-                "<details><summary>Full prompt diff (system message and demos)</summary>"
-                + differ.make_table(pa, pb, from_desc, to_desc, context=True, numlines=2)
-                + "</details>"
-            )
-    return "".join(parts)
+        nodes.append({
+            "id": node_id,
+            "only_in": None,
+            "instructions": None if ia == ib else Markup(
+                differ.make_table(_wrap_lines(ia), _wrap_lines(ib), from_desc, to_desc, context=False)
+            ),
+            "demos": (len(na.demos), len(nb.demos)),
+            "prompt": None if pa == pb else Markup(
+                differ.make_table(pa, pb, from_desc, to_desc, context=True, numlines=2)
+            ),
+        })
+    return {"missing": False, "same": None, "nodes": nodes}
 
 
-def _meta_html(info: Mapping[str, Any]) -> str:
-    keys = ["id", "pipeline", "status", "stopped_by", "optimizer", "optimizer_config", "seed", "lm", "created_at", "updated_at", "error"]
+_META_KEYS = ["id", "pipeline", "status", "stopped_by", "optimizer", "seed", "created_at", "updated_at", "error"]
+_TABLE_KEYS = ("lm", "optimizer_config")
+
+
+def meta_data(info: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[tuple[str, list[tuple[str, str]]]]]:
+    """The run's facts: (label, text) pairs, and the LM and optimizer settings (and any
+    other mapping) as (title, [(key, value)]) tables."""
+    keys = [*_META_KEYS, *_TABLE_KEYS]
     keys += [k for k in info if k not in keys and k not in ("best_score", "candidates")]
-    labels = {"stopped_by": "stopped by budget", "error": "reason" if info.get("status") == "stopped" else "error"}
-    out = ['<dl class="meta">']
+    labels = {
+        "stopped_by": "stopped by budget",
+        "error": "reason" if info.get("status") == "stopped" else "error",
+        "lm": "LM", "optimizer_config": "optimizer settings",
+    }
+    facts: list[tuple[str, str]] = []
+    tables: list[tuple[str, list[tuple[str, str]]]] = []
     for key in keys:
         value = info.get(key)
         if value in (None, "", {}, []):
             continue
-        text = value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
-        out.append(f"<dt>{_e(labels.get(key, key.replace('_', ' ')))}</dt><dd>{_e(text)}</dd>")
-    out.append("</dl>")
-    return "".join(out)
+        label = labels.get(key, key.replace("_", " "))
+        if isinstance(value, Mapping):
+            tables.append((label, [(str(k), _cell(v)) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))]))
+        else:
+            facts.append((label, _cell(value)))
+    return facts, tables
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float, bool)) or value is None:
+        return json.dumps(value)
+    return json.dumps(value, default=str, sort_keys=True)
 
 
 def _status(info: Mapping[str, Any]) -> str:
@@ -561,6 +528,20 @@ def _status(info: Mapping[str, Any]) -> str:
     status = str(info.get("status") or "?")
     stopped_by = info.get("stopped_by")
     return f"{status} ({stopped_by})" if status == "stopped" and stopped_by else status
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    """The report's Jinja environment: templates shipped in ``desic/templates``, every
+    value escaped unless it is ``Markup`` (only difflib's tables are)."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("desic", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
 
 
 def build_report(run_info: Any, candidates: Iterable[Any]) -> str:
@@ -572,49 +553,32 @@ def build_report(run_info: Any, candidates: Iterable[Any]) -> str:
     info = _info(run_info)
     rows = candidate_rows(candidates)
     best = _best(rows)
-    baseline = rows[0] if rows else None
-    run_id = str(info.get("id") or info.get("run_id") or "run")
     last = rows[-1] if rows else None
-    cards = [
-        (_fmt_score(best.score if best else None), "best score"),
-        (str(len(rows)), "candidates"),
-        (str(last.calls if last else 0), "LM calls"),
-        (str(last.tokens if last else 0), "tokens"),
-        (f"${last.cost:.4f}" if last else "$0", "cost"),
-        (_status(info), "status"),
-    ]
     status = _status(info) if info.get("status") else None
-    subtitle = " · ".join(str(x) for x in (info.get("pipeline"), info.get("optimizer"), status) if x)
-    stamp = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    body = [
-        "<!doctype html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>desic run {_e(run_id)}</title><style>{_CSS}</style></head><body><main>",
-        f'<header><h1>desic run <code>{_e(run_id)}</code></h1><p class="sub">{_e(subtitle)}</p>',
-        '<div class="cards">',
-        *(f'<div class="card"><b>{_e(v)}</b><span>{_e(k)}</span></div>' for v, k in cards),
-        "</div>",
-        _meta_html(info),
-        "</header>",
-        '<section id="plot"><h2>Score over candidates</h2>',
-        score_plot(rows),
-        (
-            '<p class="legend"><i style="background:#2b6cb0;height:8px;width:8px;border-radius:4px"></i>'
-            'candidate <i style="background:#d97706"></i>best so far (click a point for its row)</p></section>'
-        ),
-        '<section id="candidates"><h2>Candidates</h2>',
-        '<p class="legend">Calls, tokens and cost are cumulative for the run. Click a header to sort.</p>',
-        _candidate_table(rows),
-        "</section>",
-        '<section id="best"><h2>Best program</h2>',
+    facts, tables = meta_data(info)
+    scored = [r for r in rows if r.score is not None]
+    return environment().get_template("report.html.j2").render(
+        run_id=str(info.get("id") or info.get("run_id") or "run"),
+        subtitle=" · ".join(str(x) for x in (info.get("pipeline"), info.get("optimizer"), status) if x),
+        cards=[
+            (_fmt_score(best.score if best else None), "best score"),
+            (str(len(rows)), "candidates"),
+            (str(last.calls if last else 0), "LM calls"),
+            (str(last.tokens if last else 0), "tokens"),
+            (f"${last.cost:.4f}" if last else "$0", "cost"),
+            (_status(info), "status"),
+        ],
+        best_score=score_text(best) if best is not None and best.scores else None,
+        facts=facts,
+        tables=tables,
+        plot=plot_data(rows),
+        only=scored[0] if len(scored) == 1 else None,
+        only_score=score_text(scored[0]) if len(scored) == 1 else None,
+        head=TABLE_HEAD,
+        table=table_rows(rows),
         # nothing scored (labeled, knn without a valset): the program the run ended with
-        _best_program_html(best or next((r for r in reversed(rows) if r.program is not None), None)),
-        "</section>",
-        '<section id="diff"><h2>Instructions: baseline vs best</h2>',
-        _diff_html(baseline, best),
-        "</section>",
-        f"<footer>Generated by desic {_e(__version__)} on {_e(stamp)}.</footer>",
-        f"</main><script>{_JS}</script></body></html>",
-    ]
-    return "\n".join(body)
+        best=best_program_data(best or next((r for r in reversed(rows) if r.program is not None), None)),
+        diff=diff_data(rows[0] if rows else None, best),
+        version=__version__,
+        stamp=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    )

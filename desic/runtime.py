@@ -16,7 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from . import events, ir
+import msgspec
+
+from . import events, ir, sampling
 from ._aio import run_sync
 from ._json import UNSET, to_jsonable
 from .errors import ArtifactError
@@ -262,7 +264,7 @@ class run_scope:  # lower case: it replaced a context-manager function of this n
         _run.reset(self._token)
 
 
-_default_nodes: dict[tuple[str, str, str, str], ir.Node] = {}
+_default_nodes: dict[tuple[str, str, str, str, ir.Sampling | None], ir.Node] = {}
 
 
 def default_node(sig: Signature[..., Any], node_id: str) -> ir.Node:
@@ -271,7 +273,8 @@ def default_node(sig: Signature[..., Any], node_id: str) -> ir.Node:
     Made once per (signature ref and fingerprint, strategy, node id) and kept here: the
     node is immutable and the same for every signature object of that spec.
     """
-    key = (sig.spec.ref, sig.fingerprint, sig.strategy, node_id)
+    plan = sig.sampling.to_ir() if sig.sampling is not None else None
+    key = (sig.spec.ref, sig.fingerprint, sig.strategy, node_id, plan)
     cached = _default_nodes.get(key)
     if cached is not None:
         return cached
@@ -283,6 +286,7 @@ def default_node(sig: Signature[..., Any], node_id: str) -> ir.Node:
         instructions=spec.instructions,
         template=default_template(sig.strategy),
         fingerprint=sig.fingerprint,
+        sampling=plan,
     )
     if len(_default_nodes) >= 4096:
         _default_nodes.clear()
@@ -350,11 +354,36 @@ async def execute(
         if state.cancelled:  # a synchronous pipeline still running in a worker thread
             raise asyncio.CancelledError(f"the run was cancelled before node {node.id!r} called its LM")
     lm = (state.lm if state is not None and state.lm is not None else None) or current_lm()
+    if node.sampling is None and not node.variants:
+        response = await _request(lm, sig, node, messages, state, entry, _params(node.lm), 0)
+        result = sig.finish(response.value)
+        data = response.value.model_dump(mode="json") if entry is not None else None
+    else:
+        result, data = await _sampled(lm, sig, node, inputs, messages, state, entry)
+    if state is not None:
+        state.note_output(node.id, result)
+        if entry is not None:
+            entry.output = data
+    return result
+
+
+async def _request(
+    lm: LM,
+    sig: Signature[..., Any],
+    node: ir.Node,
+    messages: list[dict[str, str]],
+    state: RunState | None,
+    entry: TraceEntry | None,
+    params: LMParams,
+    sample: int,
+) -> Any:
+    """One LM call of a node: its usage counted (a failed call's too) and its events."""
     request = LMRequest(
         messages=tuple(messages),
         response_model=sig.response_model(node.strategy),
-        params=_params(node.lm),
+        params=params,
         node_id=node.id,
+        sample=sample,
     )
     started = time.perf_counter()
     try:
@@ -381,13 +410,54 @@ async def execute(
             cached=bool(response.meta.get("cached", False)),
         )
         events.emit("node_call", node=node.id, latency=time.perf_counter() - started, error=None)
-    result = sig.finish(response.value)
     if state is not None:
         state.add_usage(response.usage, node.id)
-        state.note_output(node.id, result)
-        if entry is not None:
-            entry.output = response.value.model_dump(mode="json")
-    return result
+    return response
+
+
+async def _sampled(
+    lm: LM,
+    sig: Signature[..., Any],
+    node: ir.Node,
+    inputs: dict[str, Any],
+    messages: list[dict[str, str]],
+    state: RunState | None,
+    entry: TraceEntry | None,
+) -> tuple[Any, dict[str, Any]]:
+    """A node with an inference-time strategy or ensemble variants (``desic.sampling``)."""
+    spec = node.sampling
+    params = _params(node.lm)
+    if spec is not None and spec.temperature is not None:
+        params = replace(params, temperature=spec.temperature)
+
+    async def one(msgs: list[dict[str, str]], i: int) -> tuple[Any, dict[str, Any]]:
+        response = await _request(lm, sig, node, msgs, state, entry, params, i)
+        return sig.finish(response.value), response.value.model_dump(mode="json")
+
+    if spec is None or spec.kind == "majority":
+        prompts = [messages]
+        for variant in node.variants:
+            member = msgspec.structs.replace(
+                node, instructions=variant.instructions, demos=variant.demos, variants=(), sampling=None
+            )
+            prompts.append(render_messages(member, inputs))
+        n = spec.n if spec is not None else len(prompts)
+        picked = await sampling.majority(one, prompts, n)
+    else:
+        fn = sampling.reward_named(spec.reward or "", node.id)
+        if spec.kind == "best_of_n":
+            picked = await sampling.best_of_n(one, messages, spec.n, fn, inputs)
+        else:
+            threshold = spec.threshold if spec.threshold is not None else 1.0
+            picked = await sampling.refine(one, messages, spec.n, fn, inputs, threshold)
+    if entry is not None:
+        entry.error = None  # a failed sample is not the node's failure
+    if events.active():
+        events.emit(
+            "sampling", node=node.id, strategy=spec.kind if spec is not None else "ensemble",
+            chosen=picked.index, votes=picked.votes, scores=picked.scores,
+        )
+    return picked.output, picked.data
 
 
 def call_signature(sig: Signature[..., Any], inputs: dict[str, Any]) -> Any:

@@ -18,6 +18,7 @@ from pydantic.fields import FieldInfo
 
 from . import ir
 from .errors import SignatureError
+from .sampling import SamplingSpec
 
 __all__ = ["STRATEGIES", "Signature", "signature"]
 
@@ -190,6 +191,7 @@ class Signature(Generic[P, R]):
         output_model: type[BaseModel],
         strategy: str = "predict",
         node_name: str | None = None,
+        sampling: SamplingSpec | None = None,
     ):
         if strategy not in STRATEGIES:
             raise SignatureError(
@@ -200,6 +202,12 @@ class Signature(Generic[P, R]):
         self.output_model = output_model
         self.strategy = strategy
         self.node_name = node_name
+        if sampling is not None and not isinstance(sampling, SamplingSpec):
+            raise SignatureError(
+                f"@signature {spec.name}: sampling= takes desic.Majority(...), desic.BestOfN(...) "
+                f"or desic.Refine(...), got {sampling!r}"
+            )
+        self.sampling = sampling
         self._param_order = spec.input_names
         self._cot_model: type[BaseModel] | None = None
         self.fingerprint = spec.fingerprint
@@ -212,13 +220,18 @@ class Signature(Generic[P, R]):
 
     @classmethod
     def from_function(
-        cls, fn: Callable[P, R], *, name: str | None = None, strategy: str = "predict"
+        cls,
+        fn: Callable[P, R],
+        *,
+        name: str | None = None,
+        strategy: str = "predict",
+        sampling: SamplingSpec | None = None,
     ) -> Signature[P, R]:
         sig_name = name or fn.__name__
         if not _NAME_RE.match(sig_name):
             raise SignatureError(f"@signature {fn.__qualname__}: invalid name {sig_name!r}")
         spec, model, _ = _build(fn, sig_name)
-        sig = cls(fn, spec=spec, output_model=model, strategy=strategy)
+        sig = cls(fn, spec=spec, output_model=model, strategy=strategy, sampling=sampling)
         _registry[spec.ref] = sig
         return sig
 
@@ -294,6 +307,10 @@ class Signature(Generic[P, R]):
     def with_strategy(self, strategy: str) -> Signature[P, R]:
         return self._copy(strategy=strategy)
 
+    def with_sampling(self, sampling: SamplingSpec | None) -> Signature[P, R]:
+        """The same signature answering by ``sampling`` (``desic.Majority(5)``, ...)."""
+        return self._copy(sampling=sampling)
+
     def _copy(self, **changes: Any) -> Signature[P, R]:
         new = Signature(
             self.fn,
@@ -301,6 +318,7 @@ class Signature(Generic[P, R]):
             output_model=self.output_model,
             strategy=changes.get("strategy", self.strategy),
             node_name=changes.get("node_name", self.node_name),
+            sampling=changes.get("sampling", self.sampling),
         )
         return new
 
@@ -313,10 +331,15 @@ class Signature(Generic[P, R]):
 def signature(fn: Callable[P, R], /) -> Signature[P, R]: ...
 @overload
 def signature(
-    *, name: str | None = None, strategy: str = "predict"
+    *, name: str | None = None, strategy: str = "predict", sampling: SamplingSpec | None = None
 ) -> Callable[[Callable[P, R]], Signature[P, R]]: ...
 def signature(
-    fn: Callable[P, R] | None = None, /, *, name: str | None = None, strategy: str = "predict"
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    strategy: str = "predict",
+    sampling: SamplingSpec | None = None,
 ) -> Signature[P, R] | Callable[[Callable[P, R]], Signature[P, R]]:
     """Declare an LM task from a typed function (bare ``@signature`` or with arguments).
 
@@ -328,7 +351,7 @@ def signature(
         return Signature.from_function(fn)
 
     def decorate(f: Callable[P, R]) -> Signature[P, R]:
-        return Signature.from_function(f, name=name, strategy=strategy)
+        return Signature.from_function(f, name=name, strategy=strategy, sampling=sampling)
 
     return decorate
 

@@ -188,6 +188,11 @@ class BaseLM:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
 
+    def unpriced(self) -> str | None:
+        """The model whose calls have no known price (so they count as $0), or None.
+        Local models and fakes are free: None."""
+        return None
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
 

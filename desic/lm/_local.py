@@ -175,6 +175,9 @@ class LocalLM(OpenAILM):
     def _cost(self, model: str, prompt: int, completion: int, cached: int) -> float:
         return 0.0
 
+    def unpriced(self) -> str | None:
+        return None  # runs on this machine: free
+
     async def request(self, request: LMRequest) -> LMResponse:
         check_allowed(self.name)
         return await super().request(request)

@@ -32,7 +32,7 @@ from . import BaseLM, LMParams, LMRequest, LMResponse, Usage
 from ._pacing import counting, pace
 from ._retry import transient
 from .guard import check_allowed
-from .pricing import Price, PriceSpec, cost, normalize_prices
+from .pricing import Price, PriceSpec, cost, known, normalize_prices
 
 log = get_logger("desic.lm")
 
@@ -63,7 +63,7 @@ class OpenAILM(BaseLM):
     re-asks when the output does not validate (then ``OutputValidationError``, carrying the
     raw completion and the errors). ``client_retries`` are the openai client's own retries;
     ``desic.lm(..., retries=N)`` sets them to 0 and retries with ``desic.lm.retry``.
-    ``prices`` override :data:`desic.lm.pricing.PRICES` (dollars per 1M tokens).
+    ``prices`` (dollars per 1M tokens) go over genai-prices' table (:mod:`desic.lm.pricing`).
     """
 
     provider = "openai"
@@ -128,6 +128,12 @@ class OpenAILM(BaseLM):
         if self.base_url:
             out["base_url"] = safe_url(self.base_url)
         return out
+
+    def unpriced(self) -> str | None:
+        """The model, if its calls have no known price (see :mod:`desic.lm.pricing`)."""
+        if known(self.model, self.prices, base_url=self.base_url):
+            return None
+        return self.model
 
     # --- clients ------------------------------------------------------------------------
 
@@ -285,7 +291,9 @@ class OpenAILM(BaseLM):
         )
 
     def _cost(self, model: str, prompt: int, completion: int, cached: int) -> float:
-        dollars = cost(model, prompt, completion, cached_tokens=cached, overrides=self.prices)
+        dollars = cost(
+            model, prompt, completion, cached_tokens=cached, overrides=self.prices, base_url=self.base_url
+        )
         if dollars is None:
             if _is_openai(self.base_url) and model not in _unpriced_warned:
                 _unpriced_warned.add(model)

@@ -35,6 +35,10 @@ class WrapperLM(BaseLM):
     def describe(self) -> dict[str, Any]:
         return self.inner.describe()
 
+    def unpriced(self) -> str | None:
+        method = getattr(self.inner, "unpriced", None)
+        return method() if method is not None else None
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.inner!r}>"
 

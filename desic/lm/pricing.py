@@ -1,19 +1,26 @@
-"""Dollar prices of OpenAI models, to put a cost on every call.
+"""Dollar prices of models, to put a cost on every call.
 
-Prices are US dollars per million tokens, as OpenAI published them in 2025. They change:
-pass your own to the provider, which are taken over these (``desic.lm("openai:gpt-4o",
-prices={"gpt-4o": (2.5, 10.0)})``, or ``prices=(2.5, 10.0)`` for the LM's own model).
-A dated snapshot name (``gpt-4o-mini-2024-07-18``) is priced as its family
-(``gpt-4o-mini``). Local models and fakes cost nothing; a model with no known price
-costs 0.0 (and the ``openai`` provider logs it once).
+Prices come from `genai-prices <https://github.com/pydantic/genai-prices>`_, a maintained
+table of LLM API prices (per provider, with snapshots, cached-input and tiered prices),
+read from the copy installed with it: nothing is fetched at run time, so costs are
+reproducible for a given install (``pip install -U genai-prices`` brings newer prices).
+Your own prices go on top, per model (``desic.lm("openai:gpt-4o", prices={"gpt-4o":
+(2.5, 10.0)})``) or for the LM's own model (``prices=(2.5, 10.0)``), in US dollars per
+million tokens; a self-hosted model is free only if you say so (``prices=(0, 0)``).
+
+A model with no known price costs 0.0 per call (and the ``openai`` provider logs it once),
+so ``max_dollars`` could never trigger for it: a budget in dollars refuses to start on
+such a model instead (:func:`unpriced`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["PRICES", "Price", "PriceSpec", "cost", "normalize_prices", "price_for"]
+__all__ = ["Price", "PriceSpec", "cost", "normalize_prices", "price_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,29 +35,7 @@ class Price:
 
 PriceSpec = Price | tuple[float, float] | tuple[float, float, float]
 
-PRICES: Mapping[str, Price] = {
-    # chat models
-    "gpt-4o": Price(2.50, 10.00, 1.25),
-    "gpt-4o-mini": Price(0.15, 0.60, 0.075),
-    "gpt-4.1": Price(2.00, 8.00, 0.50),
-    "gpt-4.1-mini": Price(0.40, 1.60, 0.10),
-    "gpt-4.1-nano": Price(0.10, 0.40, 0.025),
-    "gpt-5": Price(1.25, 10.00, 0.125),
-    "gpt-5-mini": Price(0.25, 2.00, 0.025),
-    "gpt-5-nano": Price(0.05, 0.40, 0.005),
-    "o1": Price(15.00, 60.00, 7.50),
-    "o1-mini": Price(1.10, 4.40, 0.55),
-    "o3": Price(2.00, 8.00, 0.50),
-    "o3-mini": Price(1.10, 4.40, 0.55),
-    "o4-mini": Price(1.10, 4.40, 0.275),
-    "gpt-4-turbo": Price(10.00, 30.00),
-    "gpt-4": Price(30.00, 60.00),
-    "gpt-3.5-turbo": Price(0.50, 1.50),
-    # embedding models (input only)
-    "text-embedding-3-small": Price(0.02),
-    "text-embedding-3-large": Price(0.13),
-    "text-embedding-ada-002": Price(0.10),
-}
+OPENAI_URL = "https://api.openai.com/v1"
 
 
 def _as_price(spec: PriceSpec) -> Price:
@@ -73,15 +58,70 @@ def normalize_prices(
     return {model: _as_price(prices)}
 
 
-def price_for(model: str, overrides: Mapping[str, Price] | None = None) -> Price | None:
-    """The price of ``model``: exact name first, then the longest known family prefix."""
-    table: dict[str, Price] = {**PRICES, **(overrides or {})}
+def _override(model: str, overrides: Mapping[str, Price] | None) -> Price | None:
+    """The user's price for ``model``: exact name first, then the longest family prefix
+    (``gpt-4o-mini-2024-07-18`` takes a price given for ``gpt-4o-mini``)."""
+    if not overrides:
+        return None
     name = model.split("/")[-1].lower()  # "openai/gpt-4o" as some gateways name it
-    hit = table.get(model) or table.get(name)
+    hit = overrides.get(model) or overrides.get(name)
     if hit is not None:
         return hit
-    families = [k for k in table if name.startswith(k.lower() + "-")]
-    return table[max(families, key=len)] if families else None
+    families = [k for k in overrides if name.startswith(k.lower() + "-")]
+    return overrides[max(families, key=len)] if families else None
+
+
+@functools.lru_cache(maxsize=256)
+def _where(model: str, base_url: str | None) -> dict[str, str] | None:
+    """How genai-prices finds ``model`` served at ``base_url``: by the server's URL when
+    the table knows it (OpenAI, OpenRouter, Groq, ...), else among OpenAI's models by
+    name (desic's ``openai`` provider); None when it has no price."""
+    from genai_prices import Usage, calc_price  # 0.25 s to import: only when pricing
+
+    tries: list[dict[str, str]] = []
+    if base_url and base_url.rstrip("/") != OPENAI_URL:
+        tries.append({"provider_api_url": base_url})
+    tries.append({"provider_id": "openai"})
+    for where in tries:
+        try:
+            calc_price(Usage(input_tokens=1), model, **where)  # type: ignore[call-overload]
+        except LookupError:
+            continue
+        return where
+    return None
+
+
+def _table_price(model: str, base_url: str | None) -> Any:
+    where = _where(model, base_url)
+    if where is None:
+        return None
+    from genai_prices import Usage, calc_price
+
+    return calc_price(Usage(input_tokens=1), model, **where)  # type: ignore[call-overload]
+
+
+def price_for(
+    model: str, overrides: Mapping[str, Price] | None = None, *, base_url: str | None = None
+) -> Price | None:
+    """The price of ``model`` (the user's first, then genai-prices' base rates), or None."""
+    own = _override(model, overrides)
+    if own is not None:
+        return own
+    found = _table_price(model, base_url)
+    if found is None:
+        return None
+    mp = found.model_price
+
+    def rate(value: Any) -> float | None:
+        if value is None:
+            return None
+        return float(getattr(value, "base", value))  # tiered prices: the base tier
+
+    return Price(
+        input=rate(mp.input_mtok) or 0.0,
+        output=rate(mp.output_mtok) or 0.0,
+        cached_input=rate(getattr(mp, "cache_read_mtok", None)),
+    )
 
 
 def cost(
@@ -91,16 +131,34 @@ def cost(
     *,
     cached_tokens: int = 0,
     overrides: Mapping[str, Price] | None = None,
+    base_url: str | None = None,
 ) -> float | None:
-    """Dollars for one call, or ``None`` when the model has no known price."""
-    price = price_for(model, overrides)
-    if price is None:
-        return None
+    """Dollars for one call, or ``None`` when the model has no known price.
+
+    ``prompt_tokens`` includes the ``cached_tokens`` the provider served from its prompt
+    cache (as OpenAI reports them).
+    """
     cached = min(max(cached_tokens, 0), prompt_tokens)
-    cached_rate = price.input if price.cached_input is None else price.cached_input
-    dollars = (
-        (prompt_tokens - cached) * price.input
-        + cached * cached_rate
-        + completion_tokens * price.output
+    own = _override(model, overrides)
+    if own is not None:
+        cached_rate = own.input if own.cached_input is None else own.cached_input
+        dollars = (
+            (prompt_tokens - cached) * own.input
+            + cached * cached_rate
+            + completion_tokens * own.output
+        )
+        return dollars / 1_000_000
+    where = _where(model, base_url)
+    if where is None:
+        return None
+    from genai_prices import Usage, calc_price
+
+    usage = Usage(
+        input_tokens=prompt_tokens, cache_read_tokens=cached, output_tokens=completion_tokens
     )
-    return dollars / 1_000_000
+    return float(calc_price(usage, model, **where).total_price)  # type: ignore[call-overload]
+
+
+def known(model: str, overrides: Mapping[str, Price] | None = None, *, base_url: str | None = None) -> bool:
+    """Whether calls of ``model`` get a real price (the user's or the table's)."""
+    return _override(model, overrides) is not None or _where(model, base_url) is not None

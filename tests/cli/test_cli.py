@@ -327,7 +327,11 @@ def test_a_budget_stops_compile_cleanly_and_saves_the_best_so_far(
     import desic
     from desic.storage import open as open_store
 
-    roomy = cli("compile", "cliproj:triage", "-t", "train.jsonl", "-o", str(tmp_path / "b.json"), "--budget", "calls=500,dollars=2")
+    # a dollar budget on a model with no known price could never trigger: refused up front
+    unpriced = cli("compile", "cliproj:triage", "-t", "train.jsonl", "-o", str(tmp_path / "u.json"), "--budget", "calls=500,dollars=2")
+    assert unpriced.exit_code == 3 and "max_dollars=2 cannot be enforced" in unpriced.output
+    assert not (tmp_path / "u.json").exists()
+    roomy = cli("compile", "cliproj:triage", "-t", "train.jsonl", "-o", str(tmp_path / "b.json"), "--budget", "calls=500,tokens=100000")
     assert roomy.exit_code == 0, roomy.output
     assert "stopped by" not in roomy.stdout and "budget" not in roomy.stderr
     assert (tmp_path / "b.json").is_file()

@@ -15,7 +15,7 @@ from desic.events import Event, listening
 # private on purpose (no public API): unit tests of the providers' own pricing (_cost)
 from desic.lm._local import LocalLM
 from desic.lm._openai import OpenAILM
-from desic.lm.pricing import PRICES, Price, cost, normalize_prices, price_for
+from desic.lm.pricing import Price, cost, normalize_prices, price_for
 from desic.runtime import RunState
 from desic.testing import FakeLM, FakeOpenAIServer, allow_model_requests
 
@@ -43,38 +43,81 @@ def _allowed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         yield
 
 
-# --- the price table ----------------------------------------------------------------------------
+# --- the price table (genai-prices, the user's prices over it) ---------------------------------
 
 
 def test_common_openai_models_have_prices() -> None:
-    for model in ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o3-mini"):
-        price = PRICES[model]
-        assert price.input > 0 and price.output >= price.input, model
-    assert PRICES["text-embedding-3-small"].output == 0
+    for model in ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o3-mini", "gpt-5"):
+        price = price_for(model)
+        assert price is not None and price.input > 0 and price.output >= price.input, model
+    embedding = price_for("text-embedding-3-small")
+    assert embedding is not None and embedding.input > 0 and embedding.output == 0
+
+
+def test_prices_come_from_the_maintained_table() -> None:
+    from genai_prices import Usage as GenaiUsage
+    from genai_prices import calc_price
+
+    for model in ("gpt-4o", "gpt-4.1-nano", "o3"):
+        expected = calc_price(GenaiUsage(input_tokens=123_456, output_tokens=7_890), model, provider_id="openai")
+        assert cost(model, 123_456, 7_890) == pytest.approx(float(expected.total_price)), model
 
 
 def test_snapshots_are_priced_as_their_family() -> None:
-    assert price_for("gpt-4o-mini-2024-07-18") == PRICES["gpt-4o-mini"]
-    assert price_for("gpt-4o-2024-08-06") == PRICES["gpt-4o"]
-    assert price_for("gpt-4.1-nano-2025-04-14") == PRICES["gpt-4.1-nano"]
-    assert price_for("openai/gpt-4.1") == PRICES["gpt-4.1"]
-    assert price_for("gpt-4omni") is None  # a family name ends at a dash
+    assert price_for("gpt-4o-mini-2024-07-18") == price_for("gpt-4o-mini")
+    assert price_for("gpt-4o-2024-08-06") == price_for("gpt-4o")
+    assert price_for("gpt-4.1-nano-2025-04-14") == price_for("gpt-4.1-nano")
     assert price_for("llama-3-8b") is None
+    assert price_for("no-such-model-anywhere") is None
 
 
 def test_cost_per_million_tokens_with_cached_prompt_tokens() -> None:
-    assert cost("gpt-4o-mini", 1_000_000, 1_000_000) == pytest.approx(0.15 + 0.60)
-    assert cost("gpt-4o", 1000, 0, cached_tokens=400) == pytest.approx((600 * 2.5 + 400 * 1.25) / 1e6)
+    mini = price_for("gpt-4o-mini")
+    assert mini is not None
+    assert cost("gpt-4o-mini", 1_000_000, 1_000_000) == pytest.approx(mini.input + mini.output)
+    full = price_for("gpt-4o")
+    assert full is not None and full.cached_input is not None and full.cached_input < full.input
+    assert cost("gpt-4o", 1000, 0, cached_tokens=400) == pytest.approx(
+        (600 * full.input + 400 * full.cached_input) / 1e6
+    )
     assert cost("unknown-model", 10, 10) is None
 
 
 def test_prices_are_overridable() -> None:
     overrides = normalize_prices({"my-model": (1.0, 2.0), "gpt-4o": Price(9, 9)}, "ignored")
     assert cost("my-model", 1_000_000, 500_000, overrides=overrides) == pytest.approx(2.0)
+    assert cost("gpt-4o", 1_000_000, 0, overrides=overrides) == pytest.approx(9.0)
+    assert cost("my-model-2025-01-01", 1_000_000, 0, overrides=overrides) == pytest.approx(1.0)
     assert price_for("gpt-4o", overrides) == Price(9, 9)
     assert normalize_prices((3, 4), "mine") == {"mine": Price(3, 4)}
     with pytest.raises(ValueError, match="per 1M tokens"):
         normalize_prices((1,), "x")  # type: ignore[arg-type]
+
+
+def test_a_dollar_budget_refuses_to_start_on_a_model_with_no_price() -> None:
+    """max_dollars could never trigger when calls cost $0: refused before any call."""
+    devset = [{"ticket": "t", "output": "x"}]
+    seen: list[object] = []
+
+    def handler(req: object) -> dict[str, str]:
+        seen.append(req)
+        return {"output": "x"}
+
+    with FakeOpenAIServer(handler=handler) as server:
+        lm = desic.lm("openai:my-finetune", base_url=server.url, api_key="t")
+        with pytest.raises(desic.ConfigError, match=r"max_dollars=1 cannot be enforced.*'my-finetune'.*prices="):
+            desic.evaluate(triage, devset, desic.metrics.exact_match, lm=lm, budget=desic.Budget(max_dollars=1))
+        with pytest.raises(desic.ConfigError, match="'my-finetune'"):
+            desic.compile(triage, devset, metric=desic.metrics.exact_match, lm=lm, max_dollars=1, storage=None)
+        assert seen == []  # refused before the first call
+        # the same with its price given runs, and so do budgets other than dollars
+        priced = desic.lm("openai:my-finetune", base_url=server.url, api_key="t", prices=(0, 0))
+        report = desic.evaluate(triage, devset, desic.metrics.exact_match, lm=priced, budget=desic.Budget(max_dollars=1))
+        assert report.errors == 0
+        report = desic.evaluate(triage, devset, desic.metrics.exact_match, lm=lm, budget=desic.Budget(max_calls=10))
+        assert report.errors == 0
+    # free LMs need no price
+    desic.evaluate(triage, devset, desic.metrics.exact_match, lm=FakeLM(default="x"), budget=desic.Budget(max_dollars=1))
 
 
 # --- the providers fill Usage.cost ----------------------------------------------------------------

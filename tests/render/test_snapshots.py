@@ -91,3 +91,22 @@ def test_a_changed_prompt_fails_with_a_readable_diff(pytester: pytest.Pytester) 
     assert result.ret == 1
     out = result.stdout.str()
     assert "Route the ticket to a team." in out and "Route the ticket to the right team." in out
+
+
+def _capitals(inputs: dict[str, Any], output: str) -> tuple[float, str]:
+    return (1.0, "") if output.isupper() else (0.0, "write it in capitals")
+
+
+@desic.signature(sampling=desic.Refine(2, reward=_capitals))
+def shout(text: str) -> str:
+    """Repeat the text."""
+
+
+def test_a_refine_retry_is_pinned(snapshot: Any) -> None:
+    """The second attempt of ``desic.Refine``: the first answer, its score and feedback."""
+    from desic.testing.snapshots import PromptSnapshotExtension, format_prompts
+
+    lm = FunctionLM(lambda r: ["hello", "HELLO"][r.sample])
+    with desic.context(lm=lm):
+        assert shout(text="hello") == "HELLO"
+    snapshot.use_extension(PromptSnapshotExtension).assert_match(format_prompts({"shout": list(lm.calls[1].messages)}))

@@ -230,3 +230,56 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     assert int.from_bytes(data[16:20], "big") == 1200  # IHDR width
     assert len(data) > 50_000  # a rendered page, not a blank one
+
+
+# --- one candidate, scores with their split and rows, config tables, the Jinja template ------------
+
+
+def scored_history(split: str = "val") -> list[dict[str, Any]]:
+    out = history()
+    for rec in out:
+        if rec["score"] is not None:
+            n = 20
+            hits = round(rec["score"] * n)
+            rec["split"], rec["scores"] = split, [1.0] * hits + [0.0] * (n - hits)
+    return out
+
+
+def test_a_one_candidate_run_says_its_score_instead_of_an_empty_chart() -> None:
+    page = build_report(RUN, scored_history()[:1])
+    assert not parse(page).find("svg", **{"class": "plot"})
+    assert "One candidate was evaluated" in page
+    assert "0.300" in page
+
+
+def test_scores_say_which_split_and_how_many_rows_with_an_interval() -> None:
+    page = build_report(RUN, scored_history())
+    # best is candidate 3: 16 of 20 validation rows; a 95% interval around 0.8
+    assert re.search(r"0\.800 \[0\.5\d\d, 0\.9\d\d\] on 20 validation rows", page), page[:3000]
+    text = re.sub(r"<[^>]+>", " ", page)
+    assert "rows" in text and "split" in text
+    # records with no per-row scores (older runs) still show a bare score, no interval
+    assert "0.800" in build_report(RUN, history()) and "validation rows" not in build_report(RUN, history())
+
+
+def test_lm_and_optimizer_config_are_tables_not_json() -> None:
+    info = {**RUN, "optimizer_config": {"max_demos": 4, "seed": 7}}
+    page = parse(build_report(info, history()))
+    tables = page.find("table", **{"class": "kv"})
+    assert len(tables) == 2
+    html = build_report(info, history())
+    assert "<th>provider</th><td>fake</td>" in html and "<th>max_demos</th><td>4</td>" in html
+    assert '{"model"' not in html and "&#34;model&#34;" not in html and "&quot;model&quot;" not in html
+
+
+def test_the_page_is_a_jinja_template_with_autoescape() -> None:
+    from desic import report
+
+    env = report.environment()
+    assert env.autoescape is True or callable(env.autoescape)
+    assert env.get_template("report.html.j2") is not None
+    hostile = history()
+    hostile[1]["note"] = "{{ 7*7 }}<script>alert(1)</script>"
+    page = build_report({**RUN, "pipeline": "<img src=x onerror=alert(1)>"}, hostile)
+    assert "<script>alert(1)</script>" not in page and "<img src=x" not in page
+    assert "{{ 7*7 }}" in page and ">49<" not in page  # user text is data, never template code
