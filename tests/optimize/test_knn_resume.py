@@ -35,7 +35,7 @@ SCRIPT = textwrap.dedent(
         return route(ticket=ticket)
 
     TRAIN = [{"ticket": f"charged {i}" if i % 3 else f"parcel {i}", "team": "billing" if i % 3 else "shipping"}
-             for i in range(30)]
+             for i in range(40)]
     url, log, out, resume = sys.argv[1:5]
 
     def answer(request):
@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent(
         return "billing" if "charged" in text else "shipping"
 
     compiled = desic.compile(
-        triage, TRAIN, metric=desic.metrics.exact_match, lm=FunctionLM(answer, latency=0.02), storage=url,
+        triage, TRAIN, metric=desic.metrics.exact_match, lm=FunctionLM(answer, latency=0.05), storage=url,
         resume=resume or None, optimizer="knn", k=3, concurrency=1, seed=7,
     )
     compiled.save(out)
@@ -104,6 +104,6 @@ def test_a_sigkilled_knn_compile_resumes_in_a_new_process(tmp_path: Path) -> Non
     final, expected = (ir.decode_program(p.read_bytes()) for p in (resumed_out, ref_out))
     assert final.nodes == expected.nodes
     (node,) = final.nodes
-    assert node.select is not None and node.select.per_input and len(node.select.pool) == 30
+    assert node.select is not None and node.select.per_input and len(node.select.pool) == 40
     assert store.get_run(run.id).status == "finished"
     store.close()
