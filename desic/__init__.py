@@ -34,9 +34,11 @@ if TYPE_CHECKING:
     from . import metrics as metrics
     from . import storage as storage
     from . import testing as testing
+    from ._batch import BatchResult as BatchResult
     from ._compiled import CompiledPipeline as CompiledPipeline
     from ._compiled import load as load
     from .budget import Budget as Budget
+    from .compile import acompile as acompile
     from .compile import compile as compile
     from .data import Example as Example
     from .data import load_dataset as load_dataset
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from .sampling import Majority as Majority
     from .sampling import Refine as Refine
     from .sampling import reward as reward
+    from .signature import Output as Output
     from .signature import Signature as Signature
     from .signature import signature as signature
 
@@ -64,6 +67,7 @@ __all__ = [
     "LM",
     "ArtifactError",
     "BM25Retriever",
+    "BatchResult",
     "BestOfN",
     "Budget",
     "BudgetExceeded",
@@ -77,6 +81,7 @@ __all__ = [
     "LMError",
     "Majority",
     "MetricError",
+    "Output",
     "OutputValidationError",
     "Passage",
     "Pipeline",
@@ -89,6 +94,7 @@ __all__ = [
     "StorageError",
     "Timeout",
     "__version__",
+    "acompile",
     "aevaluate",
     "compile",
     "context",
@@ -107,6 +113,9 @@ __all__ = [
 _LAZY = {
     "CompiledPipeline": ("_compiled", "CompiledPipeline"),  # light: loading imports no optimizer
     "compile": ("compile", "compile"),
+    "acompile": ("compile", "acompile"),
+    "BatchResult": ("_batch", "BatchResult"),
+    "Output": ("signature", "Output"),
     "load": ("_compiled", "load"),
     "Example": ("data", "Example"),
     "load_dataset": ("data", "load_dataset"),

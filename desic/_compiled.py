@@ -9,12 +9,14 @@ both names.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from . import ir
 from ._aio import run_sync
+from ._batch import BatchResult
+from ._text import plural
 from .errors import ArtifactError, SignatureError, StorageError
 from .lm import Usage
 from .pipeline import Pipeline, as_pipeline
@@ -23,18 +25,43 @@ from .runtime import CaptureStop, RunState, drift_error, settings
 from .signature import Signature, registered
 
 if TYPE_CHECKING:
+    from .budget import Budget
     from .evaluate import EvaluationReport
+    from .lm import LM
     from .metrics import Metric
 
 __all__ = ["CompiledPipeline", "load"]
 
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)  # a pipeline of an async def returns a coroutine
+Q = ParamSpec("Q")
+T = TypeVar("T")
 
-class CompiledPipeline:
-    """A pipeline bound to an optimized ``Program``. Call it like the original."""
+
+class EvaluateOptions(TypedDict, total=False):
+    """The options of ``compiled.evaluate`` / ``aevaluate``: ``desic.evaluate``'s own."""
+
+    concurrency: int | None
+    rps: float | None
+    burst: int | None
+    max_errors: int | None
+    budget: Budget | None
+    lm: LM | None
+    progress: bool | None
+
+
+class CompiledPipeline(Generic[P, R_co]):
+    """A pipeline bound to an optimized ``Program``. Call it like the original.
+
+    Typed like the pipeline it came from: ``compiled(...)`` takes the pipeline's
+    parameters and returns what it returns; ``await compiled.acall(...)`` is the async
+    form, ``compiled.batch([...])`` / ``await compiled.abatch([...])`` run many inputs.
+    """
 
     def __init__(
         self,
-        pipeline: Pipeline[..., Any],
+        pipeline: Pipeline[P, R_co],
         program: ir.Program,
         *,
         history: list[Any] | None = None,
@@ -57,12 +84,59 @@ class CompiledPipeline:
     def score(self) -> float | None:
         return self.program.meta.score
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
         inputs = self.pipeline.bind(args, kwargs)
         state = RunState(program=self.program)
         if self.pipeline.is_async:
-            return self.pipeline.arun(inputs, state)
-        return self.pipeline.run(inputs, state)
+            return self.pipeline.arun(inputs, state)  # type: ignore[return-value]  # R is the coroutine
+        result: R_co = self.pipeline.run(inputs, state)
+        return result
+
+    # An ``async def`` pipeline's R is a coroutine: ``acall`` and the batches give what it returns.
+    @overload
+    async def acall(
+        self: CompiledPipeline[Q, Coroutine[Any, Any, T]], *args: Q.args, **kwargs: Q.kwargs
+    ) -> T: ...
+    @overload
+    async def acall(self: CompiledPipeline[Q, T], *args: Q.args, **kwargs: Q.kwargs) -> T: ...
+    async def acall(self, *args: Any, **kwargs: Any) -> Any:
+        """The async form of calling: ``await compiled.acall(...)`` (a synchronous
+        pipeline runs on one of desic's worker threads)."""
+        inputs = self.pipeline.bind(args, kwargs)
+        return await self.pipeline.arun(inputs, RunState(program=self.program))
+
+    @overload
+    def batch(
+        self: CompiledPipeline[Q, Coroutine[Any, Any, T]],
+        inputs: Iterable[Mapping[str, Any]],
+        *,
+        concurrency: int | None = None,
+    ) -> list[BatchResult[T]]: ...
+    @overload
+    def batch(
+        self: CompiledPipeline[Q, T], inputs: Iterable[Mapping[str, Any]], *, concurrency: int | None = None
+    ) -> list[BatchResult[T]]: ...
+    def batch(self, inputs: Iterable[Mapping[str, Any]], *, concurrency: int | None = None) -> list[BatchResult[Any]]:
+        """Run every dict of inputs, ``concurrency`` at a time; one ``BatchResult`` per item
+        in input order (its output or its error; one failure never stops the others)."""
+        return run_sync(self.pipeline.run_batch(inputs, self.program, concurrency))
+
+    @overload
+    async def abatch(
+        self: CompiledPipeline[Q, Coroutine[Any, Any, T]],
+        inputs: Iterable[Mapping[str, Any]],
+        *,
+        concurrency: int | None = None,
+    ) -> list[BatchResult[T]]: ...
+    @overload
+    async def abatch(
+        self: CompiledPipeline[Q, T], inputs: Iterable[Mapping[str, Any]], *, concurrency: int | None = None
+    ) -> list[BatchResult[T]]: ...
+    async def abatch(
+        self, inputs: Iterable[Mapping[str, Any]], *, concurrency: int | None = None
+    ) -> list[BatchResult[Any]]:
+        """The async form of :meth:`batch`."""
+        return await self.pipeline.run_batch(inputs, self.program, concurrency)
 
     def prompts(self, **inputs: Any) -> dict[str, list[dict[str, str]]]:
         """The exact messages each node sends for ``inputs``, by node id.
@@ -90,11 +164,15 @@ class CompiledPipeline:
             raise KeyError(f"no node {node_id!r}; nodes: {', '.join(self.program.node_ids)}")
         return render_messages(node, inputs)
 
-    def evaluate(self, devset: Iterable[Any], metric: Metric | str, **options: Any) -> EvaluationReport:
+    def evaluate(
+        self, devset: Iterable[Any], metric: Metric | str, **options: Unpack[EvaluateOptions]
+    ) -> EvaluationReport:
         """``desic.evaluate`` of this compiled program (same options: concurrency, rps, ...)."""
         return run_sync(self.aevaluate(devset, metric, **options))
 
-    async def aevaluate(self, devset: Iterable[Any], metric: Metric | str, **options: Any) -> EvaluationReport:
+    async def aevaluate(
+        self, devset: Iterable[Any], metric: Metric | str, **options: Unpack[EvaluateOptions]
+    ) -> EvaluationReport:
         from .evaluate import aevaluate
 
         return await aevaluate(self, devset, metric, **options)
@@ -102,15 +180,25 @@ class CompiledPipeline:
     def inspect(self) -> str:
         """The node graph and each node's configuration, as text."""
         p = self.program
-        lines = [f"pipeline {p.pipeline or self.pipeline.ref}  ({len(p.nodes)} nodes)"]
+        lines = [f"pipeline {p.pipeline or self.pipeline.ref}  ({plural(len(p.nodes), 'node')})"]
         m = p.meta
         if m.optimizer:
-            score = f"{m.score:.3f} on {m.score_split}" if m.score is not None else "not scored"
+            if m.score is not None:
+                score = f"{m.score:.3f} on {m.score_split}"
+            elif self.stopped_by is not None:
+                score = f"not scored (the {self.stopped_by} budget ran out first)"
+            else:
+                score = (
+                    f"not scored ({m.optimizer} scored no validation split and no valset= was given; "
+                    "compiled.evaluate(devset, metric) scores it)"
+                )
             lines.append(f"optimizer {m.optimizer}, score {score}, lm {m.lm.get('model', '?')}")
         for node in p.nodes:
             ins = ", ".join(node.signature.input_names)
             outs = ", ".join(node.signature.output_names)
-            lines.append(f"  [{node.id}] {node.strategy}({ins}) -> {outs}; {node.demos_text}")
+            per_input = node.select is not None and node.select.per_input
+            demos = node.demos_text if per_input else plural(len(node.demos), 'demo')
+            lines.append(f"  [{node.id}] {node.strategy}({ins}) -> {outs}; {demos}")
             first = (node.instructions.splitlines() or [""])[0]
             lines.append(f"      instructions: {first[:100]}")
         if p.edges:
@@ -156,7 +244,13 @@ def _check_drift(program: ir.Program, source: str) -> None:
             raise drift_error(node.id, node.signature, sig.spec)
 
 
-def load(path: str | os.PathLike[str], pipeline: Any = None) -> CompiledPipeline:
+@overload
+def load(path: str | os.PathLike[str], pipeline: None = None) -> CompiledPipeline[..., Any]: ...
+@overload
+def load(
+    path: str | os.PathLike[str], pipeline: Callable[P, R]
+) -> CompiledPipeline[P, R]: ...
+def load(path: str | os.PathLike[str], pipeline: Any = None) -> CompiledPipeline[..., Any]:
     """Read an artifact (no code is executed) and bind it.
 
     ``path`` is a file, or a store URL naming an artifact version:
@@ -185,7 +279,7 @@ def load(path: str | os.PathLike[str], pipeline: Any = None) -> CompiledPipeline
         return CompiledPipeline(as_pipeline(pipeline), program)
     if len(program.nodes) != 1:
         raise ArtifactError(
-            f"{p} holds a pipeline of {len(program.nodes)} nodes; pass your code to run it: "
+            f"{p} holds a pipeline of {plural(len(program.nodes), 'node')}; pass your code to run it: "
             f"desic.load({str(p)!r}, pipeline={program.pipeline.rsplit(':', 1)[-1] or 'my_pipeline'})"
         )
     node = program.nodes[0]

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import json
-from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 import msgspec
 
@@ -41,14 +41,15 @@ from .sinks import progress_display
 from .storage import redact
 
 if TYPE_CHECKING:
-    from .signature import Signature
+    from .sinks import ProgressSink
     from .storage import Storage
-
-    Compilable = Pipeline[..., Any] | Signature[..., Any] | CompiledPipeline
 
 __all__ = ["CompiledPipeline", "acompile", "compile", "load"]
 
 log = get_logger("desic.compile")
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def _now() -> str:
@@ -56,7 +57,7 @@ def _now() -> str:
 
 
 async def acompile(
-    pipeline: Compilable,
+    pipeline: Callable[P, R],  # a @pipeline, a @signature or a compiled pipeline (checked at run time)
     trainset: Iterable[Any],
     *,
     metric: Metric | str | None = None,
@@ -79,7 +80,7 @@ async def acompile(
     ensemble: int = 1,
     sampling: Sequence[SamplingSpec] = (),
     **optimizer_options: Any,
-) -> CompiledPipeline:
+) -> CompiledPipeline[P, R]:
     """The async form of :func:`compile` (same options)."""
     from .lm import lm as make_lm
 
@@ -92,7 +93,7 @@ async def acompile(
                 f"sampling= takes a list of desic.Majority(...), desic.BestOfN(...), desic.Refine(...); got {spec!r}"
             )
     metric = resolve_metric(metric) if metric is not None else None
-    pipe = as_pipeline(pipeline)
+    pipe = cast("Pipeline[P, R]", as_pipeline(pipeline))  # the same parameters and result
     train = to_examples(pipe, trainset, what="trainset")  # every row checked before any LM call
     val = to_examples(pipe, valset, what="valset") if valset is not None else None
     require_json(train, "trainset")  # rows are fingerprinted and recorded
@@ -140,19 +141,21 @@ async def acompile(
             )
         stopped: BudgetExceeded | None = None
         beat = asyncio.ensure_future(run.heartbeat())  # a killed process leaves a stale run
+        bar = progress_display("compile", budget=task.budget, show=progress)
         try:
-            program, stopped = await _optimize(opt, task, run.run_id, progress)
-            if ensemble > 1 and stopped is None:
-                try:
-                    program = await _ensemble(task, program, ensemble)
-                except BudgetExceeded as exc:
-                    stopped = exc
-            if tries and stopped is None:
-                try:
-                    program = await _try_sampling(task, program, tries)
-                except BudgetExceeded as exc:
-                    stopped = exc
-            score, split = await _final_score(task, program, stopped)
+            with _showing(bar):  # the final steps' calls too: the bar counts what usage counts
+                program, stopped = await _optimize(opt, task, run.run_id)
+                if ensemble > 1 and stopped is None:
+                    try:
+                        program = await _ensemble(task, program, ensemble)
+                    except BudgetExceeded as exc:
+                        stopped = exc
+                if tries and stopped is None:
+                    try:
+                        program = await _try_sampling(task, program, tries)
+                    except BudgetExceeded as exc:
+                        stopped = exc
+                score, split = await _final_score(task, program, stopped)
             meta = ir.ProgramMeta(
                 desic_version=__version__,
                 created_at=_now(),
@@ -241,31 +244,35 @@ def _run_end(
     )
 
 
-async def _optimize(
-    opt: Optimizer, task: CompileTask, run_id: str, progress: bool | None
-) -> tuple[ir.Program, BudgetExceeded | None]:
+@contextmanager
+def _showing(bar: ProgressSink | None) -> Iterator[None]:
+    """Draw ``bar`` from this block's events (nothing when None)."""
+    if bar is None:
+        yield
+        return
+    bar.start()
+    try:
+        with events.listening(bar):
+            yield
+    finally:
+        bar.stop()
+
+
+async def _optimize(opt: Optimizer, task: CompileTask, run_id: str) -> tuple[ir.Program, BudgetExceeded | None]:
     """Run the optimizer; a budget stop yields the best program so far and the stop."""
-    bar = progress_display("compile", budget=task.budget, show=progress)
-    if bar is not None:
-        bar.start()
     stopped: BudgetExceeded | None = None
     try:
-        with events.listening(bar) if bar is not None else nullcontext():
-            try:
-                program: ir.Program = await opt.optimize(task)
-            except BudgetExceeded as exc:
-                stopped = exc
-                events.emit("budget_stop", budget=exc.budget, detail=str(exc), run_id=run_id)
-                best = task.best("val")
-                if best is not None:
-                    program = best.program
-                elif task.history:
-                    program = task.history[-1].program
-                else:
-                    program = task.observed_program()
-    finally:
-        if bar is not None:
-            bar.stop()
+        program: ir.Program = await opt.optimize(task)
+    except BudgetExceeded as exc:
+        stopped = exc
+        events.emit("budget_stop", budget=exc.budget, detail=str(exc), run_id=run_id)
+        best = task.best("val")
+        if best is not None:
+            program = best.program
+        elif task.history:
+            program = task.history[-1].program
+        else:
+            program = task.observed_program()
     return program, stopped
 
 
@@ -354,7 +361,7 @@ async def _final_score(
 
 
 def compile(
-    pipeline: Compilable,
+    pipeline: Callable[P, R],  # a @pipeline, a @signature or a compiled pipeline (checked at run time)
     trainset: Iterable[Any],
     *,
     metric: Metric | str | None = None,
@@ -377,7 +384,7 @@ def compile(
     ensemble: int = 1,
     sampling: Sequence[SamplingSpec] = (),
     **optimizer_options: Any,
-) -> CompiledPipeline:
+) -> CompiledPipeline[P, R]:
     """Optimize ``pipeline`` on ``trainset`` and return it bound to the best program.
 
     - ``metric``: scores an output against a row's labels: a function ``metric(example,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from .errors import ConfigError, DataError, LMError, OutputValidationError
 from .lm import LM
 from .metrics import Metric, ascore
 from .pipeline import Pipeline
-from .runtime import RunState, context, run_isolated, run_scope, settings
+from .runtime import RunState, context, default_concurrency, run_isolated, run_scope
 
 __all__ = [
     "LOCAL",
@@ -200,23 +199,6 @@ async def _apply(metric: Metric, outcome: RunOutcome) -> None:
         raise
     except Exception as exc:  # noqa: BLE001 - kept on the outcome
         outcome.metric_error = redact_text(f"metric failed: {type(exc).__name__}: {exc}")
-
-
-def default_concurrency(given: int | None = None) -> int:
-    """``given``, else ``desic.context(max_concurrency=...)``, else ``$DESIC_MAX_CONCURRENCY``, else 8."""
-    if given is not None:
-        value: Any = given
-    else:
-        value = settings().max_concurrency
-        if value is None:
-            env = os.environ.get("DESIC_MAX_CONCURRENCY", "").strip()
-            try:
-                value = int(env) if env else 8
-            except ValueError:
-                raise ConfigError(f"DESIC_MAX_CONCURRENCY={env!r} is not a number; set it to e.g. 16") from None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"concurrency must be a whole number of at least 1, got {value!r}")
-    return value
 
 
 class Executor(Protocol):

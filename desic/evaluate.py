@@ -28,6 +28,7 @@ from . import events, ir
 from ._aio import run_sync
 from ._bucket import TokenBucket
 from ._json import to_jsonable
+from ._text import plural
 from .budget import Budget, BudgetMeter, require_prices
 from .data import Example, to_examples
 from .engine import LOCAL, RunOutcome, default_concurrency, score_outcome
@@ -116,8 +117,8 @@ class EvaluationReport:
 
     def __str__(self) -> str:
         text = (
-            f"score {self.score:.3f} on {self.completed} examples "
-            f"({self.errors} errors, {self.usage.calls} LM calls, {self.wall_time:.1f}s)"
+            f"score {self.score:.3f} on {plural(self.completed, 'example')} "
+            f"({plural(self.errors, 'error')}, {plural(self.usage.calls, 'LM call')}, {self.wall_time:.1f}s)"
         )
         if self.stopped_by is not None:
             text += f"; stopped by {self.stopped_by}: {self.stop_reason}, {self.skipped} skipped"

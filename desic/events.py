@@ -8,10 +8,13 @@ An event's data is scrubbed of credentials (``desic._redact``) before any sink s
 
 Kinds emitted by desic (``data`` keys in brackets):
 
-- ``node_call``   a signature ran [node, latency, error]
-- ``lm_call``     an LM answered [lm, node, latency, prompt_tokens, completion_tokens, cost, cached]
+- ``node_call``   a signature ran [node, latency, error; a failed one: calls, the requests it spent]
+- ``lm_call``     an LM answered [lm, node, latency, prompt_tokens, completion_tokens, cost, cached,
+  calls: the requests the server saw (re-asks included, 0 for a cache hit), as in ``Usage.calls``]
+- ``lm_load``     a local model is loading / loaded [lm, model, done, seconds]
 - ``lm_retry``    a call is retried [lm, attempt, wait, error]
-- ``example``     an evaluation example finished [index, score, error, latency]
+- ``example``     an evaluation example finished [index, score, error, latency; in a compile
+  also what="compile" and replayed (True: read from the run's records, no LM call)]
 - ``candidate``   an optimizer scored a candidate program [index, score, note, calls, cost]
 - ``iteration``   an optimizer round ended [optimizer, round, best]
 - ``checkpoint``  a run's state was stored [run_id]

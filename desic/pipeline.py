@@ -9,23 +9,28 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from pydantic import TypeAdapter, ValidationError
 
 from . import ir
+from ._aio import run_sync
+from ._batch import BatchResult, gather_results, items_of
 from .errors import DataError, SignatureError
-from .runtime import RunState, current_run, run_scope
+from .runtime import RunState, current_run, default_concurrency, run_scope
 from .signature import Signature
 
 __all__ = ["Pipeline", "SignaturePipeline", "as_pipeline", "observed_program", "pipeline", "program_from_runs"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)  # a pipeline of an async def returns a coroutine
+Q = ParamSpec("Q")
+T = TypeVar("T")
 
 
-class Pipeline(Generic[P, R]):
+class Pipeline(Generic[P, R_co]):
     """A traced pipeline. Call it like the function it wraps.
 
     ``signature`` is None for a ``@pipeline``; a ``SignaturePipeline`` (a bare signature
@@ -35,7 +40,7 @@ class Pipeline(Generic[P, R]):
 
     signature: Signature[..., Any] | None = None
 
-    def __init__(self, fn: Callable[P, R], *, name: str | None = None):
+    def __init__(self, fn: Callable[P, R_co], *, name: str | None = None):
         if not callable(fn) or not isinstance(getattr(fn, "__qualname__", None), str):
             raise SignatureError(
                 f"@desic.pipeline needs a function (def or async def), got {fn!r:.60} "
@@ -110,7 +115,7 @@ class Pipeline(Generic[P, R]):
         bound = self._signature.bind(*args, **kwargs)
         return dict(bound.arguments)
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
         if current_run() is not None:  # nested inside another pipeline: same run
             return self.fn(*args, **kwargs)
         if self.is_async:
@@ -142,6 +147,57 @@ class Pipeline(Generic[P, R]):
         from ._aio import workers
 
         return await workers().submit(contextvars.copy_context().run, self.run, inputs, state)
+
+    # An ``async def`` pipeline's R is a coroutine: its batch results hold what it returns.
+    @overload
+    def batch(
+        self: Pipeline[Q, Coroutine[Any, Any, T]],
+        inputs: Iterable[Mapping[str, Any]],
+        *,
+        concurrency: int | None = None,
+    ) -> list[BatchResult[T]]: ...
+    @overload
+    def batch(
+        self: Pipeline[Q, T], inputs: Iterable[Mapping[str, Any]], *, concurrency: int | None = None
+    ) -> list[BatchResult[T]]: ...
+    def batch(self, inputs: Iterable[Mapping[str, Any]], *, concurrency: int | None = None) -> list[BatchResult[Any]]:
+        """Run the pipeline on every dict of inputs, ``concurrency`` runs at a time (default:
+        ``desic.context(max_concurrency=...)``, ``$DESIC_MAX_CONCURRENCY``, else 8).
+
+        One ``BatchResult`` per item, in input order: ``.output``, or the ``.error`` the
+        item raised (a ``DataError`` for bad inputs, an LM failure, ...); one failure never
+        stops the others.
+        """
+        return run_sync(self.abatch(inputs, concurrency=concurrency))
+
+    @overload
+    async def abatch(
+        self: Pipeline[Q, Coroutine[Any, Any, T]],
+        inputs: Iterable[Mapping[str, Any]],
+        *,
+        concurrency: int | None = None,
+    ) -> list[BatchResult[T]]: ...
+    @overload
+    async def abatch(
+        self: Pipeline[Q, T], inputs: Iterable[Mapping[str, Any]], *, concurrency: int | None = None
+    ) -> list[BatchResult[T]]: ...
+    async def abatch(
+        self, inputs: Iterable[Mapping[str, Any]], *, concurrency: int | None = None
+    ) -> list[BatchResult[Any]]:
+        """The async form of :meth:`batch`."""
+        return await self.run_batch(inputs, None, concurrency)
+
+    async def run_batch(
+        self, inputs: Iterable[Mapping[str, Any]], program: ir.Program | None, concurrency: int | None
+    ) -> list[BatchResult[Any]]:
+        """Every item run as its own run bound to ``program`` (the batch front of pipelines
+        and compiled pipelines)."""
+        items = items_of(inputs, self.name)
+
+        async def one(item: dict[str, Any]) -> Any:
+            return await self.arun(self.validate_inputs(self.bind((), item)), RunState(program=program))
+
+        return await gather_results(items, one, default_concurrency(concurrency))
 
     def __repr__(self) -> str:
         return f"<desic.Pipeline {self.name}({', '.join(self.inputs)})>"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import threading
 import time
 from collections.abc import Awaitable, Iterator
@@ -21,7 +22,7 @@ import msgspec
 from . import events, ir, sampling
 from ._aio import run_sync
 from ._json import UNSET, to_jsonable
-from .errors import ArtifactError
+from .errors import ArtifactError, ConfigError
 from .lm import LM, LMParams, LMRequest, Usage, default_lm
 from .render import default_template, render_messages
 
@@ -35,6 +36,7 @@ __all__ = [
     "TraceEntry",
     "context",
     "current_lm",
+    "default_concurrency",
     "default_node",
     "drift_error",
     "run_isolated",
@@ -80,6 +82,23 @@ def context(*, lm: Any = UNSET, storage: Any = UNSET, max_concurrency: Any = UNS
         yield new
     finally:
         _settings.reset(token)
+
+
+def default_concurrency(given: int | None = None) -> int:
+    """``given``, else ``desic.context(max_concurrency=...)``, else ``$DESIC_MAX_CONCURRENCY``, else 8."""
+    if given is not None:
+        value: Any = given
+    else:
+        value = settings().max_concurrency
+        if value is None:
+            env = os.environ.get("DESIC_MAX_CONCURRENCY", "").strip()
+            try:
+                value = int(env) if env else 8
+            except ValueError:
+                raise ConfigError(f"DESIC_MAX_CONCURRENCY={env!r} is not a number; set it to e.g. 16") from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"concurrency must be a whole number of at least 1, got {value!r}")
+    return value
 
 
 def current_lm() -> LM:
@@ -395,7 +414,8 @@ async def _request(
         if entry is not None:
             entry.error = f"{type(exc).__name__}: {exc}"
         if events.active():
-            events.emit("node_call", node=node.id, latency=time.perf_counter() - started, error=str(exc))
+            spent_calls = spent.calls if isinstance(spent, Usage) else 0
+            events.emit("node_call", node=node.id, latency=time.perf_counter() - started, error=str(exc), calls=spent_calls)
         raise
     if events.active():
         u = response.usage
@@ -408,6 +428,7 @@ async def _request(
             completion_tokens=u.completion_tokens,
             cost=u.cost,
             cached=bool(response.meta.get("cached", False)),
+            calls=u.calls,
         )
         events.emit("node_call", node=node.id, latency=time.perf_counter() - started, error=None)
     if state is not None:

@@ -10,17 +10,20 @@ from __future__ import annotations
 import inspect
 import re
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Generic, ParamSpec, TypeVar, overload
 
 from pydantic import BaseModel, Field, TypeAdapter, create_model
 from pydantic.fields import FieldInfo
 
 from . import ir
+from ._aio import run_sync
+from ._batch import BatchResult, gather_results, items_of
 from .errors import SignatureError
 from .sampling import SamplingSpec
 
-__all__ = ["STRATEGIES", "Signature", "signature"]
+__all__ = ["STRATEGIES", "Output", "Signature", "signature"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -35,6 +38,37 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 _registry: dict[str, Signature[..., Any]] = {}
 
 
+@dataclass(frozen=True, slots=True)
+class Output:
+    """Names the output of a bare return type, and optionally describes it.
+
+    ``-> Annotated[str, desic.Output("language")]`` is a ``str`` to the caller and to type
+    checkers, and the field ``language`` to the LM (instead of ``output``): the port of
+    DSPy's ``"sentence -> language"`` without writing a pydantic model.
+    """
+
+    name: str
+    description: str = ""
+
+
+def _output_of(owner: str, annotation: Any) -> Output | None:
+    """The ``Output`` marker of a return annotation, if any."""
+    if typing.get_origin(annotation) is not Annotated:
+        return None
+    marks = [m for m in typing.get_args(annotation)[1:] if isinstance(m, Output)]
+    if len(marks) > 1:
+        raise SignatureError(f"{owner}: the return annotation has {len(marks)} desic.Output marks; keep one")
+    if not marks:
+        return None
+    mark = marks[0]
+    if not isinstance(mark.name, str) or not mark.name.isidentifier() or mark.name.startswith("_"):
+        raise SignatureError(
+            f"{owner}: desic.Output({mark.name!r}) needs a field name: a Python identifier not "
+            "starting with '_', e.g. desic.Output(\"language\")"
+        )
+    return mark
+
+
 def _split_annotated(annotation: Any) -> tuple[Any, str, FieldInfo | None]:
     """(base type, description, FieldInfo) from ``Annotated[T, "text" | Field(...)]``."""
     description = ""
@@ -44,6 +78,8 @@ def _split_annotated(annotation: Any) -> tuple[Any, str, FieldInfo | None]:
         for extra in extras:
             if isinstance(extra, str):
                 description = extra
+            elif isinstance(extra, Output):
+                description = extra.description or description
             elif isinstance(extra, FieldInfo):
                 info = extra
                 description = extra.description or description
@@ -135,16 +171,22 @@ def _build(fn: Callable[..., Any], name: str) -> tuple[ir.SignatureSpec, type[Ba
             f"{owner}: no return annotation; declare the output, e.g. '-> str' or '-> MyModel'"
         )
     ret, ret_desc, _ = _split_annotated(hints["return"])
+    named = _output_of(owner, hints["return"])
     output_field: str | None = None
     if isinstance(ret, type) and issubclass(ret, BaseModel):
+        if named is not None:
+            raise SignatureError(
+                f"{owner}: desic.Output({named.name!r}) names the output of a bare type (str, "
+                f"list[str], ...); {ret.__name__} already names its fields: drop the Output mark"
+            )
         model: type[BaseModel] = ret
         _schema_for(owner, "the return type", ret)
     else:
         _schema_for(owner, "the return type", ret)
-        output_field = OUTPUT_FIELD
+        output_field = named.name if named is not None else OUTPUT_FIELD
         model = create_model(
             f"{_camel(name)}Output",
-            **{OUTPUT_FIELD: (ret, Field(..., description=ret_desc or None))},  # type: ignore[call-overload]
+            **{output_field: (ret, Field(..., description=ret_desc or None))},  # type: ignore[call-overload]
         )
     _require_described(owner, model, ret if output_field is not None else None)
     if any(f.name in model.model_fields for f in inputs):
@@ -297,6 +339,31 @@ class Signature(Generic[P, R]):
         from . import runtime
 
         return runtime.acall_signature(self, self.bind(args, kwargs))
+
+    def batch(
+        self, inputs: Iterable[Mapping[str, Any]], *, concurrency: int | None = None
+    ) -> list[BatchResult[R]]:
+        """Predict for every dict of inputs, ``concurrency`` at a time (default:
+        ``desic.context(max_concurrency=...)``, ``$DESIC_MAX_CONCURRENCY``, else 8).
+
+        One ``BatchResult`` per item, in input order: ``.output``, or the ``.error`` that
+        item raised (bad inputs, an LM failure); one failure never stops the others.
+        """
+        return run_sync(self.abatch(inputs, concurrency=concurrency))
+
+    async def abatch(
+        self, inputs: Iterable[Mapping[str, Any]], *, concurrency: int | None = None
+    ) -> list[BatchResult[R]]:
+        """The async form of :meth:`batch`."""
+        from . import runtime
+
+        items = items_of(inputs, self.spec.name)
+
+        async def one(item: dict[str, Any]) -> R:
+            result: R = await runtime.acall_signature(self, self.bind((), item))
+            return result
+
+        return await gather_results(items, one, runtime.default_concurrency(concurrency))
 
     def named(self, name: str) -> Signature[P, R]:
         """The same signature recorded under an explicit node id (for repeated uses)."""

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Self
 
 from ._redact import get_logger
+from ._text import plural
 from .events import Event, subscribe
 
 if TYPE_CHECKING:
@@ -135,6 +136,11 @@ def format_eta(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def _int(value: Any, default: int) -> int:
+    """An event's count field, ``default`` when absent (events of older emitters)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
 def _tokens_text(n: int) -> str:
     return f"{n / 1000:.1f}k" if n >= 1000 else str(n)
 
@@ -174,7 +180,10 @@ class ProgressSink:
         self.round: int | None = None
         self.examples = 0
         self.errors = 0
+        self.cached = 0
+        self.loading: str | None = None  # the model being loaded, until it is
         self.stopped_by: str | None = None
+        self.load_seconds = 0.0  # spent loading models (lm_load events), not working
         self._lock = threading.Lock()
         self._progress = Progress(
             SpinnerColumn(),
@@ -213,10 +222,23 @@ class ProgressSink:
         with self._lock:
             kind = event.kind
             if kind == "lm_call":
-                self.calls += 1
+                # the requests the server saw, as Usage.calls counts them (and so the
+                # final summary): re-asks included, a cache hit none
+                self.calls += _int(d.get("calls"), 1)
+                self.cached += bool(d.get("cached"))
                 self.tokens += int(d.get("prompt_tokens") or 0) + int(d.get("completion_tokens") or 0)
                 self.cost += float(d.get("cost") or 0.0)
+            elif kind == "node_call":
+                if not d.get("error"):
+                    return
+                self.calls += _int(d.get("calls"), 0)  # a failed call's requests count too
+            elif kind == "lm_load":
+                self.loading = None if d.get("done") else str(d.get("model") or d.get("lm") or "model")
+                if d.get("done"):
+                    self.load_seconds += float(d.get("seconds") or 0.0)
             elif kind == "example":
+                if (d.get("what") == "compile") != (self.what == "compile"):
+                    return
                 self.examples += 1
                 if d.get("error"):
                     self.errors += 1
@@ -225,7 +247,6 @@ class ProgressSink:
                     self.score_sum += float(d.get("score") or 0.0)
             elif kind == "candidate" and self.what == "compile":
                 self.done += 1
-                self.examples = 0
                 score = d.get("score")
                 if isinstance(score, (int, float)) and (self.best is None or score > self.best):
                     self.best = float(score)
@@ -249,20 +270,28 @@ class ProgressSink:
 
     # -- rendering --------------------------------------------------------------------------
     def eta(self) -> float | None:
-        """Seconds left: from ``total`` when known, else from the most used budget."""
+        """Seconds left, estimated from the work done so far: from ``total`` when known,
+        else from the rate the most used budget is being spent at (time spent loading a
+        model left out), else unknown."""
         elapsed = time.monotonic() - self.started
         if self.total and self.done:
             return elapsed / self.done * max(0, self.total - self.done)
-        used = {"calls": self.calls, "tokens": self.tokens, "cost": self.cost, "seconds": elapsed}
-        fractions = [
-            used[_BUDGET_USAGE[k]] / limit for k, limit in self.budget.items() if limit > 0
-        ]
-        fraction = max(fractions, default=0.0)
-        if fraction <= 0:
+        if self.loading is not None:
             return None
+        used = {"calls": self.calls, "tokens": self.tokens, "cost": self.cost, "seconds": elapsed}
+        fractions = {k: used[_BUDGET_USAGE[k]] / limit for k, limit in self.budget.items() if limit > 0}
+        if not fractions:
+            return None
+        key = max(fractions, key=lambda k: fractions[k])
+        fraction = fractions[key]
         if fraction >= 1:
             return 0.0
-        return elapsed * (1 - fraction) / fraction
+        if key == "seconds":
+            return max(0.0, self.budget["seconds"] - elapsed)
+        working = elapsed - self.load_seconds  # loading a model is no work: it is not repeated
+        if fraction <= 0 or working <= 0:
+            return None  # nothing spent yet: no rate to estimate from
+        return working * (1 - fraction) / fraction
 
     def status(self) -> str:
         parts: list[str] = []
@@ -273,9 +302,15 @@ class ProgressSink:
                 parts.append(f"round {self.round}")
         elif self.done:
             parts.append(f"score {self.score_sum / self.done:.3f}")
+        if self.loading is not None:
+            parts.append(f"loading model {self.loading}")
+        if self.what == "compile" and self.examples:
+            parts.append(plural(self.examples, "example"))
         if self.errors:
-            parts.append(f"{self.errors} errors")
-        parts.append(f"{self.calls} calls")
+            parts.append(plural(self.errors, "error"))
+        parts.append(plural(self.calls, "call"))
+        if self.cached:
+            parts.append(f"{self.cached} cached")
         if self.tokens:
             parts.append(f"{_tokens_text(self.tokens)} tok")
         if self.cost:
@@ -286,8 +321,10 @@ class ProgressSink:
 
     def _update(self) -> None:
         noun = "candidate" if self.what == "compile" else "example"
-        plural = "" if (self.total or self.done) == 1 else "s"
-        count = f"{self.done}/{self.total} {noun}{plural}" if self.total else f"{self.done} {noun}{plural}"
+        ending = "" if (self.total or self.done) == 1 else "s"
+        count = f"{self.done}/{self.total} {noun}{ending}" if self.total else f"{self.done} {noun}{ending}"
+        if self.loading is not None and not self.done:
+            count = "loading model"
         self._progress.update(
             self._task,
             completed=self.done,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
+from .._text import plural
 from ._common import EXIT_STORAGE, EXIT_USAGE, echo_err, handle_errors
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 cache_app = typer.Typer(
     help="The LM answer cache on disk (--cache PATH, default $DESIC_CACHE_DIR/lm.sqlite3 or ~/.cache/desic/lm.sqlite3).",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 CacheOpt = Annotated[
@@ -167,7 +169,7 @@ def prune_cmd(
         before = store.stats()
         removed = store.prune(older_than=seconds, max_entries=max_entries, max_bytes=max_bytes, vacuum=vacuum)
         after = store.stats()
-    typer.echo(f"removed {removed} of {before.entries} entries from {after.path}; {after.entries} left")
+    typer.echo(f"removed {removed} of {plural(before.entries, 'entry', 'entries')} from {after.path}; {after.entries} left")
     typer.echo(f"answers {human_size(before.value_bytes)} -> {human_size(after.value_bytes)}")
     typer.echo(f"on disk {human_size(before.file_bytes)} -> {human_size(after.file_bytes)}")
     if removed and not vacuum and after.file_bytes >= before.file_bytes:
@@ -194,4 +196,4 @@ def clear_cmd(
         before = store.file_bytes()
         removed = store.clear(vacuum=True)
         after = store.file_bytes()
-    typer.echo(f"removed {removed} entries from {store.path}; on disk {human_size(before)} -> {human_size(after)}")
+    typer.echo(f"removed {plural(removed, 'entry', 'entries')} from {store.path}; on disk {human_size(before)} -> {human_size(after)}")

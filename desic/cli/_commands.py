@@ -5,36 +5,43 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .._text import plural
 from ..errors import ConfigError, DataError
 from ._common import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     accepts,
+    cause,
+    check_out,
+    check_storage,
     echo_err,
     handle_errors,
+    hinted,
     import_object,
+    input_example,
+    json_example,
     lm_context,
     load_target,
     parse_budget,
     parse_json_object,
     parse_options,
+    read_dataset,
     resolve_metric,
+    resolve_optimizer,
 )
+from ._lm import BaseUrlOpt, CacheOpt, LmOpt, RetriesOpt, RpsOpt, build_lm, lm_settings
 
 if TYPE_CHECKING:
     from .._compiled import CompiledPipeline
 
 # --- shared option types -------------------------------------------------------------------------
 
-LmOpt = Annotated[
-    str | None,
-    typer.Option("--lm", help="LM spec, e.g. openai:gpt-4o-mini or local (default: $DESIC_LM, else the local model)"),
-]
 MetricOpt = Annotated[
     str,
     typer.Option("--metric", "-m", help="a metric of desic.metrics (exact_match, ...) or MODULE:FUNCTION"),
@@ -131,7 +138,7 @@ def compile_cmd(
     trainset: Annotated[Path, typer.Option("--trainset", "-t", help="training rows: .jsonl, .json or .csv")],
     out: Annotated[str, typer.Option("--out", "-o", help="where to save: a file, or a store URL with a name (sqlite://.desic/desic.db#triage)")],
     metric: MetricOpt = "exact_match",
-    optimizer: Annotated[str, typer.Option("--optimizer", help="optimizer name (labeled, bootstrap, ...)")] = "bootstrap",
+    optimizer: Annotated[str, typer.Option("--optimizer", help="optimizer name (labeled, bootstrap, mipro, ...)")] = "bootstrap",
     valset: Annotated[Path | None, typer.Option("--valset", help="validation rows, scored after optimizing")] = None,
     lm: LmOpt = None,
     seed: Annotated[int, typer.Option("--seed", help="seed of the optimizer's random choices")] = 0,
@@ -140,43 +147,48 @@ def compile_cmd(
     budget: Annotated[str | None, typer.Option("--budget", help="limits: calls=100,tokens=50000,dollars=1.5,seconds=600 (any subset)")] = None,
     concurrency: ConcurrencyOpt = 8,
     option: Annotated[list[str] | None, typer.Option("--option", "-O", help="optimizer option KEY=VALUE (JSON values), repeatable")] = None,
+    cache: CacheOpt = None,
+    retries: RetriesOpt = None,
+    rps: RpsOpt = None,
+    base_url: BaseUrlOpt = None,
 ) -> None:
     """Optimize a pipeline on a trainset and save the compiled artifact."""
     from ..compile import compile as compile_fn
-    from ..data import load_dataset
     from ..pipeline import as_pipeline
     from ..sinks import progress
 
     limits = parse_budget(budget) if budget is not None else None
-    options = parse_options(option)
+    opt = resolve_optimizer(optimizer, parse_options(option))  # before anything is imported or run
     obj = import_object(target, what="pipeline")
-    pipe = as_pipeline(obj)
+    with cause(_NOT_A_PIPELINE):
+        pipe = as_pipeline(obj)
+    check_out(out)
     kwargs: dict[str, Any] = {
         "metric": resolve_metric(metric),
-        "optimizer": optimizer,
+        "optimizer": opt,
         "seed": seed,
         "concurrency": concurrency,
-        **options,
+        "lm": build_lm(lm_settings(lm, cache=cache, retries=retries, rps=rps, base_url=base_url)),
     }
-    train_rows = load_dataset(trainset)
+    train_rows = read_dataset(trainset, option="--trainset", pipe=pipe)
     if valset is not None:
-        kwargs["valset"] = load_dataset(valset)
-    if lm:
-        kwargs["lm"] = lm
+        kwargs["valset"] = read_dataset(valset, option="--valset", pipe=pipe)
     if storage is not None:
+        check_storage(storage, create=True)
         kwargs["storage"] = storage
     if resume is not None:
         kwargs["resume"] = resume
     if limits is not None:
         kwargs["budget"] = _budget_value(limits)
     try:
-        with progress(what="compile", budget=limits):
-            compiled = compile_fn(obj, train_rows, **kwargs)
+        with progress(what="compile", budget=limits), cause(_compile_hint):
+            compiled = compile_fn(obj, train_rows, progress=False, **kwargs)
     except KeyboardInterrupt:
         echo_err("interrupted")
         _resume_hint(storage, pipe.ref)
         raise typer.Exit(EXIT_INTERRUPTED) from None
-    saved = compiled.save(out)
+    with cause(f"the compile finished but could not be saved: give another --out (the run is kept in {storage})" if storage else None):
+        saved = compiled.save(out)
     where = f"{getattr(saved, 'ref', '')}" if not isinstance(saved, Path) else str(saved)
     if not isinstance(saved, Path):
         where = f"{out.split('#', 1)[0]}#{where}"
@@ -187,10 +199,9 @@ def compile_cmd(
     history = compiled.history
     if history:
         best = max((c.score for c in history if c.score is not None), default=None)
-        noun = "candidate" if len(history) == 1 else "candidates"
-        parts.append(f"{len(history)} {noun}" + (f", best {best:.3f}" if best is not None else ""))
-        usage = history[-1].usage
-        parts.append(f"{usage.calls} LM calls" + (f", ${usage.cost:.4f}" if usage.cost else ""))
+        parts.append(plural(len(history), "candidate") + (f", best {best:.3f}" if best is not None else ""))
+    usage = compiled.usage  # the whole compile's (what its progress line counted)
+    parts.append(plural(usage.calls, "LM call") + (f", ${usage.cost:.4f}" if usage.cost else ""))
     if compiled.stopped_by:
         parts.append(f"stopped by the {compiled.stopped_by} budget")
     if meta.run_id:
@@ -200,6 +211,16 @@ def compile_cmd(
         _budget_note(compiled.stopped_by, limits or {}, storage, meta.run_id)
     if storage or kwargs.get("resume"):
         typer.echo(f"report: desic runs report {meta.run_id}" + (f" --storage {storage}" if storage else ""))
+
+
+def _compile_hint(exc: Exception) -> str | None:
+    """A hint for the compile's own refusals the command line can fix; else the class's."""
+    if isinstance(exc, ConfigError) and "max_dollars" in str(exc):
+        return "drop dollars= from --budget, or use an LM whose price is known (desic.lm(..., prices=...) in Python)"
+    return None
+
+
+_NOT_A_PIPELINE = "name a @desic.pipeline or a @desic.signature after the ':' (or a compiled pipeline)"
 
 
 def _budget_note(stopped_by: str, limits: dict[str, float], storage: str | None, run_id: str | None) -> None:
@@ -232,20 +253,26 @@ def eval_cmd(
     concurrency: ConcurrencyOpt = 8,
     as_json: Annotated[bool, typer.Option("--json", help="print the full report (every example) as JSON")] = False,
     show_errors: Annotated[int, typer.Option("--show-errors", help="how many failed examples to list")] = 5,
+    cache: CacheOpt = None,
+    retries: RetriesOpt = None,
+    rps: RpsOpt = None,
+    base_url: BaseUrlOpt = None,
 ) -> None:
     """Score an artifact (or an uncompiled MODULE:PIPELINE) on a devset."""
-    from ..data import load_dataset
     from ..sinks import progress
 
+    if storage is not None:
+        check_storage(storage)
     compiled = load_target(target, pipeline=pipeline, storage=storage)
     metric_fn = resolve_metric(metric)
-    rows = load_dataset(devset)
+    rows = read_dataset(devset, option="--devset", pipe=compiled.pipeline)
+    model = build_lm(lm_settings(lm, cache=cache, retries=retries, rps=rps, base_url=base_url))
     from ..evaluate import evaluate
 
     options: dict[str, Any] = {"concurrency": concurrency}
     if accepts(evaluate, "progress"):
         options["progress"] = False  # the progress line below draws it from the events
-    with lm_context(lm), progress(what="evaluate", total=len(rows)):
+    with lm_context(model), progress(what="evaluate", total=len(rows)):
         report = evaluate(compiled, rows, metric_fn, **options)
     if as_json:
         u = report.usage
@@ -285,7 +312,7 @@ def eval_cmd(
 # --- run ---------------------------------------------------------------------------------------
 
 
-def _read_jsonl(source: str) -> list[dict[str, Any]]:
+def _read_jsonl(source: str, names: Sequence[str]) -> list[dict[str, Any]]:
     if source == "-":
         text, name = sys.stdin.read(), "<stdin>"
     else:
@@ -293,8 +320,12 @@ def _read_jsonl(source: str) -> list[dict[str, Any]]:
 
         path = Path(source)
         if not path.is_file():
-            raise DataError(f"input file not found: {path}")
+            raise hinted(
+                DataError(f"--jsonl file not found: {path}"),
+                f"check the --jsonl path (relative to {Path.cwd()}), or give '-' to read the lines from stdin",
+            )
         text, name = read_text(path), str(path)
+    fix = f"each line of {name} must be one JSON object of the inputs, e.g. {json_example(names)}"
     rows: list[dict[str, Any]] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -302,9 +333,9 @@ def _read_jsonl(source: str) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DataError(f"{name}:{lineno}: invalid JSON: {exc.msg}", row=len(rows)) from None
+            raise hinted(DataError(f"{name}:{lineno}: invalid JSON: {exc.msg}", row=len(rows)), fix) from None
         if not isinstance(row, dict):
-            raise DataError(f"{name}:{lineno}: expected a JSON object, got {type(row).__name__}", row=len(rows))
+            raise hinted(DataError(f"{name}:{lineno}: expected a JSON object, got {type(row).__name__}", row=len(rows)), fix)
         rows.append(row)
     return rows
 
@@ -318,39 +349,51 @@ def run_cmd(
     pipeline: PipelineOpt = None,
     storage: StorageOpt = None,
     concurrency: ConcurrencyOpt = 4,
+    cache: CacheOpt = None,
+    retries: RetriesOpt = None,
+    rps: RpsOpt = None,
+    base_url: BaseUrlOpt = None,
 ) -> None:
     """Run an artifact on inputs and print the output as JSON (one line per input)."""
-    if input is not None and jsonl is None:
-        compiled = load_target(artifact, pipeline=pipeline, storage=storage)
-        _run_one(compiled, parse_json_object(input, option="--input"), lm)
-    elif jsonl is not None and input is None:
-        compiled = load_target(artifact, pipeline=pipeline, storage=storage)
-        _run_many(compiled, _read_jsonl(jsonl), lm, concurrency, source=jsonl)
-    else:
+    if (input is None) == (jsonl is None):
         raise typer.BadParameter("give exactly one of --input JSON or --jsonl FILE", param_hint="--input / --jsonl")
+    if storage is not None:
+        check_storage(storage)
+    compiled = load_target(artifact, pipeline=pipeline, storage=storage)
+    names = compiled.pipeline.input_names
+    if input is not None:
+        data = parse_json_object(input, option="--input", inputs=names)
+        model = build_lm(lm_settings(lm, cache=cache, retries=retries, rps=rps, base_url=base_url))
+        _run_one(compiled, data, model)
+    elif jsonl is not None:
+        rows = _read_jsonl(jsonl, names)
+        model = build_lm(lm_settings(lm, cache=cache, retries=retries, rps=rps, base_url=base_url))
+        _run_many(compiled, rows, model, concurrency, source=jsonl)
 
 
-def _run_one(compiled: CompiledPipeline, data: dict[str, Any], lm: str | None) -> None:
+def _run_one(compiled: CompiledPipeline[..., Any], data: dict[str, Any], lm: Any) -> None:
     from ..runtime import RunState
 
     pipe = compiled.pipeline
+    with cause(f"--input needs every input of {pipe.name}: {input_example('--input', pipe.input_names)}"):
+        inputs = pipe.validate_inputs(data)
     extra = sorted(set(data) - set(pipe.input_names))
     if extra:
         echo_err(f"warning: ignoring keys that are not inputs of {pipe.name}: {', '.join(extra)}")
-    inputs = pipe.validate_inputs(data)
     with lm_context(lm):
         result = pipe.run(inputs, RunState(program=compiled.program))
     typer.echo(_dumps(result))
 
 
-def _run_many(compiled: CompiledPipeline, rows: list[dict[str, Any]], lm: str | None, concurrency: int, *, source: str) -> None:
+def _run_many(compiled: CompiledPipeline[..., Any], rows: list[dict[str, Any]], lm: Any, concurrency: int, *, source: str) -> None:
     from .._aio import run_sync
     from ..data import to_examples
     from ..engine import run_all
     from ..runtime import current_lm
 
     pipe = compiled.pipeline
-    examples = to_examples(pipe, rows, what=source)  # every row is checked before any LM call
+    with cause(f"fix the named line of {source}: each line is one JSON object of the inputs ({', '.join(pipe.input_names)})"):
+        examples = to_examples(pipe, rows, what=source)  # every row is checked before any LM call
     with lm_context(lm):
         outcomes = run_sync(run_all(pipe, examples, program=compiled.program, lm=current_lm(), concurrency=concurrency))
     failed = 0
@@ -362,7 +405,7 @@ def _run_many(compiled: CompiledPipeline, rows: list[dict[str, Any]], lm: str | 
             typer.echo("null")
             echo_err(f"row {o.index}: {o.error}")
     if failed:
-        echo_err(f"error: {failed} of {len(outcomes)} rows failed (their lines are null)")
+        echo_err(f"error: {failed} of {plural(len(outcomes), 'row')} failed (their lines are null)")
         raise typer.Exit(EXIT_ERROR)
 
 
@@ -373,34 +416,54 @@ def _run_many(compiled: CompiledPipeline, rows: list[dict[str, Any]], lm: str | 
 def prompts_cmd(
     artifact: ArtifactArg,
     input: Annotated[str | None, typer.Option("--input", "-i", help="render for these inputs (JSON object); default: {name} placeholders")] = None,
-    lm: LmOpt = None,
+    lm: Annotated[str | None, typer.Option("--lm", help="run an uncompiled multi-node pipeline on this LM to render its later nodes")] = None,
     pipeline: PipelineOpt = None,
     storage: StorageOpt = None,
     node: Annotated[str | None, typer.Option("--node", help="only this node's prompt")] = None,
 ) -> None:
-    """Print the node graph and the exact messages each node sends."""
+    """Print the node graph and the exact messages each node sends (no LM needed)."""
     from ..report import format_graph, node_prompt
     from ..testing.snapshots import format_prompts
 
+    if storage is not None:
+        check_storage(storage)
     compiled = load_target(artifact, pipeline=pipeline, storage=storage)
     program = compiled.program
-    prompts: dict[str, list[dict[str, str]]]
+    pipe = compiled.pipeline
+    inputs: dict[str, Any] | None = None
     if input is not None:
-        inputs = parse_json_object(input, option="--input")
-        with lm_context(lm):
+        data = parse_json_object(input, option="--input", inputs=pipe.input_names)
+        with cause(f"--input needs every input of {pipe.name}: {input_example('--input', pipe.input_names)}"):
+            inputs = pipe.validate_inputs(pipe.bind((), data))
+    single = _single_node(compiled)
+    prompts: dict[str, list[dict[str, str]]]
+    if single is not None:  # one node: rendered directly, whatever the inputs, never an LM
+        from ..render import render_messages
+
+        program = program if program.nodes else program.replace(nodes=(single,))
+        prompts = {single.id: render_messages(single, inputs) if inputs is not None else node_prompt(single)}
+    elif inputs is not None:
+        with lm_context(build_lm(lm_settings(lm), required=False) if lm else None):
             prompts = compiled.prompts(**inputs)
     elif program.nodes:
         prompts = {n.id: node_prompt(n) for n in program.nodes}
     else:
-        raise ConfigError(
-            f"{artifact} is not compiled, so its nodes are only known by running it: "
-            "pass --input JSON to render its prompts"
+        raise hinted(
+            ConfigError(f"{artifact} is not compiled, so its nodes are only known by running it"),
+            f"pass {input_example('--input', pipe.input_names)} to render its first node "
+            "(add --lm SPEC to render the nodes after it), or compile it first",
         )
     if node is not None:
         if node not in prompts:
-            known = ", ".join(prompts) or "none"
-            raise ConfigError(f"no node {node!r} was rendered; nodes: {known}")
+            raise hinted(
+                ConfigError(f"no node {node!r} was rendered"),
+                f"--node takes one of {', '.join(prompts) or 'none'}",
+            )
         prompts = {node: prompts[node]}
+    if program is not compiled.program:  # a bare signature's default node, shown like a compiled one
+        from .._compiled import CompiledPipeline as Compiled
+
+        compiled = Compiled(pipe, program)
     typer.echo(compiled.inspect())
     if program.nodes:
         typer.echo("")
@@ -410,3 +473,21 @@ def prompts_cmd(
     missing = [n for n in program.node_ids if n not in prompts and node is None]
     if missing and input is not None:
         echo_err(f"note: {', '.join(missing)} not rendered: later nodes need an LM to produce their inputs (pass --lm)")
+
+
+def _single_node(compiled: CompiledPipeline[..., Any]) -> Any:
+    """The one node of a bare signature (compiled or not), else None."""
+    from ..pipeline import SignaturePipeline
+    from ..runtime import default_node
+
+    pipe = compiled.pipeline
+    if not isinstance(pipe, SignaturePipeline):
+        return None
+    if len(compiled.program.nodes) == 1:
+        return compiled.program.nodes[0]
+    if compiled.program.nodes:
+        return None
+    sig = pipe.signature
+    if sig is None:
+        return None
+    return default_node(sig, getattr(sig, "node_name", None) or sig.spec.name)

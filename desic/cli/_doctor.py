@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from .._text import plural
 from ..errors import ConfigError, DesicError, StorageError
 from ._common import EXIT_CONFIG, EXIT_LM, EXIT_STORAGE, exit_code, handle_errors
 
@@ -103,20 +104,32 @@ def lm_check(spec: str | None, *, offline: bool, timeout: float) -> Check:
     except TimeoutError:
         return Check("lm", "fail", f"{chosen} did not answer within {timeout:g}s", "check that the server is up, or raise --timeout", EXIT_LM)
     except DesicError as exc:
-        return Check("lm", "fail", f"{chosen}: {str(exc).splitlines()[0]}", "check the key, the base URL and that the model exists", exit_code(exc))
+        return Check("lm", "fail", _named(chosen, str(exc).splitlines()[0]), "check the key, the base URL and that the model exists", exit_code(exc))
     except Exception as exc:  # noqa: BLE001 - an SDK error the provider did not translate: still one line
-        return Check("lm", "fail", f"{chosen}: {type(exc).__name__}: {exc}", "check the key, the base URL and that the model exists", EXIT_LM)
+        return Check("lm", "fail", _named(chosen, f"{type(exc).__name__}: {exc}"), "check the key, the base URL and that the model exists", EXIT_LM)
     took = time.perf_counter() - started
     tokens = response.usage.total_tokens
     return Check("lm", "ok", f"{chosen} answered in {took:.2f}s ({tokens} tokens; {described})")
 
 
-def _writable_dir(path: Path) -> bool:
-    """Whether ``path`` could be created/written: its nearest existing ancestor is writable."""
+def _named(name: str | None, message: str) -> str:
+    """``name: message``, unless the message names it already (providers prefix their name)."""
+    if not name or message.startswith((f"{name}:", f"{name} ")):
+        return message
+    return f"{name}: {message}"
+
+
+def _creatable_dir(path: Path) -> str | None:
+    """None when the folder ``path`` exists or could be created; else why not. Its
+    nearest existing ancestor must be a writable directory (not a file)."""
     for folder in [path, *path.parents]:
         if folder.exists():
-            return os.access(folder, os.W_OK)
-    return False
+            if not folder.is_dir():
+                return f"{folder} is a file, not a folder"
+            if not os.access(folder, os.W_OK | os.X_OK):
+                return f"folder {folder} is not writable"
+            return None
+    return f"no folder of {path} exists"
 
 
 def storage_check(url: str | None) -> Check:
@@ -130,9 +143,12 @@ def storage_check(url: str | None) -> Check:
     if scheme in ("sqlite", "tinydb", "msgspec", "file") and location:
         path = Path(location).expanduser()
         if not path.exists():
-            if _writable_dir(path.parent):
+            problem = _creatable_dir(path.parent)
+            if problem is None:
                 return Check("storage", "ok", f"{url}: no store yet; it will be created on the first recorded run")
-            return Check("storage", "fail", f"{url}: cannot create {path} (folder not writable)", "choose a writable --storage / DESIC_STORAGE", EXIT_STORAGE)
+            return Check("storage", "fail", f"{url}: cannot create {path}: {problem}", "choose a store in a writable folder for --storage / DESIC_STORAGE", EXIT_STORAGE)
+        if path.is_dir() and scheme != "file":
+            return Check("storage", "fail", f"{url}: {path} is a folder, not a store file", "name a file in it, e.g. sqlite://.desic/desic.db", EXIT_STORAGE)
         if not os.access(path, os.W_OK) or (path.is_file() and not os.access(path.parent, os.W_OK)):
             return Check("storage", "fail", f"{url}: {path} is not writable", "fix the permissions or choose another --storage", EXIT_STORAGE)
     try:
@@ -144,7 +160,7 @@ def storage_check(url: str | None) -> Check:
             store.close()
     except (ConfigError, StorageError) as exc:
         return Check("storage", "fail", f"{url}: {str(exc).splitlines()[0]}", "check the URL; a corrupt store must be moved aside", exit_code(exc))
-    return Check("storage", "ok", f"{url}: writable, {runs} runs, {artifacts} artifacts")
+    return Check("storage", "ok", f"{url}: writable, {plural(runs, 'run')}, {plural(artifacts, 'artifact')}")
 
 
 _MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL", "skip": "--  "}

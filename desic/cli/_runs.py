@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .._text import plural
 from ..errors import ConfigError, StorageError
-from ._common import EXIT_ERROR, handle_errors
+from ._common import EXIT_ERROR, STORAGE_FIX, cause, echo_err, handle_errors, hinted
 
 if TYPE_CHECKING:
     from ..storage import RunInfo, Storage
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 runs_app = typer.Typer(
     help="The compile runs kept in a store (--storage URL, default $DESIC_STORAGE or sqlite://.desic/desic.db).",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 StorageOpt = Annotated[
@@ -37,13 +39,14 @@ def open_existing(url: str | None) -> Iterator[Storage]:
     from ..storage import default_url, open, split_url
 
     url = url or default_url()
-    scheme, location, _ = split_url(url)
-    if scheme in _FILE_SCHEMES and location and not Path(location).expanduser().exists():
-        raise StorageError(
-            f"no store at {url}: nothing has been recorded there; compile with "
-            f"--storage {url} (or set DESIC_STORAGE), or point --storage at your store"
+    with cause(STORAGE_FIX.replace("give a store URL", "give --storage a store URL")):
+        scheme, location, _ = split_url(url)
+        store = None if scheme in _FILE_SCHEMES and location and not Path(location).expanduser().exists() else open(url)
+    if store is None:
+        raise hinted(
+            StorageError(f"no store at {url}: nothing has been recorded there"),
+            f"point --storage (or DESIC_STORAGE) at the store your compile recorded into, or compile with --storage {url}",
         )
-    store = open(url)
     try:
         yield store
     finally:
@@ -232,16 +235,35 @@ def _line(record: dict[str, Any], best: float | None) -> str:
     )
 
 
+#: ``runs watch --timeout``: a running compile touches its run every ``HEARTBEAT_SECONDS``
+#: (10 s), so two minutes without any update means its process died or hangs
+WATCH_TIMEOUT = 120.0
+
+
+def _silence(info: RunInfo, quiet: float, timeout: float) -> str | None:
+    """Why a ``running`` run is no longer worth watching, or None: its process (on this
+    host) is gone, its heartbeat is stale, or nothing changed for ``timeout`` seconds."""
+    from ..storage import STALE_SECONDS, is_stale, owner_gone
+
+    if owner_gone(info):
+        return f"is marked running but its process ({info.owner}) is gone"
+    if is_stale(info):
+        return f"stopped updating: no heartbeat for over {STALE_SECONDS:g}s (its process died or hangs)"
+    if quiet > timeout:
+        return f"stopped updating: no new candidate or heartbeat for {timeout:g}s (--timeout)"
+    return None
+
+
 @runs_app.command("watch")
 @handle_errors
 def watch_cmd(
     run: RunArg,
     storage: StorageOpt = None,
     interval: Annotated[float, typer.Option("--interval", min=0.05, help="seconds between polls")] = 0.5,
-    timeout: Annotated[float | None, typer.Option("--timeout", help="give up after this many seconds")] = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="stop when the run has not been updated for this many seconds")] = WATCH_TIMEOUT,
 ) -> None:
-    """Follow a run in progress: print each new candidate until the run ends (or is
-    found stale: its process stopped without ending it)."""
+    """Follow a run in progress: print each new candidate until the run ends, or stops
+    being updated (its process died, or is stuck)."""
     from ..storage import is_stale
 
     with open_existing(storage) as store:
@@ -253,13 +275,18 @@ def watch_cmd(
             typer.echo(f"watching run {info.id} ({info.pipeline}, {info.optimizer}); status {info.status}")
         seen = 0
         best: float | None = None
-        started = time.monotonic()
+        last_change = time.monotonic()
+        last_state: tuple[str, str] | None = None
+        silent: str | None = None
         try:
             if follower is not None:
                 follower.start()
             while True:
                 current = store.get_run(info.id)  # read before the history: nothing is missed
                 status = "stale" if is_stale(current) else current.status
+                state = (current.updated_at, current.status)
+                if state != last_state:
+                    last_state, last_change = state, time.monotonic()
                 history = store.history(info.id)
                 for record in history[seen:]:
                     score = record.get("score")
@@ -269,20 +296,28 @@ def watch_cmd(
                         follower.add(record, best)
                     else:
                         typer.echo(_line(record, best))
+                if len(history) != seen:
+                    last_change = time.monotonic()
                 seen = len(history)
                 if status != "running":
                     break
-                if timeout is not None and time.monotonic() - started > timeout:
-                    if follower is not None:
-                        follower.stop()
-                    typer.echo(f"still running after {timeout:g}s; stopped watching")
-                    return
+                silent = _silence(current, time.monotonic() - last_change, timeout)
+                if silent is not None:
+                    break
                 time.sleep(interval)
         finally:
             if follower is not None:
                 follower.stop()
         final = store.get_run(info.id)
-    typer.echo(f"run {final.id} {_status(final)}: {seen} candidates, best {_score(final.best_score if final.best_score is not None else best)}")
+        store_url = store.url
+    if silent is not None and final.status == "running":
+        echo_err(f"error: run {final.id} {silent}; stopped watching after {plural(seen, 'candidate')}")
+        echo_err(
+            f"fix: `desic runs show {final.id}` shows how far it got; if its process is gone, continue it with "
+            f"desic compile ... --storage {store_url} --resume {final.id}"
+        )
+        raise typer.Exit(EXIT_ERROR)
+    typer.echo(f"run {final.id} {_status(final)}: {plural(seen, 'candidate')}, best {_score(final.best_score if final.best_score is not None else best)}")
     if final.error:
         typer.echo(f"{'reason' if final.status == 'stopped' else 'error'}: {final.error}", err=True)
     if final.status != "finished" and not final.stopped_by:  # a budget stop ends cleanly

@@ -15,9 +15,11 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+from .. import events
 from ..errors import ConfigError, LMError
 from . import LMRequest, LMResponse
 from ._openai import OpenAILM
@@ -96,10 +98,17 @@ def _start(path: str, n_ctx: int, n_parallel: int, threads: int, embedding: bool
                 params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
                 # a whole text must fit in one micro-batch to be pooled
                 params.n_batch = params.n_ubatch = n_ctx // n_parallel
+            model = Path(path).name
+            started = time.perf_counter()
+            if events.active():  # a progress line says "loading model" rather than "0 examples"
+                events.emit("lm_load", lm="local", model=model, done=False, seconds=0.0)
             try:
                 server = xllamacpp.Server(params)
             except Exception as exc:
                 raise LMError(f"could not start llama.cpp on {path}: {exc}") from exc
+            finally:
+                if events.active():
+                    events.emit("lm_load", lm="local", model=model, done=True, seconds=time.perf_counter() - started)
             _servers[key] = server
         return str(server.listening_address).rstrip("/") + "/v1"
 

@@ -330,10 +330,30 @@ def fill_program(
     return program
 
 
+def _output_names(task: CompileTask) -> str:
+    """The pipeline's output fields as the metric sees them, for messages."""
+    sig = getattr(task.pipeline, "signature", None)
+    if sig is not None:
+        return ", ".join(sig.spec.output_names)
+    out = task.pipeline.output_type
+    fields = getattr(out, "model_fields", None)
+    if isinstance(fields, dict):
+        return ", ".join(fields)
+    return getattr(out, "__name__", None) or ("not annotated" if out is None else str(out))
+
+
 def record_pool(task: CompileTask, program: ir.Program, found: Traces, what: str = "bootstrap pool") -> None:
     """Record what a bootstrap pass produced (split ``"bootstrap"``: its score is the share
     of traces accepted, not a validation score); re-raise a budget stop after recording.
     Nothing is recorded when the budget was out before any row ran."""
+    if found.tried and not found.accepted and found.stopped is None:
+        labels = sorted({key for example in task.trainset[:50] for key in example.labels})
+        log.warning(
+            "desic: %s: the metric accepted none of the %d traces, so no demo was bootstrapped "
+            "(labelled demos only, if any). Check that the metric compares the pipeline's output "
+            "with the right labels (the rows have: %s; outputs: %s), or lower threshold=.",
+            what, found.tried, ", ".join(labels) or "no labels", _output_names(task),
+        )
     if found.tried or found.stopped is None:
         note = f"{what}: {found.accepted}/{found.tried} traces accepted"
         if found.stopped is not None:

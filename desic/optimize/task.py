@@ -211,9 +211,14 @@ class CompileTask:
                 bases[id(program)] = hit
             return ir.fingerprint([hit[1], self._example_key(example)])
 
-        def done(i: int, outcome: RunOutcome) -> None:
+        def done(i: int, outcome: RunOutcome, replayed: bool = False) -> None:
             nonlocal finished
             finished += 1
+            if events.active():  # progress lines count the examples run as they finish
+                events.emit(
+                    "example", what="compile", index=i, score=outcome.score, error=outcome.error,
+                    latency=outcome.latency, replayed=replayed,
+                )
             if keep:
                 results[i] = outcome
             if on_outcome is not None:
@@ -232,7 +237,7 @@ class CompileTask:
             if self.metric is not None and outcome.score is None:
                 await self._score(outcome)
                 self.recorder.put_evaluation(key, outcome_record(outcome, self._metric_key, self._encode))
-            done(i, outcome)
+            done(i, outcome, replayed=True)
             return False
 
         async def after(i: int, outcome: RunOutcome) -> None:

@@ -70,6 +70,7 @@ from ._base import (
     check_name,
     is_stale,
     new_run_id,
+    owner_gone,
 )
 from ._fs import atomic_write
 from ._recorder import StorageRecorder, redact
@@ -97,6 +98,7 @@ __all__ = [
     "load_url",
     "new_run_id",
     "open",
+    "owner_gone",
     "parse_ref",
     "redact",
     "register",

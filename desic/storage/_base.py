@@ -246,6 +246,12 @@ def is_stale(info: RunInfo, *, after: float = STALE_SECONDS, at: _dt.datetime | 
     return ((at or _dt.datetime.now(_dt.UTC)) - touched).total_seconds() > after
 
 
+def owner_gone(info: RunInfo) -> bool:
+    """Whether ``info`` says ``running`` but the process holding it ran on this host and is
+    gone (killed without a word): no need to wait until the run is stale."""
+    return info.status == "running" and bool(info.owner) and _gone(info.owner)
+
+
 def _gone(owner: str) -> bool:
     """Whether the process named by a lease owner (``host:pid:token``) ran on this host and
     no longer exists (killed: its run can be resumed at once, without waiting until stale)."""

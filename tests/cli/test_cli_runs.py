@@ -169,8 +169,9 @@ def test_watch_gives_up_after_the_timeout(store_url: str) -> None:
     finally:
         store.close()
     result = cli("runs", "watch", "stuck", "--storage", store_url, "--interval", "0.05", "--timeout", "0.2")
-    assert result.exit_code == 0
-    assert "still running after 0.2s" in result.stdout
+    assert result.exit_code == 1  # a run that stopped updating is a problem, said so
+    assert "run stuck stopped updating: no new candidate or heartbeat for 0.2s (--timeout)" in result.stderr
+    assert "--resume stuck" in result.stderr
 
 
 def test_watch_draws_a_live_table_on_a_terminal(filled: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -83,7 +83,7 @@ CONTACT_ROWS = [
 
 
 @pytest.fixture
-def compiled_triage() -> desic.CompiledPipeline:
+def compiled_triage() -> desic.CompiledPipeline[..., Any]:
     return desic.compile(
         triage, TRIAGE_ROWS, metric=desic.metrics.exact_match, lm=FunctionLM(triage_answer)
     )
@@ -93,7 +93,7 @@ def compiled_triage() -> desic.CompiledPipeline:
 
 
 def test_save_then_load_gives_the_same_program(
-    tmp_path: Path, compiled_triage: desic.CompiledPipeline
+    tmp_path: Path, compiled_triage: desic.CompiledPipeline[..., Any]
 ) -> None:
     path = compiled_triage.save(tmp_path / "sub" / "triage.json")
     assert path == tmp_path / "sub" / "triage.json"
@@ -109,7 +109,7 @@ def test_save_then_load_gives_the_same_program(
 
 
 def test_save_to_an_unwritable_place_names_it_and_keeps_the_old_file(
-    tmp_path: Path, compiled_triage: desic.CompiledPipeline
+    tmp_path: Path, compiled_triage: desic.CompiledPipeline[..., Any]
 ) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("a file")
@@ -125,7 +125,7 @@ def test_save_to_an_unwritable_place_names_it_and_keeps_the_old_file(
 
 
 def test_loaded_pipeline_answers_with_its_demos(
-    tmp_path: Path, compiled_triage: desic.CompiledPipeline
+    tmp_path: Path, compiled_triage: desic.CompiledPipeline[..., Any]
 ) -> None:
     loaded = desic.load(compiled_triage.save(tmp_path / "t.json"), pipeline=triage)
     lm = FunctionLM(triage_answer)
@@ -143,7 +143,7 @@ def test_loaded_pipeline_answers_with_its_demos(
 
 
 def test_artifact_is_versioned_plain_json(
-    tmp_path: Path, compiled_triage: desic.CompiledPipeline
+    tmp_path: Path, compiled_triage: desic.CompiledPipeline[..., Any]
 ) -> None:
     data = json.loads(compiled_triage.save(tmp_path / "t.json").read_text("utf-8"))
     assert data["format"] == "desic.program"
@@ -196,7 +196,7 @@ def test_named_chain_of_thought_artifact_keeps_node_id_and_strategy(tmp_path: Pa
 
 
 def test_multi_node_artifact_without_pipeline_says_to_pass_it(
-    tmp_path: Path, compiled_triage: desic.CompiledPipeline
+    tmp_path: Path, compiled_triage: desic.CompiledPipeline[..., Any]
 ) -> None:
     path = compiled_triage.save(tmp_path / "t.json")
     with pytest.raises(desic.ArtifactError, match=r"2 nodes; pass your code.*pipeline=triage"):
@@ -396,7 +396,7 @@ def test_drift_in_a_pipeline_node_is_caught(tmp_path: Path) -> None:
         return shout(text=shout(text=text))
     '''
     exec(textwrap.dedent(source), namespace)  # noqa: S102  (same module name on purpose)
-    compiled = desic.compile(
+    compiled: desic.CompiledPipeline[..., Any] = desic.compile(
         namespace["loud"],
         [{"text": "a", "output": "A"}],
         optimizer="labeled",
@@ -417,7 +417,7 @@ def test_drift_in_a_pipeline_node_is_caught(tmp_path: Path) -> None:
 
 
 def test_truncated_artifact_names_the_path(
-    tmp_path: Path, compiled_triage: desic.CompiledPipeline
+    tmp_path: Path, compiled_triage: desic.CompiledPipeline[..., Any]
 ) -> None:
     path = compiled_triage.save(tmp_path / "t.json")
     data = path.read_bytes()
@@ -429,7 +429,7 @@ def test_truncated_artifact_names_the_path(
 
 
 def test_structurally_corrupt_artifact_names_the_path(
-    tmp_path: Path, compiled_triage: desic.CompiledPipeline
+    tmp_path: Path, compiled_triage: desic.CompiledPipeline[..., Any]
 ) -> None:
     path = compiled_triage.save(tmp_path / "t.json")
     data = json.loads(path.read_text("utf-8"))
@@ -442,7 +442,7 @@ def test_structurally_corrupt_artifact_names_the_path(
 
 
 def test_newer_format_version_says_to_upgrade(
-    tmp_path: Path, compiled_triage: desic.CompiledPipeline
+    tmp_path: Path, compiled_triage: desic.CompiledPipeline[..., Any]
 ) -> None:
     path = compiled_triage.save(tmp_path / "t.json")
     data = json.loads(path.read_text("utf-8"))

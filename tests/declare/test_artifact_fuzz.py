@@ -376,7 +376,7 @@ def encode(rng: random.Random, doc: Any) -> bytes:
 def base(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A valid saved artifact (a signature compiled with demos), as JSON data."""
     sig, rows, answer = BASES[request.param]
-    compiled = desic.compile(sig, trainset=rows, metric=lambda ex, out: 1.0, optimizer="labeled", lm=FakeLM(default=answer))
+    compiled: desic.CompiledPipeline[..., Any] = desic.compile(sig, trainset=rows, metric=lambda ex, out: 1.0, optimizer="labeled", lm=FakeLM(default=answer))
     path = compiled.save(tmp_path_factory.mktemp("fuzz") / "base.json")
     data: dict[str, Any] = json.loads(path.read_text("utf-8"))
     assert data["nodes"][0]["demos"]

@@ -459,8 +459,8 @@ def test_compiled_inspect_shows_nodes_demos_and_edges() -> None:
     text = compiled.inspect()
     assert text.splitlines()[0] == f"pipeline {triage.ref}  (2 nodes)"
     assert "optimizer bootstrap, score 1.000 on valset" in text
-    assert "[extract] predict(ticket) -> output; 1 demos" in text
-    assert "[classify] predict(issue) -> output; 1 demos" in text
+    assert "[extract] predict(ticket) -> output; 1 demo" in text
+    assert "[classify] predict(issue) -> output; 1 demo" in text
     assert "extract --issue--> classify" in text
     assert compiled.score == 1.0
 

@@ -217,6 +217,52 @@ def test_return_description_from_annotated() -> None:
     assert prop["description"] == "a one-line summary"
 
 
+def test_output_names_a_bare_return_type() -> None:
+    @desic.signature
+    def detect(sentence: str) -> Annotated[str, desic.Output("language", "its English name")]:
+        """Identify the language of the sentence."""
+
+    assert detect.spec.output_field == "language"
+    assert detect.spec.output_names == ("language",)
+    assert detect.spec.output_schema["properties"]["language"]["description"] == "its English name"
+    lm = FakeLM([{"language": "German"}])
+    with desic.context(lm=lm):
+        result = detect("Das ist gut.")
+    assert result == "German"
+    assert list(lm.calls[0].response_model.model_fields) == ["language"]
+
+
+def test_output_name_keeps_its_labels_and_demos() -> None:
+    @desic.signature
+    def detect(sentence: str) -> Annotated[str, desic.Output("language")]:
+        """Identify the language."""
+
+    rows = [{"sentence": "Das ist gut.", "language": "German"}, {"sentence": "C'est bon.", "language": "French"}]
+    with desic.context(lm=FakeLM(default="German")):
+        compiled = desic.compile(detect, rows, metric="exact_match", optimizer="labeled")
+    (node,) = compiled.program.nodes
+    assert {d.output["language"] for d in node.demos} == {"German", "French"}
+
+
+@pytest.mark.parametrize(
+    ("annotation", "message"),
+    [
+        (Annotated[Route, desic.Output("route")], "Route already names its fields"),
+        (Annotated[str, desic.Output("not a name")], "needs a field name"),
+        (Annotated[str, desic.Output("a"), desic.Output("b")], "2 desic.Output marks"),
+        (Annotated[str, desic.Output("sentence")], "'sentence' is both an input and an output"),
+    ],
+    ids=["model", "bad-name", "two", "clash"],
+)
+def test_output_mistakes_are_signature_errors(annotation: Any, message: str) -> None:
+    def f(sentence: str) -> Any:
+        """F."""
+
+    f.__annotations__["return"] = annotation
+    with pytest.raises(desic.SignatureError, match=message):
+        desic.signature(f)
+
+
 def test_input_output_name_clash_is_refused() -> None:
     with pytest.raises(desic.SignatureError, match="'team' is both an input and an output"):
 

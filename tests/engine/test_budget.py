@@ -23,7 +23,7 @@ METRIC = desic.metrics.exact_match
 SETTINGS = {**SMALL, "bootstrap": {"max_demos": 50, "max_labeled": 0}}
 
 
-def run(name: str, lm: Any, **options: Any) -> desic.CompiledPipeline:
+def run(name: str, lm: Any, **options: Any) -> desic.CompiledPipeline[..., Any]:
     return desic.compile(triage, ROWS, metric=METRIC, optimizer=name, lm=lm, **{**SETTINGS[name], **options})
 
 

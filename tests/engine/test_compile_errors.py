@@ -49,7 +49,7 @@ def flaky(every: int) -> Callable[[LMRequest], Any]:
     return fn
 
 
-def compile_search(lm: Any, metric: Any = METRIC, **extra: Any) -> desic.CompiledPipeline:
+def compile_search(lm: Any, metric: Any = METRIC, **extra: Any) -> desic.CompiledPipeline[..., Any]:
     return desic.compile(triage, ROWS, metric=metric, optimizer="random_search", lm=lm,
                          **SMALL["random_search"], **extra)
 

@@ -20,9 +20,9 @@ from tests.support.house_rule import ROWS, SMALL, answer, triage
 METRIC = desic.metrics.exact_match
 
 
-def compile_events(**options: Any) -> tuple[list[events.Event], desic.CompiledPipeline | None, BaseException | None]:
+def compile_events(**options: Any) -> tuple[list[events.Event], desic.CompiledPipeline[..., Any] | None, BaseException | None]:
     seen: list[events.Event] = []
-    compiled: desic.CompiledPipeline | None = None
+    compiled: desic.CompiledPipeline[..., Any] | None = None
     error: BaseException | None = None
     with events.listening(seen.append):
         try:

@@ -136,7 +136,7 @@ def test_progress_for_an_evaluation_shows_the_running_score() -> None:
         sink(Event("example", {"index": 0, "score": 1.0}))
         sink(Event("example", {"index": 1, "score": 0.0, "error": "LMError: boom"}))
     final = buffer.getvalue().rsplit("\r", 1)[-1]
-    assert "2/3 examples" in final and "score 0.500" in final and "1 errors" in final
+    assert "2/3 examples" in final and "score 0.500" in final and "1 error" in final
 
 
 def test_progress_eta_from_a_budget() -> None:

@@ -350,7 +350,7 @@ TRAIN = [
 def test_a_cached_rerun_of_a_finished_compile_makes_no_lm_call(tmp_path: Path) -> None:
     with FakeOpenAIServer(handler=triage_handler) as server:
 
-        def compile_once() -> desic.CompiledPipeline:
+        def compile_once() -> desic.CompiledPipeline[..., Any]:
             lm = desic.lm("openai:fake-model", base_url=server.url, api_key="x", cache=tmp_path / "c")
             return desic.compile(
                 triage, TRAIN, metric=desic.metrics.exact_match, valset=TRAIN[:2], lm=lm, seed=3

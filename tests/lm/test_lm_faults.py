@@ -88,7 +88,7 @@ def resilient(server: FakeOpenAIServer) -> Any:
     )
 
 
-def compile_against(server: FakeOpenAIServer) -> desic.CompiledPipeline:
+def compile_against(server: FakeOpenAIServer) -> desic.CompiledPipeline[..., Any]:
     return desic.compile(
         triage,
         TRAIN,

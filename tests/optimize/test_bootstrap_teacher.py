@@ -51,7 +51,7 @@ class Shown:
 @pytest.mark.parametrize("target", [shout, loud], ids=["signature", "pipeline"])
 def test_labelled_demos_let_a_weak_model_produce_traces(target: Any) -> None:
     model = Shown()
-    compiled = desic.compile(
+    compiled: desic.CompiledPipeline[..., Any] = desic.compile(
         target, ROWS, metric=desic.metrics.exact_match, optimizer="bootstrap", max_demos=3, max_labeled=2,
         lm=FunctionLM(model), concurrency=3,
     )

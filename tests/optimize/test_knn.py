@@ -168,7 +168,7 @@ def test_search_optimizers_choose_per_input_demos_when_they_win(name: str) -> No
 # --- artifacts, prompts, drift, reports ------------------------------------------------------
 
 
-def knn_program() -> desic.CompiledPipeline:
+def knn_program() -> desic.CompiledPipeline[..., Any]:
     return desic.compile(route, TRAIN, metric=desic.metrics.exact_match, lm=FunctionLM(copycat), optimizer="knn", k=2)
 
 

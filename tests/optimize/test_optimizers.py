@@ -30,7 +30,7 @@ from tests.support.overlap import InFlight
 METRIC = desic.metrics.exact_match
 
 
-def compile_with(name: str, lm: Any, **extra: Any) -> desic.CompiledPipeline:
+def compile_with(name: str, lm: Any, **extra: Any) -> desic.CompiledPipeline[..., Any]:
     options = {**SMALL[name], **extra}
     return desic.compile(triage, ROWS, metric=METRIC, optimizer=name, lm=lm, **options)
 

@@ -48,7 +48,7 @@ def test_qa_is_a_two_step_pipeline_that_compiles() -> None:
     lm = FunctionLM(reader)
     report = desic.evaluate(qa.qa, rows("qa_dev.jsonl"), desic.metrics.contains, lm=lm)
     assert report.score == 1.0 and report.usage.calls == 2 * len(report.results)
-    compiled = desic.compile(qa.qa, rows("qa_train.jsonl"), metric=desic.metrics.contains,
+    compiled: desic.CompiledPipeline[..., Any] = desic.compile(qa.qa, rows("qa_train.jsonl"), metric=desic.metrics.contains,
                              optimizer="bootstrap", max_demos=2, lm=FunctionLM(reader))
     assert compiled.program.node_ids == ("search_query", "answer")
     assert all(len(n.demos) == 2 for n in compiled.program.nodes)

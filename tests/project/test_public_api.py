@@ -14,6 +14,7 @@ import desic
 EXPECTED_ALL = [
     "ArtifactError",
     "BM25Retriever",
+    "BatchResult",
     "BestOfN",
     "Budget",
     "BudgetExceeded",
@@ -28,6 +29,7 @@ EXPECTED_ALL = [
     "LMError",
     "Majority",
     "MetricError",
+    "Output",
     "OutputValidationError",
     "Passage",
     "Pipeline",
@@ -40,6 +42,7 @@ EXPECTED_ALL = [
     "StorageError",
     "Timeout",
     "__version__",
+    "acompile",
     "aevaluate",
     "compile",
     "context",

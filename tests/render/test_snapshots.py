@@ -66,6 +66,19 @@ def test_compiled_prompts_with_demos_are_pinned(prompt_snapshot: PromptSnapshot)
     assert [m["role"] for m in prompts["route"]] == ["system", "user", "assistant", "user", "assistant", "user"]
 
 
+@desic.signature
+def detect_language(
+    sentence: str,
+) -> Annotated[str, desic.Output("language", "the language's English name")]:
+    """Identify the language of the sentence."""
+
+
+def test_named_bare_output_prompt_is_pinned(prompt_snapshot: PromptSnapshot) -> None:
+    """A DSPy port of "sentence -> language": the LM is asked for `language`, not `output`."""
+    prompts = prompt_snapshot(detect_language, sentence="Das ist gut.")
+    assert "- language (string): the language's English name" in prompts["detect_language"][0]["content"]
+
+
 SNAPSHOT_PROJECT = '''
 import desic
 
