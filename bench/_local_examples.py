@@ -22,7 +22,7 @@ table of a results file (the last figure of each (example, framework, optimizer)
 
 The desic LM is ``desic.lm("local")`` with the example's own options (orders:
 ``max_tokens=32``, as ``examples/orders.py`` uses); every optimizer and evaluation uses
-``concurrency=4`` (the server has 4 slots).
+``concurrency=4`` (the server has one slot by default, deterministic: requests queue).
 """
 
 from __future__ import annotations

@@ -62,6 +62,8 @@ if TYPE_CHECKING:
     from .signature import Output as Output
     from .signature import Signature as Signature
     from .signature import signature as signature
+    from .tools import Tool as Tool
+    from .tools import tool as tool
 
 __all__ = [
     "LM",
@@ -93,6 +95,7 @@ __all__ = [
     "SignatureError",
     "StorageError",
     "Timeout",
+    "Tool",
     "__version__",
     "acompile",
     "aevaluate",
@@ -108,6 +111,7 @@ __all__ = [
     "signature",
     "storage",
     "testing",
+    "tool",
 ]
 
 _LAZY = {
@@ -139,6 +143,8 @@ _LAZY = {
     "reward": ("sampling", "reward"),
     "Signature": ("signature", "Signature"),
     "signature": ("signature", "signature"),
+    "Tool": ("tools", "Tool"),
+    "tool": ("tools", "tool"),
     "metrics": ("metrics", None),
     "storage": ("storage", None),
     "testing": ("testing", None),

@@ -21,7 +21,7 @@ from .errors import ArtifactError, SignatureError, StorageError
 from .lm import Usage
 from .pipeline import Pipeline, as_pipeline
 from .render import render_messages
-from .runtime import CaptureStop, RunState, drift_error, settings
+from .runtime import CaptureStop, RunState, check_tools, drift_error, settings
 from .signature import Signature, registered
 
 if TYPE_CHECKING:
@@ -242,6 +242,8 @@ def _check_drift(program: ir.Program, source: str) -> None:
         sig = registered(node.signature.ref) if node.signature.ref else None
         if sig is not None and sig.spec.fingerprint != node.signature.fingerprint:
             raise drift_error(node.id, node.signature, sig.spec)
+        if sig is not None and node.strategy == "react":
+            check_tools(node, sig)  # bound to the code's tools by name: same names and arguments
 
 
 @overload
@@ -283,6 +285,12 @@ def load(path: str | os.PathLike[str], pipeline: Any = None) -> CompiledPipeline
             f"desic.load({str(p)!r}, pipeline={program.pipeline.rsplit(':', 1)[-1] or 'my_pipeline'})"
         )
     node = program.nodes[0]
+    if node.tools:
+        names = ", ".join(t.name for t in node.tools)
+        raise ArtifactError(
+            f"{p}: node {node.id!r} is an agent whose tools ({names}) are code, which an artifact never "
+            f"holds; load it with your code: desic.load({str(p)!r}, pipeline=<your @signature or @pipeline>)"
+        )
     try:
         sig: Signature[..., Any] = Signature.from_spec(node.signature, strategy=node.strategy)
         if node.id != node.signature.name:

@@ -68,6 +68,9 @@ class CompileRun:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # a resumed run that had finished: its program, returned without any work
         self.finished_program: ir.Program | None = None
+        # set when another process took the run over while this one ran it (its heartbeat
+        # was refused): this process then stops and writes nothing more to the run
+        self.lost: StorageError | None = None
 
     def start(
         self,
@@ -148,6 +151,8 @@ class CompileRun:
         budget (``stopped``) ended the search early (the program is the best so far)."""
         if self.store is None or not self.started:
             return
+        if self.lost is not None:
+            raise self.lost
         self.store.put_run_program(self.run_id, ir.encode_program(program))
         best = getattr(self.recorder, "best_score", None)
         if best is None and program.meta.score is not None:
@@ -167,7 +172,7 @@ class CompileRun:
     def fail(self, exc: BaseException) -> None:
         """Mark the run ``interrupted`` (Ctrl-C, SIGTERM, cancelled), ``stopped`` (out of
         budget) or ``failed`` (an error); each can be resumed."""
-        if self.store is None or not self.started or self.finished:
+        if self.store is None or not self.started or self.finished or self.lost is not None:
             return
         if isinstance(exc, BudgetExceeded):
             status = "stopped"
@@ -187,18 +192,43 @@ class CompileRun:
                 "desic: could not mark run %s as failed in %s", self.run_id, self.store.url
             )
 
-    async def heartbeat(self) -> None:
-        """Touch the run's ``updated_at`` every ``HEARTBEAT_SECONDS`` while it runs (a task on
-        the compile's loop), so a run whose process was killed shows as stale, never as
-        running forever. A store error here is logged, never fatal."""
+    async def heartbeat(self, main: asyncio.Task[Any] | None = None) -> None:
+        """Renew the run's lease every ``HEARTBEAT_SECONDS`` while it runs (a task on the
+        compile's loop), so a run whose process was killed shows as stale, never as running
+        forever. A store error here is logged, never fatal; but when another process has
+        taken the run over (this one looked dead to it: stale after a long pause or a lost
+        network), ``lost`` is set and ``main`` (the compile) is cancelled: two processes
+        must not both write one run."""
         if self.store is None or not self.started:
             return
         while not self.finished:
             await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
-                self.store.update_run(self.run_id)
+                self._update(self.run_id, lease=self.owner)
             except Exception:
+                if self._taken_over():
+                    if main is not None:
+                        main.cancel()
+                    return
                 log.warning("desic: could not record the heartbeat of run %s", self.run_id, exc_info=True)
+
+    def _taken_over(self) -> bool:
+        """Whether another process now holds the run (after a refused heartbeat)."""
+        assert self.store is not None
+        try:
+            info = self.store.get_run(self.run_id)
+        except Exception:  # noqa: BLE001 - the store is unreachable: nothing is known to have changed
+            return False
+        if info.status != "running" or not info.owner or info.owner == self.owner:
+            return False
+        self.lost = StorageError(
+            f"run {self.run_id} in {self.store.url} was taken over by another process "
+            f"({info.owner}) while this one ({self.owner}) ran it: this process looked dead to "
+            "it (no heartbeat for a while). This compile stopped and wrote nothing more to the "
+            "run; the other process goes on with it"
+        )
+        log.error("desic: %s", self.lost)
+        return True
 
     def _update(
         self, run_id: str, *, stopped_by: str | None = None, lease: str | None = None, **fields: Any
@@ -212,6 +242,13 @@ class CompileRun:
         if lease is not None and _takes(self.store.update_run, "lease"):
             fields["lease"] = lease
         self.store.update_run(run_id, **fields)
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop
+        return None
 
 
 def _error_text(exc: BaseException) -> str:
@@ -251,6 +288,11 @@ def compile_run(
     try:
         yield run
     except BaseException as exc:
+        if run.lost is not None:  # cancelled by its heartbeat: another process holds the run
+            task = _current_task()
+            if task is not None and isinstance(exc, asyncio.CancelledError):
+                task.uncancel()  # the cancel was ours, not the caller's
+            raise run.lost from None
         run.fail(exc)
         raise
     finally:

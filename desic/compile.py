@@ -31,7 +31,7 @@ from .engine import default_concurrency
 from .errors import BudgetExceeded, ConfigError
 from .lm import LM
 from .metrics import Metric, check_labels, resolve_metric
-from .optimize import CompileTask, Optimizer, RunRecorder, resolve
+from .optimize import CompileTask, Optimizer, RunRecorder, compare, resolve
 from .optimize.demos import MAX_DEMO_CHARS
 from .pipeline import Pipeline, as_pipeline
 from .record import program_key
@@ -140,7 +140,8 @@ async def acompile(
                 trainset=len(train), valset=len(val) if val is not None else None, seed=seed,
             )
         stopped: BudgetExceeded | None = None
-        beat = asyncio.ensure_future(run.heartbeat())  # a killed process leaves a stale run
+        # a killed process leaves a stale run; one whose run was taken over is cancelled
+        beat = asyncio.ensure_future(run.heartbeat(asyncio.current_task()))
         bar = progress_display("compile", budget=task.budget, show=progress)
         try:
             with _showing(bar):  # the final steps' calls too: the bar counts what usage counts
@@ -180,6 +181,8 @@ async def acompile(
         if listening:
             _run_end(task, run.run_id, pipe, opt, score, stopped)
     stopped_by = stopped.budget if stopped is not None else None
+    if task.proposals_failed:
+        _warn_proposals(task)
     if task.errors:
         log.warning(
             "desic: %d evaluations of this compile failed after their LM call's retries (last: %s); "
@@ -188,6 +191,20 @@ async def acompile(
         )
     return CompiledPipeline(
         pipe, program, history=task.history, stopped_by=stopped_by, usage=task.usage, errors=task.errors
+    )
+
+
+def _warn_proposals(task: CompileTask) -> None:
+    """Say how many instruction proposals failed, why the last did, and what helps."""
+    from .optimize.calls import PROPOSAL_TOKENS
+
+    proposer = task.proposer_lm
+    name = proposer.name if proposer is not None else "?"
+    log.warning(
+        "desic: %d of %d instruction proposals failed and were skipped (last: %s). Proposals run "
+        "with the proposer LM's own max_tokens, at least %d; if they were cut off, give the proposer "
+        "more (e.g. teacher_lm=desic.lm(%r, max_tokens=1024)) or use a stronger teacher_lm.",
+        task.proposals_failed, task.proposals, redact(task.last_proposal_error), PROPOSAL_TOKENS, name,
     )
 
 
@@ -240,6 +257,7 @@ def _run_end(
     events.emit(
         "run_end", what="compile", run_id=run_id, pipeline=pipe.ref, optimizer=opt.name, score=score,
         candidates=len(task.history), calls=u.calls, cost=u.cost, seconds=task.meter.elapsed(), errors=task.errors,
+        proposals=task.proposals, proposals_failed=task.proposals_failed,
         stopped_by=stopped.budget if stopped is not None else None, **data,
     )
 
@@ -266,7 +284,10 @@ async def _optimize(opt: Optimizer, task: CompileTask, run_id: str) -> tuple[ir.
     except BudgetExceeded as exc:
         stopped = exc
         events.emit("budget_stop", budget=exc.budget, detail=str(exc), run_id=run_id)
-        best = task.best("val")
+        # the optimizer's own choice when it made one (a stop during its final check
+        # keeps the start), else the best validation score so far
+        chosen = [c for c in task.history if (c.split or "").startswith("selected")]
+        best = chosen[-1] if chosen else task.best("val")
         if best is not None:
             program = best.program
         elif task.history:
@@ -311,10 +332,11 @@ async def _ensemble(task: CompileTask, program: ir.Program, k: int) -> ir.Progra
     single, both = await task.evaluate_many([program, combined], val)
     note = f"ensemble of the top {len(ranked)} candidates (majority vote per node)"
     task.record(combined, both.score, note, split="val", scores=both.scores)
-    if both.score < single.score:
+    worse = compare(single.scores, both.scores, task.seed)
+    if worse.significant:
         log.warning(
-            "ensemble=%d scored %.3f on %d validation rows, below the best single candidate's %.3f: "
-            "keeping the single program", k, both.score, len(val), single.score,
+            "ensemble=%d: the best single candidate beats the ensemble on the validation rows "
+            "(%s): keeping the single program", k, worse.describe(),
         )
         return program
     return combined
@@ -322,8 +344,8 @@ async def _ensemble(task: CompileTask, program: ir.Program, k: int) -> ir.Progra
 
 async def _try_sampling(task: CompileTask, program: ir.Program, tries: list[SamplingSpec]) -> ir.Program:
     """The program with each inference-time strategy of ``tries`` on every node, scored on
-    the same validation rows as the plain program; one is kept only if it scores higher
-    (a tie keeps the plain, cheaper program)."""
+    the same validation rows as the plain program; the best one is kept only if it beats
+    the plain (cheaper) program with evidence (``desic.optimize.compare``, paired)."""
     _, val = task.split()
     if task.metric is None or not val:
         log.warning("sampling=: no metric or validation rows to choose with; the program is unchanged")
@@ -333,22 +355,30 @@ async def _try_sampling(task: CompileTask, program: ir.Program, tries: list[Samp
         for spec in tries
     ]
     plain, *scored = await task.evaluate_many([program, *variants], val)
-    best, best_score = program, plain.score
+    best, best_scores = program, plain
     for spec, variant, result in zip(tries, variants, scored):
         label = f"{spec.kind} n={spec.n}" + (f" reward={spec.reward_name}" if spec.reward_name else "")
         task.record(variant, result.score, f"sampling: {label}", split="val", scores=result.scores)
-        if result.score > best_score:
-            best, best_score = variant, result.score
+        if result.score > best_scores.score:
+            best, best_scores = variant, result
+    if best is program:
+        return program
+    evidence = compare(best_scores.scores, plain.scores, task.seed)
+    if not evidence.significant:
+        log.info("sampling: the best strategy did not beat the plain program with evidence (%s)", evidence.describe())
+        return program
     return best
 
 
 async def _final_score(
     task: CompileTask, program: ir.Program, stopped: BudgetExceeded | None
 ) -> tuple[float | None, str | None]:
-    """The program's validation score: from the history when the optimizer scored it there,
-    else (valset given, budget left) by evaluating it through the task (memoized)."""
+    """The program's validation score: from the history when the optimizer scored it there
+    (on the check rows the search never used, when it has them), else (valset given, budget left) by evaluating it through the task (memoized)."""
     key = program_key(program)
     for cand in reversed(task.history):
+        if cand.split == "selected (check)" and cand.score is not None and program_key(cand.program) == key:
+            return cand.score, "check rows (never used by the search)"
         if cand.split == "val" and cand.score is not None and program_key(cand.program) == key:
             return cand.score, task.val_name
     if task.valset is None or task.metric is None or stopped is not None:
@@ -407,10 +437,10 @@ def compile(
       marked ``stopped``;
     - ``ensemble``: above 1, the top that many distinct candidates answer together: each
       node votes over their prompts (``desic.sampling``), one LM call per member; kept
-      unless it scores below the best single candidate on the validation rows;
+      unless the best single candidate beats it with evidence on the validation rows;
     - ``sampling``: inference-time strategies to try on the chosen program
       (``[desic.Majority(5), desic.BestOfN(4, reward=fn)]``, applied to every node); one
-      is kept only if it scores higher on the validation rows than the plain program;
+      is kept only if it beats the plain program with evidence on the validation rows;
     - ``progress``: a status line on stderr (default: when stderr is a terminal);
     - ``max_errors``: how many evaluations may fail after their LM call's retries (an
       outage, a rate limit that never clears) before the compile stops with an

@@ -31,7 +31,7 @@ from . import ir
 from ._aio import home_loop, workers
 from ._redact import redact_text
 from .data import Example
-from .errors import ConfigError, DataError, LMError, OutputValidationError
+from .errors import BudgetExceeded, ConfigError, DataError, LMError, OutputValidationError
 from .lm import LM
 from .metrics import Metric, ascore
 from .pipeline import Pipeline
@@ -75,6 +75,9 @@ class RunOutcome:
     feedback: str | None = None
     metric_error: str | None = None
     lm_failed: bool = False
+    # the run stopped because a budget ran out (an agent between two steps): neither scored
+    # nor recorded, so a resumed compile runs it again
+    budget_stopped: bool = False
 
 
 def lm_failure(exc: BaseException) -> bool:
@@ -166,7 +169,8 @@ async def run_one(
     except Exception as exc:  # noqa: BLE001 - recorded on the row, never fatal
         # rows go to reports, events and stores: a credential a provider echoed goes nowhere
         outcome.error = redact_text(f"{type(exc).__name__}: {exc}")
-        outcome.lm_failed = lm_failure(exc)
+        outcome.budget_stopped = isinstance(exc, BudgetExceeded)
+        outcome.lm_failed = lm_failure(exc) or outcome.budget_stopped
     except BaseException:  # cancelled (Ctrl-C): a row still running in a thread stops calling
         state.cancelled = True
         raise

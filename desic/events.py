@@ -8,9 +8,12 @@ An event's data is scrubbed of credentials (``desic._redact``) before any sink s
 
 Kinds emitted by desic (``data`` keys in brackets):
 
-- ``node_call``   a signature ran [node, latency, error; a failed one: calls, the requests it spent]
+- ``node_call``   a signature ran [node, latency, error; a failed one: calls, the requests it
+  spent; an agent: steps]
+- ``tool_call``   an agent called a tool [node, tool, step, latency, error, thought, args, observation]
 - ``lm_call``     an LM answered [lm, node, latency, prompt_tokens, completion_tokens, cost, cached,
-  calls: the requests the server saw (re-asks included, 0 for a cache hit), as in ``Usage.calls``]
+  calls: the requests the server saw (re-asks included, 0 for a cache hit), as in ``Usage.calls``;
+  an agent's step: step]
 - ``lm_load``     a local model is loading / loaded [lm, model, done, seconds]
 - ``lm_retry``    a call is retried [lm, attempt, wait, error]
 - ``example``     an evaluation example finished [index, score, error, latency; in a compile

@@ -22,6 +22,7 @@ import msgspec
 __all__ = [
     "DEMO_MODES",
     "DEMO_RETRIEVERS",
+    "FINISH",
     "FORMAT_VERSION",
     "MAX_NESTING",
     "MIGRATIONS",
@@ -37,18 +38,23 @@ __all__ = [
     "ProgramMeta",
     "Sampling",
     "SignatureSpec",
+    "ToolSpec",
     "Variant",
     "canonical_json",
     "describe_type",
     "fingerprint",
     "spec_diff",
+    "tools_diff",
 ]
 
 FORMAT_VERSION = 1
 FORMAT_NAME = "desic.program"
 
 #: How a node prompts: the names a ``Node.strategy`` may take (each has a shipped template).
-STRATEGIES = ("predict", "chain_of_thought")
+STRATEGIES = ("predict", "chain_of_thought", "react")
+
+#: The action a ``react`` node takes to end its trajectory (no tool may take this name).
+FINISH = "finish"
 
 #: How deep an artifact's JSON may nest (objects and arrays). Real artifacts stay far below:
 #: schemas keep nested models in ``$defs``. The bound keeps every recursive consumer of the
@@ -148,6 +154,17 @@ class LMOverrides(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     seed: int | None = None
 
 
+class ToolSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A tool a ``react`` node may call, as data: its name, what the model is told it does
+    (an optimizer may rewrite ``description``) and the JSON schema of its arguments. Never
+    code: loading binds the name to the user's function (``desic.load(..., pipeline=...)``)
+    and checks ``parameters`` against it (drift, like signatures)."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = {}
+
+
 #: The inference-time strategies a ``Node.sampling`` may name (see ``desic.sampling``).
 SAMPLING_KINDS = ("majority", "best_of_n", "refine")
 
@@ -181,6 +198,10 @@ class Node(msgspec.Struct, frozen=True, kw_only=True):
     fingerprint: str = ""
     sampling: Sampling | None = None
     variants: tuple[Variant, ...] = ()
+    # ``react`` nodes only: the tools the agent may call and its step limit (model calls,
+    # the final answer included).
+    tools: tuple[ToolSpec, ...] = ()
+    max_steps: int = 0
     select: DemoSelect | None = None  # None: fixed demos (``Node.demos``)
 
     @property
@@ -317,6 +338,33 @@ class _Header(msgspec.Struct):
     format_version: int = 0
 
 
+def tools_diff(old: tuple[ToolSpec, ...], new: tuple[ToolSpec, ...]) -> list[str]:
+    """Readable differences between an artifact's tools and the code's (names and argument
+    schemas; a description is the optimizer's to change, never drift)."""
+    lines: list[str] = []
+    old_by = {t.name: t for t in old}
+    new_by = {t.name: t for t in new}
+    for name in sorted(old_by.keys() - new_by.keys()):
+        lines.append(f"tool {name!r}: removed from the code (the artifact calls it)")
+    for name in sorted(new_by.keys() - old_by.keys()):
+        lines.append(f"tool {name!r}: added in the code (the artifact never saw it)")
+    for name in sorted(old_by.keys() & new_by.keys()):
+        a = old_by[name].parameters.get("properties", {})
+        b = new_by[name].parameters.get("properties", {})
+        for arg in sorted(a.keys() | b.keys()):
+            if arg not in b:
+                lines.append(f"tool {name!r}: argument {arg!r} removed")
+            elif arg not in a:
+                lines.append(f"tool {name!r}: argument {arg!r} added ({describe_type(b[arg])})")
+            elif a[arg] != b[arg]:
+                lines.append(f"tool {name!r}: argument {arg!r}: {describe_type(a[arg])} -> {describe_type(b[arg])}")
+        if not any(line.startswith(f"tool {name!r}") for line in lines) and (
+            old_by[name].parameters != new_by[name].parameters
+        ):
+            lines.append(f"tool {name!r}: argument schema changed (required arguments or nested definitions)")
+    return lines
+
+
 def _v0_to_v1(raw: dict[str, Any]) -> dict[str, Any]:
     """Format 0 is the pre-release layout (desic 0.0.x, before ``format_version`` existed):
     the provenance fields (``optimizer``, ``score``, ``lm``, ``run_id``, ...) sat at the top
@@ -442,6 +490,16 @@ def check_program(program: Program, *, source: str = "<program>") -> None:
             seen.add(field.name)
             check_schema(field.schema, where=f"{where}: input {field.name!r} schema")
         check_schema(spec.output_schema, where=f"{where}: output schema")
+        names: set[str] = set()
+        for tool in node.tools:
+            if not tool.name.isidentifier() or tool.name == FINISH or tool.name in names:
+                raise ArtifactError(
+                    f"{where}: tool name {tool.name!r} is not usable (a Python name, unique, not {FINISH!r})"
+                )
+            names.add(tool.name)
+            check_schema(tool.parameters, where=f"{where}: tool {tool.name!r} parameters")
+        if node.max_steps < 0:
+            raise ArtifactError(f"{where}: max_steps {node.max_steps} is negative")
         if spec.output_field is not None and spec.output_field not in spec.output_names:
             raise ArtifactError(f"{where}: output_field {spec.output_field!r} is not an output property")
 

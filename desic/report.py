@@ -106,7 +106,12 @@ def candidate_rows(candidates: Iterable[Any]) -> list[CandidateRow]:
 
 
 def _best(rows: Sequence[CandidateRow]) -> CandidateRow | None:
-    """The highest-scoring candidate (the earliest of equals), or ``None`` if none scored."""
+    """The program the optimizer chose (its last ``selected`` record, whose note holds the
+    evidence) when it recorded one; else the highest-scoring candidate (the earliest of
+    equals), or ``None`` if none scored."""
+    for row in reversed(rows):
+        if row.split is not None and row.split.startswith("selected") and row.score is not None:
+            return row
     best: CandidateRow | None = None
     for row in rows:
         if row.score is not None and (best is None or best.score is None or row.score > best.score):
@@ -212,24 +217,20 @@ _SPLITS = {
     "val": "validation rows",
     "minibatch": "minibatch rows",
     "bootstrap": "trainset traces",
+    "selected": "validation rows (the optimizer's choice)",
+    "check": "check rows the search never used",
+    "selected (check)": "check rows the search never used (the optimizer's choice)",
 }
 
 
-def score_interval(scores: Sequence[float], z: float = 1.96) -> tuple[float, float] | None:
-    """A 95% interval for the mean of per-row scores: Wilson's for pass/fail scores (exact
-    enough at the small n of a validation split), else the normal one; None below 2 rows."""
-    n = len(scores)
-    if n < 2:
+def score_interval(scores: Sequence[float]) -> tuple[float, float] | None:
+    """A 95% interval of the mean of per-row scores (``desic.optimize.interval``, the one
+    the search's evidence uses); None below 2 rows."""
+    if len(scores) < 2:
         return None
-    mean = sum(scores) / n
-    if all(v in (0.0, 1.0) for v in scores):
-        denom = 1 + z * z / n
-        centre = (mean + z * z / (2 * n)) / denom
-        half = z * math.sqrt(mean * (1 - mean) / n + z * z / (4 * n * n)) / denom
-        return max(0.0, centre - half), min(1.0, centre + half)
-    var = sum((v - mean) ** 2 for v in scores) / (n - 1)
-    half = z * math.sqrt(var / n)
-    return max(min(scores), mean - half), min(max(scores), mean + half)
+    from .optimize import interval
+
+    return interval(scores)
 
 
 def _fmt_score(score: float | None) -> str:
@@ -428,7 +429,10 @@ def best_program_data(best: CandidateRow | None) -> dict[str, Any] | None:
     nodes: list[dict[str, Any]] = []
     for node in program.nodes:
         entry: dict[str, Any] = {
-            "id": node.id, "strategy": node.strategy, "demos": node.demos_text, "error": None, "pool": _pool(node),
+            "id": node.id, "strategy": node.strategy, "demos": node.demos_text, "demo_count": len(node.demos),
+            "error": None, "pool": _pool(node),
+            # an agent: its tools (and its demos show every step: action, then observation)
+            "tools": ", ".join(t.name for t in node.tools), "max_steps": node.max_steps,
         }
         try:
             messages = node_prompt(node)

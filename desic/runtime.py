@@ -283,7 +283,7 @@ class run_scope:  # lower case: it replaced a context-manager function of this n
         _run.reset(self._token)
 
 
-_default_nodes: dict[tuple[str, str, str, str, ir.Sampling | None], ir.Node] = {}
+_default_nodes: dict[tuple[Any, ...], ir.Node] = {}
 
 
 def default_node(sig: Signature[..., Any], node_id: str) -> ir.Node:
@@ -293,7 +293,9 @@ def default_node(sig: Signature[..., Any], node_id: str) -> ir.Node:
     node is immutable and the same for every signature object of that spec.
     """
     plan = sig.sampling.to_ir() if sig.sampling is not None else None
-    key = (sig.spec.ref, sig.fingerprint, sig.strategy, node_id, plan)
+    key: tuple[Any, ...] = (sig.spec.ref, sig.fingerprint, sig.strategy, node_id, plan)
+    if sig.tools:  # an agent: its tools and step limit make the node too
+        key += (tuple(t.key for t in sig.tools), sig.max_steps)
     cached = _default_nodes.get(key)
     if cached is not None:
         return cached
@@ -306,6 +308,8 @@ def default_node(sig: Signature[..., Any], node_id: str) -> ir.Node:
         template=default_template(sig.strategy),
         fingerprint=sig.fingerprint,
         sampling=plan,
+        tools=tuple(t.spec for t in sig.tools),
+        max_steps=sig.max_steps,
     )
     if len(_default_nodes) >= 4096:
         _default_nodes.clear()
@@ -320,6 +324,8 @@ def _node_for(sig: Signature[..., Any], node_id: str, state: RunState | None) ->
     if state is not None and state.check_drift and not state.checked(node_id):
         if node.fingerprint != sig.fingerprint and node.signature.fingerprint != sig.fingerprint:
             raise drift_error(node_id, node.signature, sig.spec)
+        if node.strategy == "react" or sig.tools:
+            check_tools(node, sig)
         state.mark_checked(node_id)
     return node
 
@@ -330,6 +336,18 @@ def drift_error(node_id: str, old: ir.SignatureSpec, new: ir.SignatureSpec) -> A
         f"node {node_id!r}: the signature {new.name!r} changed since the artifact was compiled:\n"
         f"{diff}\nrecompile the pipeline (desic.compile) or restore the old signature"
     )
+
+
+def check_tools(node: ir.Node, sig: Signature[..., Any]) -> None:
+    """``ArtifactError`` with a diff when the artifact's tools are not the code's (names and
+    argument schemas; descriptions are the optimizer's to rewrite)."""
+    diff = ir.tools_diff(node.tools, tuple(t.spec for t in sig.tools))
+    if diff:
+        lines = "\n".join(f"  - {line}" for line in diff)
+        raise ArtifactError(
+            f"node {node.id!r}: the tools of {sig.spec.name!r} changed since the artifact was compiled:\n"
+            f"{lines}\nrecompile the pipeline (desic.compile) or restore the old tools"
+        )
 
 
 def prepare(sig: Signature[..., Any], inputs: dict[str, Any]) -> tuple[ir.Node, list[dict[str, str]], RunState | None]:
@@ -373,6 +391,10 @@ async def execute(
         if state.cancelled:  # a synchronous pipeline still running in a worker thread
             raise asyncio.CancelledError(f"the run was cancelled before node {node.id!r} called its LM")
     lm = (state.lm if state is not None and state.lm is not None else None) or current_lm()
+    if node.strategy == "react":
+        from . import react
+
+        return await react.run_agent(sig, inputs, node, messages, state, entry, lm, _params(node.lm))
     if node.sampling is None and not node.variants:
         response = await _request(lm, sig, node, messages, state, entry, _params(node.lm), 0)
         result = sig.finish(response.value)

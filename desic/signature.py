@@ -22,6 +22,7 @@ from ._aio import run_sync
 from ._batch import BatchResult, gather_results, items_of
 from .errors import SignatureError
 from .sampling import SamplingSpec
+from .tools import Tool, as_tools
 
 __all__ = ["STRATEGIES", "Output", "Signature", "signature"]
 
@@ -31,6 +32,8 @@ R = TypeVar("R")
 STRATEGIES = ir.STRATEGIES
 OUTPUT_FIELD = "output"
 REASONING_FIELD = "reasoning"
+TRAJECTORY_FIELD = "trajectory"  # a react node's trace output: its steps beside the answer
+DEFAULT_MAX_STEPS = 6
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 # Signatures defined in this process, by "module:qualname" (to check artifacts for drift
@@ -234,11 +237,29 @@ class Signature(Generic[P, R]):
         strategy: str = "predict",
         node_name: str | None = None,
         sampling: SamplingSpec | None = None,
+        tools: tuple[Tool[..., Any], ...] = (),
+        max_steps: int | None = None,
     ):
         if strategy not in STRATEGIES:
             raise SignatureError(
                 f"@signature {spec.name}: unknown strategy {strategy!r}; choose one of {STRATEGIES}"
             )
+        if strategy != "react" and (tools or max_steps is not None):
+            raise SignatureError(
+                f"@signature {spec.name}: tools and max_steps are for agents; add strategy='react'"
+            )
+        if strategy == "react":
+            if TRAJECTORY_FIELD in spec.output_names:
+                raise SignatureError(
+                    f"@signature {spec.name}: an agent's output cannot have a field named "
+                    f"{TRAJECTORY_FIELD!r} (its trace keeps the steps there); rename it"
+                )
+            if max_steps is None:
+                max_steps = DEFAULT_MAX_STEPS
+            if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+                raise SignatureError(f"@signature {spec.name}: max_steps={max_steps!r} must be a whole number, 1 or more")
+        self.tools = tools
+        self.max_steps = max_steps or 0
         self.fn = fn
         self.spec = spec
         self.output_model = output_model
@@ -268,12 +289,17 @@ class Signature(Generic[P, R]):
         name: str | None = None,
         strategy: str = "predict",
         sampling: SamplingSpec | None = None,
+        tools: Iterable[Callable[..., Any]] = (),
+        max_steps: int | None = None,
     ) -> Signature[P, R]:
         sig_name = name or fn.__name__
         if not _NAME_RE.match(sig_name):
             raise SignatureError(f"@signature {fn.__qualname__}: invalid name {sig_name!r}")
         spec, model, _ = _build(fn, sig_name)
-        sig = cls(fn, spec=spec, output_model=model, strategy=strategy, sampling=sampling)
+        sig = cls(
+            fn, spec=spec, output_model=model, strategy=strategy, sampling=sampling,
+            tools=as_tools(tools, f"@signature {sig_name}"), max_steps=max_steps,
+        )
         _registry[spec.ref] = sig
         return sig
 
@@ -386,6 +412,8 @@ class Signature(Generic[P, R]):
             strategy=changes.get("strategy", self.strategy),
             node_name=changes.get("node_name", self.node_name),
             sampling=changes.get("sampling", self.sampling),
+            tools=self.tools,
+            max_steps=self.max_steps or None,
         )
         return new
 
@@ -398,7 +426,12 @@ class Signature(Generic[P, R]):
 def signature(fn: Callable[P, R], /) -> Signature[P, R]: ...
 @overload
 def signature(
-    *, name: str | None = None, strategy: str = "predict", sampling: SamplingSpec | None = None
+    *,
+    name: str | None = None,
+    strategy: str = "predict",
+    sampling: SamplingSpec | None = None,
+    tools: Iterable[Callable[..., Any]] = (),
+    max_steps: int | None = None,
 ) -> Callable[[Callable[P, R]], Signature[P, R]]: ...
 def signature(
     fn: Callable[P, R] | None = None,
@@ -407,18 +440,26 @@ def signature(
     name: str | None = None,
     strategy: str = "predict",
     sampling: SamplingSpec | None = None,
+    tools: Iterable[Callable[..., Any]] = (),
+    max_steps: int | None = None,
 ) -> Signature[P, R] | Callable[[Callable[P, R]], Signature[P, R]]:
     """Declare an LM task from a typed function (bare ``@signature`` or with arguments).
 
     >>> @signature
     ... def route(ticket: str) -> Route:
     ...     '''Route a support ticket to a team.'''
+
+    ``strategy="react"`` makes it an agent: it calls ``tools`` (typed functions, see
+    ``desic.tool``) step by step, at most ``max_steps`` model calls (default 6), until it
+    finishes with the declared output.
     """
     if fn is not None:
         return Signature.from_function(fn)
 
     def decorate(f: Callable[P, R]) -> Signature[P, R]:
-        return Signature.from_function(f, name=name, strategy=strategy, sampling=sampling)
+        return Signature.from_function(
+            f, name=name, strategy=strategy, sampling=sampling, tools=tools, max_steps=max_steps
+        )
 
     return decorate
 

@@ -9,7 +9,6 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
@@ -18,20 +17,22 @@ from .._text import plural
 from ._common import EXIT_STORAGE, EXIT_USAGE, echo_err, handle_errors
 
 if TYPE_CHECKING:
+    from ..lm._pgcache import PostgresCacheStore
     from ..lm.stores import CacheStats, SqliteStore
 
 cache_app = typer.Typer(
-    help="The LM answer cache on disk (--cache PATH, default $DESIC_CACHE_DIR/lm.sqlite3 or ~/.cache/desic/lm.sqlite3).",
+    help="The LM answer cache (--cache PATH or postgresql://URL, default $DESIC_CACHE_DIR/lm.sqlite3 or ~/.cache/desic/lm.sqlite3).",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
 
 CacheOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--cache",
         "-c",
-        help="the cache file, or a folder holding lm.sqlite3 (default: $DESIC_CACHE_DIR/lm.sqlite3, else ~/.cache/desic/lm.sqlite3)",
+        help="the cache file, a folder holding lm.sqlite3, or a shared cache's postgresql://user@host:port/db "
+        "(default: $DESIC_CACHE_DIR/lm.sqlite3, else ~/.cache/desic/lm.sqlite3)",
     ),
 ]
 
@@ -100,10 +101,19 @@ def _fail(message: str, fix: str, code: int) -> NoReturn:
 
 
 @contextmanager
-def open_cache(path: Path | None) -> Iterator[SqliteStore]:
-    """The cache at ``path`` (default: the one LMs use); a missing file is an error, not created."""
-    from ..lm.stores import SqliteStore, cache_file
+def open_cache(path: str | None) -> Iterator[SqliteStore | PostgresCacheStore]:
+    """The cache at ``path`` (default: the one LMs use); a missing file is an error, not
+    created. A ``postgresql://`` URL opens the shared cache in that database."""
+    from ..lm.stores import SqliteStore, cache_file, is_postgres, postgres_cache
 
+    if path is not None and is_postgres(path):
+        shared = postgres_cache(path)
+        try:
+            shared.stats()  # connects: a bad URL or a server that is down fails here, clearly
+            yield shared
+        finally:
+            shared.close()
+        return
     target = cache_file(path)
     if not target.is_file():
         where = "--cache" if path is not None else "the default location (set by DESIC_CACHE_DIR)"
@@ -183,11 +193,13 @@ def clear_cmd(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="confirm: remove every cached answer")] = False,
 ) -> None:
     """Remove every cached answer (the next calls go to the LM again)."""
-    from ..lm.stores import cache_file
+    from .._postgres import public_url
+    from ..lm.stores import cache_file, is_postgres
 
     if not yes:
+        where = public_url(cache) if cache is not None and is_postgres(cache) else cache_file(cache)
         _fail(
-            f"clear removes every cached answer in {cache_file(cache)}, and needs confirming",
+            f"clear removes every cached answer in {where}, and needs confirming",
             "run it again with --yes (desic cache clear --yes); "
             "`desic cache prune` removes only old answers",
             EXIT_USAGE,

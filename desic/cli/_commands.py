@@ -34,6 +34,7 @@ from ._common import (
     read_dataset,
     resolve_metric,
     resolve_optimizer,
+    shown_url,
 )
 from ._lm import BaseUrlOpt, CacheOpt, LmOpt, RetriesOpt, RpsOpt, build_lm, lm_settings
 
@@ -128,7 +129,7 @@ def resume_command(argv: list[str], store_url: str, run_id: str) -> str:
             has_storage = True
         args.append(arg)
     if not has_storage:
-        args += ["--storage", store_url]
+        args += ["--storage", shown_url(store_url)]
     return shlex.join(["desic", *args, "--resume", run_id])
 
 
@@ -191,7 +192,7 @@ def compile_cmd(
         saved = compiled.save(out)
     where = f"{getattr(saved, 'ref', '')}" if not isinstance(saved, Path) else str(saved)
     if not isinstance(saved, Path):
-        where = f"{out.split('#', 1)[0]}#{where}"
+        where = f"{shown_url(out.split('#', 1)[0])}#{where}"
     meta = compiled.program.meta
     parts = [f"saved {where}"]
     if meta.score is not None:
@@ -210,7 +211,7 @@ def compile_cmd(
     if compiled.stopped_by:
         _budget_note(compiled.stopped_by, limits or {}, storage, meta.run_id)
     if storage or kwargs.get("resume"):
-        typer.echo(f"report: desic runs report {meta.run_id}" + (f" --storage {storage}" if storage else ""))
+        typer.echo(f"report: desic runs report {meta.run_id}" + (f" --storage {shown_url(storage)}" if storage else ""))
 
 
 def _compile_hint(exc: Exception) -> str | None:
@@ -236,7 +237,7 @@ def _budget_note(stopped_by: str, limits: dict[str, float], storage: str | None,
     )
     url = storage or configured_url()
     if url and run_id:
-        echo_err(f"continue it with a larger budget: desic compile ... --storage {url} --resume {run_id} --budget ...")
+        echo_err(f"continue it with a larger budget: desic compile ... --storage {shown_url(url)} --resume {run_id} --budget ...")
 
 
 # --- eval --------------------------------------------------------------------------------------

@@ -462,3 +462,11 @@ def accepts(fn: Callable[..., Any], name: str) -> bool:
         return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
+
+
+def shown_url(url: str) -> str:
+    """A store URL as the command line may print it: a ``postgresql://`` URL without its
+    password (a pasted command takes it from PGPASSWORD / ~/.pgpass); others as they are."""
+    from .._postgres import is_postgres_url, public_url
+
+    return public_url(url) if is_postgres_url(url) else url

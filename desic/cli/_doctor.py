@@ -14,7 +14,7 @@ import typer
 
 from .._text import plural
 from ..errors import ConfigError, DesicError, StorageError
-from ._common import EXIT_CONFIG, EXIT_LM, EXIT_STORAGE, exit_code, handle_errors
+from ._common import EXIT_CONFIG, EXIT_LM, EXIT_STORAGE, exit_code, handle_errors, shown_url
 
 Status = Literal["ok", "warn", "fail", "skip"]
 
@@ -30,6 +30,7 @@ PACKAGES: tuple[tuple[str, bool], ...] = (
     ("rich", True),
     ("xllamacpp", False),
     ("opentelemetry-api", False),
+    ("psycopg", False),  # postgresql:// stores
 )
 
 
@@ -151,6 +152,7 @@ def storage_check(url: str | None) -> Check:
             return Check("storage", "fail", f"{url}: {path} is a folder, not a store file", "name a file in it, e.g. sqlite://.desic/desic.db", EXIT_STORAGE)
         if not os.access(path, os.W_OK) or (path.is_file() and not os.access(path.parent, os.W_OK)):
             return Check("storage", "fail", f"{url}: {path} is not writable", "fix the permissions or choose another --storage", EXIT_STORAGE)
+    shown = shown_url(url)  # never the password
     try:
         store = open(url)
         try:
@@ -159,8 +161,11 @@ def storage_check(url: str | None) -> Check:
         finally:
             store.close()
     except (ConfigError, StorageError) as exc:
-        return Check("storage", "fail", f"{url}: {str(exc).splitlines()[0]}", "check the URL; a corrupt store must be moved aside", exit_code(exc))
-    return Check("storage", "ok", f"{url}: writable, {plural(runs, 'run')}, {plural(artifacts, 'artifact')}")
+        first, *rest = str(exc).splitlines()
+        fixes = [line.removeprefix("fix: ") for line in rest if line.startswith("fix: ")]
+        fix = fixes[0] if fixes else "check the URL; a corrupt store must be moved aside"
+        return Check("storage", "fail", first if shown in first else f"{shown}: {first}", fix, exit_code(exc))
+    return Check("storage", "ok", f"{shown}: writable, {plural(runs, 'run')}, {plural(artifacts, 'artifact')}")
 
 
 _MARK = {"ok": "ok  ", "warn": "warn", "fail": "FAIL", "skip": "--  "}

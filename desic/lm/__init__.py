@@ -94,6 +94,12 @@ class LMRequest:
     # optimizer drawing several candidates (at a temperature above 0) asks for sample=0,
     # 1, 2, ... and a rerun gets the same candidates back from the cache.
     sample: int = 0
+    # An agent's step (``strategy="react"``): the tools the model may call, as OpenAI
+    # function definitions ({"type": "function", "function": {name, description,
+    # parameters}}; ``finish`` among them). An LM that calls tools natively sends these and
+    # fills ``response_model`` (fields ``thought`` and ``action`` = {tool, args}) from the
+    # call it gets back; any other LM fills ``response_model`` as JSON, which holds the same.
+    tools: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +301,8 @@ class _LMFactory:
           and dropped connections N times with jittered exponential backoff;
         - ``timeout=S``: no call (attempt) takes longer than S seconds (``desic.Timeout``);
         - ``cache=True`` (sqlite on disk under DESIC_CACHE_DIR or ~/.cache/desic),
-          ``"memory"``, or a path to a sqlite file.
+          ``"memory"``, a path to a sqlite file, or ``"postgresql://user@host:port/db"``
+          (a cache shared by a team's machines; ``pip install 'desic[postgres]'``).
 
         Whenever ``retries``, ``rps`` or ``tpm`` is given, desic does the retrying: the
         openai client's own retries are turned off (they would double the attempts and

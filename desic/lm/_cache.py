@@ -51,17 +51,18 @@ def _digest(payload: Any) -> str:
 def request_key(description: dict[str, Any], request: LMRequest) -> str:
     """The content address of ``request`` sent to the LM described by ``description``."""
     p = request.params
-    return _digest(
-        {
-            "v": KEY_VERSION,
-            "op": "request",
-            "lm": description,
-            "messages": [dict(m) for m in request.messages],
-            "params": [p.model, p.temperature, p.max_tokens, p.seed],
-            "schema": _schema(request.response_model),
-            "sample": request.sample,
-        }
-    )
+    payload = {
+        "v": KEY_VERSION,
+        "op": "request",
+        "lm": description,
+        "messages": [dict(m) for m in request.messages],
+        "params": [p.model, p.temperature, p.max_tokens, p.seed],
+        "schema": _schema(request.response_model),
+        "sample": request.sample,
+    }
+    if request.tools:  # an agent's step (the key of every other request is unchanged)
+        payload["tools"] = list(request.tools)
+    return _digest(payload)
 
 
 def embedding_key(description: dict[str, Any], model: str | None, text: str) -> str:
@@ -73,7 +74,7 @@ class CacheLM(WrapperLM):
     """Answers repeated requests from ``store``.
 
     ``store``: ``True``/``"disk"`` (``lm.sqlite3`` under DESIC_CACHE_DIR, else
-    ~/.cache/desic), ``"memory"``, a path (a directory, or a file with a suffix), or any
+    ~/.cache/desic), ``"memory"``, a path (a directory, or a file with a suffix), a ``postgresql://`` URL, or any
     object with ``get(key) -> bytes | None`` and ``put(key, bytes)``.
     """
 

@@ -114,7 +114,20 @@ def _start(path: str, n_ctx: int, n_parallel: int, threads: int, embedding: bool
 
 
 class LocalLM(OpenAILM):
-    """The embedded offline model (Gemma 3 270M base by default), or any GGUF file."""
+    """The embedded offline model (Gemma 3 270M base by default), or any GGUF file.
+
+    Deterministic by default: at temperature 0 the same prompt gets the same answer
+    whatever else runs. llama.cpp batches the sequences of its slots into one forward
+    pass and reuses cached prompt prefixes; both change the floating-point path and so,
+    now and then, a greedy answer (measured: 2-3 of 8 answers changed with the order and
+    concurrency at ``n_parallel=4``, with the prompt cache on or off; none at
+    ``n_parallel=1``; ``bench/_local_determinism.py``). So one slot serves one request at
+    a time (``n_parallel=1``), and every prompt is processed afresh (``cache_prompt=False``:
+    llama.cpp warns that logits are not bit-identical across batch sizes, so reusing a
+    cached prefix can change an answer).
+    For throughput over reproducibility, ``desic.lm("local", n_parallel=4,
+    cache_prompt=True)``.
+    """
 
     provider = "local"
 
@@ -123,7 +136,7 @@ class LocalLM(OpenAILM):
         model_path: str | None = None,
         *,
         n_ctx: int = 16384,
-        n_parallel: int = 4,
+        n_parallel: int = 1,
         threads: int | None = None,
         temperature: float | None = 0.0,
         max_tokens: int | None = 256,
@@ -132,6 +145,7 @@ class LocalLM(OpenAILM):
         timeout: float = 300.0,
         top_k: int = 20,
         client_retries: int = 0,
+        cache_prompt: bool = False,
     ):
         super().__init__(
             model="local",
@@ -146,7 +160,7 @@ class LocalLM(OpenAILM):
             client_retries=client_retries,
             # llama.cpp checks the JSON grammar only against the top-k candidates instead of
             # the whole 262k-token vocabulary: several times faster per token.
-            extra_body={"top_k": top_k},
+            extra_body={"top_k": top_k, "cache_prompt": cache_prompt},
             embedding_model="local",
         )
         self._model_path = model_path
@@ -154,6 +168,7 @@ class LocalLM(OpenAILM):
         self.name = "local" if model_path is None else f"local:{self.model}"
         self.n_ctx = n_ctx
         self.n_parallel = n_parallel
+        self.cache_prompt = cache_prompt
         self.threads = threads or max(1, os.cpu_count() or 1)
         self._url: str | None = None
         self._embed_url: str | None = None

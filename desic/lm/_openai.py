@@ -167,6 +167,8 @@ class OpenAILM(BaseLM):
         if client is None:
             if kind == "embed":
                 client = self._raw_client(self._embed_endpoint())
+            elif kind == "raw":  # native tool calls (an agent's steps)
+                client = self._raw_client(self._endpoint())
             else:
                 import instructor
 
@@ -195,6 +197,8 @@ class OpenAILM(BaseLM):
 
     async def request(self, request: LMRequest) -> LMResponse:
         check_allowed(self.name)
+        if request.tools and self.mode == "tools":
+            return await self._tool_call(request)
         client = self._client()
         params = self.params.merged(request.params)
         kwargs: dict[str, Any] = {
@@ -216,7 +220,9 @@ class OpenAILM(BaseLM):
             try:
                 value, completion = await client.chat.completions.create_with_completion(**kwargs)
             except Exception as exc:  # translated at the boundary
-                error = self._translate(exc, max_tokens=params.max_tokens)
+                error = self._translate(
+                    exc, max_tokens=params.max_tokens, own=request.params.max_tokens is not None
+                )
                 if isinstance(error, LMError):  # what the server saw counts, failed or not
                     spent = getattr(exc, "total_usage", None)
                     error.usage = self._usage(kwargs["model"], spent, calls=sent[0])
@@ -235,6 +241,77 @@ class OpenAILM(BaseLM):
             latency=latency,
             model=str(getattr(completion, "model", "") or kwargs["model"]),
         )
+
+    async def _tool_call(self, request: LMRequest) -> LMResponse:
+        """An agent's step through native tool calling: the request's tools are sent as
+        ``tools`` (one call required), and the call that comes back fills the response model
+        (``{"thought": content, "action": {"tool": name, "args": arguments}}``). An answer
+        that does not validate is re-asked, the error shown, ``validation_retries`` times."""
+        from pydantic import ValidationError
+
+        client = self._client("raw")
+        params = self.params.merged(request.params)
+        model = params.model or self.model
+        messages: list[dict[str, Any]] = [dict(m) for m in request.messages]
+        kwargs: dict[str, Any] = {"model": model, "tools": list(request.tools), "tool_choice": "required"}
+        if params.temperature is not None:
+            kwargs["temperature"] = params.temperature
+        if params.max_tokens is not None:
+            kwargs["max_tokens"] = params.max_tokens
+        if params.seed is not None:
+            kwargs["seed"] = params.seed
+        if self.extra_body:
+            kwargs["extra_body"] = self.extra_body
+        start = time.perf_counter()
+        prompt = completion_tokens = 0
+        raw = ""
+        detail = ""
+        with counting() as sent:
+            for _attempt in range(self.validation_retries + 1):
+                try:
+                    completion = await client.chat.completions.create(messages=messages, **kwargs)
+                except Exception as exc:  # translated at the boundary
+                    error = self._translate(exc, max_tokens=params.max_tokens)
+                    if isinstance(error, LMError):
+                        error.usage = Usage(calls=sent[0], prompt_tokens=prompt, completion_tokens=completion_tokens)
+                    raise error from exc
+                usage = getattr(completion, "usage", None)
+                prompt += int(getattr(usage, "prompt_tokens", 0) or 0)
+                completion_tokens += int(getattr(usage, "completion_tokens", 0) or 0)
+                message = completion.choices[0].message
+                calls = getattr(message, "tool_calls", None) or []
+                raw = _raw_text(completion)
+                if not calls:
+                    detail = "the model called no tool"
+                else:
+                    call = calls[0]
+                    try:
+                        args = json.loads(call.function.arguments or "{}")
+                        value = request.response_model.model_validate(
+                            {"thought": message.content or "", "action": {"tool": call.function.name, "args": args}}
+                        )
+                    except (ValidationError, json.JSONDecodeError) as exc:
+                        detail = str(exc)
+                    else:
+                        total = Usage(calls=max(1, sent[0]), prompt_tokens=prompt, completion_tokens=completion_tokens)
+                        return LMResponse(
+                            value=value,
+                            raw=raw,
+                            usage=self._usage(model, total, calls=max(1, sent[0])),
+                            latency=time.perf_counter() - start,
+                            model=str(getattr(completion, "model", "") or model),
+                        )
+                messages.append({"role": "assistant", "content": raw or "(no tool call)"})
+                messages.append({"role": "user", "content": f"That action is not valid: {detail}. Call one tool."})
+        error = OutputValidationError(
+            f"{self.name}: the tool call did not validate after {self.validation_retries + 1} attempts: {detail}",
+            raw=raw,
+            errors=detail,
+        )
+        error.usage = self._usage(
+            model, Usage(prompt_tokens=prompt, completion_tokens=completion_tokens), calls=max(1, sent[0])
+        )
+        raise error
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         """Vectors from the embeddings endpoint (``embedding_model``), in input order."""
@@ -306,17 +383,17 @@ class OpenAILM(BaseLM):
 
     # --- errors -------------------------------------------------------------------------
 
-    def _translate(self, exc: Exception, *, max_tokens: int | None = None) -> Exception:
+    def _translate(self, exc: Exception, *, max_tokens: int | None = None, own: bool = False) -> Exception:
         """``exc`` as desic's error, scrubbed (and the SDK's errors it came from) of any
         credential the server echoed back."""
         redact_exception(exc)
-        error = self._translate_error(exc, max_tokens=max_tokens)
+        error = self._translate_error(exc, max_tokens=max_tokens, own=own)
         redact_exception(error)
         if isinstance(error, OutputValidationError) and isinstance(error.errors, str):
             error.errors = redact_text(error.errors)
         return error
 
-    def _translate_error(self, exc: Exception, *, max_tokens: int | None = None) -> Exception:
+    def _translate_error(self, exc: Exception, *, max_tokens: int | None = None, own: bool = False) -> Exception:
         import openai
         from instructor.core.exceptions import (
             IncompleteOutputException,
@@ -326,10 +403,14 @@ class OpenAILM(BaseLM):
 
         if isinstance(exc, IncompleteOutputException):
             last = getattr(exc, "last_completion", None)
+            advice = (
+                f"this call's own limit (a node's lm override or an optimizer's), not the LM's "
+                f"({self.params.max_tokens}): raise it where it is set"
+                if own
+                else f"raise max_tokens on the LM, e.g. desic.lm({self.name!r}, max_tokens=4096)"
+            )
             return OutputValidationError(
-                f"{self.name}: the output was cut off by the token limit "
-                f"(max_tokens={max_tokens}); raise max_tokens on the LM, "
-                f"e.g. desic.lm({self.name!r}, max_tokens=4096)",
+                f"{self.name}: the output was cut off by the token limit (max_tokens={max_tokens}); {advice}",
                 raw=_raw_text(last) if last is not None else None,
                 errors=str(exc),
             )
@@ -337,7 +418,7 @@ class OpenAILM(BaseLM):
             cause = exc.__cause__ or exc.__context__
             last = getattr(exc, "last_completion", None)
             if isinstance(cause, (openai.OpenAIError, IncompleteOutputException)):
-                return self._translate_error(cause, max_tokens=max_tokens)
+                return self._translate_error(cause, max_tokens=max_tokens, own=own)
             if isinstance(cause, json.JSONDecodeError) and last is None:
                 # No completion was ever parsed: the HTTP body itself was broken (instructor
                 # retried it as if it were a parse error).

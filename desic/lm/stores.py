@@ -1,4 +1,6 @@
-"""Where the LM cache keeps its entries: a sqlite file (default) or process memory.
+"""Where the LM cache keeps its entries: a sqlite file (default), process memory, or a
+PostgreSQL database shared by a team (``cache="postgresql://..."``, in ``desic.lm._pgcache``;
+psycopg is imported only then).
 
 The sqlite store runs in WAL mode, so readers never wait for a writer and several
 processes (parallel test workers, a compile and a notebook) share one file safely; a
@@ -18,20 +20,36 @@ raise ``StorageError`` when the file cannot be read or written.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from desic.errors import StorageError
 
 from .._redact import get_logger
 from .._sqlite import retry_sqlite_busy
+from ._cachestats import CacheStats, _check_limit
+
+if TYPE_CHECKING:
+    from ._pgcache import PostgresCacheStore
+
+__all__ = [
+    "CACHE_FILE",
+    "CacheStats",
+    "CacheStore",
+    "MemoryStore",
+    "SqliteStore",
+    "cache_file",
+    "default_cache_dir",
+    "is_postgres",
+    "open_store",
+    "postgres_cache",
+    "sqlite_store",
+]
 
 log = get_logger("desic.lm")
 
@@ -73,23 +91,6 @@ class MemoryStore:
 
     def __len__(self) -> int:
         return len(self._data)
-
-
-@dataclass(frozen=True)
-class CacheStats:
-    """What a sqlite cache file holds: ``SqliteStore.stats()``.
-
-    ``value_bytes`` sums the cached answers; ``file_bytes`` is the space on disk (the file
-    and its ``-wal``). ``oldest`` and ``newest`` are the ``created`` times (seconds since
-    the epoch) of the oldest and newest entries, None when the cache is empty.
-    """
-
-    path: Path
-    entries: int
-    value_bytes: int
-    file_bytes: int
-    oldest: float | None
-    newest: float | None
 
 
 class SqliteStore:
@@ -400,29 +401,35 @@ def sqlite_store(path: str | os.PathLike[str] | None = None) -> SqliteStore:
         return store
 
 
-def _check_limit(name: str, value: float | None, meaning: str, *, integer: bool) -> None:
-    """``value`` is None, or a number >= 0 (an int when ``integer``)."""
-    if value is None:
-        return
-    number = "a whole number" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
-        raise TypeError(f"{name}={value!r}: pass {number}, {meaning}, or None for no limit")
-    if math.isnan(value) or value < 0:
-        problem = "is not a number" if math.isnan(value) else "is negative"
-        raise ValueError(f"{name}={value!r} {problem}; pass {number} >= 0, {meaning}, or None for no limit")
+def is_postgres(spec: object) -> bool:
+    """Whether a ``cache=`` value is a PostgreSQL URL (``postgresql://`` or ``postgres://``)."""
+    return isinstance(spec, str) and spec.startswith(("postgresql://", "postgres://"))
+
+
+def postgres_cache(url: str) -> PostgresCacheStore:
+    """A new handle on the shared cache at ``url`` (``desic cache``'s, closed after use; LMs
+    share one per database and process through ``open_store``)."""
+    from ._pgcache import PostgresCacheStore
+
+    return PostgresCacheStore(url)
 
 
 def open_store(spec: Any) -> CacheStore:
-    """A store from ``cache=`` values: True/"disk", "memory", a path, or a CacheStore."""
+    """A store from ``cache=`` values: True/"disk", "memory", a path, a
+    ``postgresql://user@host:port/db`` URL, or a CacheStore."""
     if spec is True or spec == "disk":
         return sqlite_store()
     if spec == "memory":
         return MemoryStore()
+    if is_postgres(spec):
+        from ._pgcache import postgres_store
+
+        return postgres_store(spec)
     if isinstance(spec, (str, os.PathLike)):
         return sqlite_store(spec)
     if isinstance(spec, CacheStore):
         return spec
     raise ValueError(
-        f"cache={spec!r}: use True (sqlite under DESIC_CACHE_DIR), 'memory', "
-        "a path to a sqlite file, or an object with get(key) and put(key, value)"
+        f"cache={spec!r}: use True (sqlite under DESIC_CACHE_DIR), 'memory', a path to a "
+        "sqlite file, a postgresql://user@host:port/db URL, or an object with get(key) and put(key, value)"
     )

@@ -16,6 +16,10 @@ Built in (one module each):
 - ``genetic``: (instructions, demos) genomes, crossover, LM-rewrite and demo-swap mutation;
 - ``mipro``: grounded instruction proposals x demo sets, searched TPE-style on minibatches;
 - ``reflective``: GEPA-like edits from failures and metric feedback, Pareto-front parents.
+
+The search optimizers return their start (the bootstrap program by default) unless a
+candidate beats it with evidence (``compare``: a paired test on the same rows; see
+``desic.optimize._select``); every score in the history has an ``interval``.
 """
 
 from __future__ import annotations
@@ -25,16 +29,20 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ConfigError
 from ..record import MemoryRecorder, RunRecorder
+from ._stats import Comparison, compare, interval
 from .history import Candidate, Scored
 from .task import CompileTask
 
 __all__ = [
     "Candidate",
+    "Comparison",
     "CompileTask",
     "MemoryRecorder",
     "Optimizer",
     "RunRecorder",
     "Scored",
+    "compare",
+    "interval",
     "options_of",
     "register",
     "registry",

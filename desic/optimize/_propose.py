@@ -7,22 +7,25 @@ node, the failures of the current candidate and the metric's feedback.
 
 The answer is a one-field model whose string has a ``maxLength``: constrained decoders
 (llama.cpp grammars) then must close the JSON in time, so small local models still give
-a usable (if modest) instruction instead of a truncated completion.
+a usable (if modest) instruction instead of a truncated completion. Proposals run with
+the proposer LM's own ``max_tokens``, raised to ``PROPOSAL_TOKENS`` when it is lower (an
+example's LM capped at 32 tokens for its answers still proposes); a proposal that fails
+anyway is skipped and counted (``CompileTask.proposals_failed``, the history, the run's
+``run_end`` event and a warning naming the last error).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from pydantic import BaseModel, Field
 
 from .. import ir
 from ..engine import RunOutcome
 from ..render import format_value
 from ..signature import signature
-
-MAX_INSTRUCTION = 320
-PROPOSAL_TOKENS = 240  # room for MAX_INSTRUCTION characters of JSON string, and no more
+from .calls import MAX_INSTRUCTION
 
 
 class Instruction(BaseModel):
@@ -44,6 +47,26 @@ def reflect_instruction(current_instruction: str, task: str, examples_with_feedb
     inputs, the assistant's answer, and feedback on how it should be improved (with the
     correct answer). Read them carefully, find the rules the assistant missed, and write
     a new instruction for the task that states those rules. Keep what already worked."""
+
+
+@signature
+def reflect_tool_description(current_description: str, tool: str, task: str, examples_with_feedback: str) -> Instruction:  # type: ignore[empty-body]
+    """An agent calls the tool below while doing a task. Each example shows the inputs, the
+    agent's answer, and feedback with the correct answer. Write a new description of the
+    tool (what it does, when to call it and what to pass) that would help the agent use it
+    well. Keep it short and true to what the tool does."""
+
+
+def tool_text(node: ir.Node, name: str) -> str:
+    """One tool of an agent node, as the proposer sees it."""
+    spec = next(t for t in node.tools if t.name == name)
+    args = ", ".join(spec.parameters.get("properties", {}))
+    return f"tool {name}({args}) of step {node.id}"
+
+
+def with_tool_description(node: ir.Node, name: str, text: str) -> tuple[ir.ToolSpec, ...]:
+    """``node``'s tools with ``name``'s description replaced by ``text``."""
+    return tuple(msgspec.structs.replace(t, description=text) if t.name == name else t for t in node.tools)
 
 
 TIPS = (
@@ -77,7 +100,8 @@ def describe_node(node: ir.Node) -> str:
         kind = prop.get("enum") or prop.get("type") or "value"
         outs.append(f"{name} ({'/'.join(map(str, kind)) if isinstance(kind, list) else kind})")
     instruction = node.instructions or spec.instructions
-    return f"step {node.id}: inputs {ins}; outputs {', '.join(outs)}. Current instruction: {instruction}"
+    tools = f" It is an agent calling tools: {', '.join(t.name for t in node.tools)}." if node.tools else ""
+    return f"step {node.id}: inputs {ins}; outputs {', '.join(outs)}.{tools} Current instruction: {instruction}"
 
 
 def describe_program(program: ir.Program) -> str:

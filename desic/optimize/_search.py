@@ -9,7 +9,8 @@ A pool is a list of ``Ranked`` entries, ``(scored program, candidate index)``; `
 orders it best first, the earliest candidate first among equals.
 
 Proposals go through ``task.call`` (memoized, budgeted, teacher-first) with the
-optimizer's sampling temperature and ``PROPOSAL_TOKENS``; the caller names the record key
+optimizer's sampling temperature and ``proposal_tokens`` (the LM's own limit, at least
+``PROPOSAL_TOKENS``); the caller names the record key
 (``key_salt``) and the sampling seed, which keep distinct proposals distinct.
 """
 
@@ -25,7 +26,6 @@ from ..data import Example
 from ..engine import RunOutcome
 from ._options import SPLIT, Range, check_all
 from ._propose import (
-    PROPOSAL_TOKENS,
     clean_instruction,
     describe_node,
     examples_text,
@@ -33,6 +33,7 @@ from ._propose import (
     propose_instruction,
 )
 from .bootstrap import Traces, collect_traces, fill_program, record_pool
+from .calls import proposal_tokens
 from .demos import labeled_rows, pick_diverse
 from .history import Scored
 from .task import CompileTask
@@ -204,7 +205,7 @@ async def ask(
         inputs,
         key_salt=key_salt,
         temperature=temperature,
-        max_tokens=PROPOSAL_TOKENS,
+        max_tokens=proposal_tokens(task.proposer_lm),
         seed=seed,
     )
 

@@ -4,8 +4,9 @@ Each round, for every program in the beam and every node, the LM proposes ``widt
 rewrites of that node's instruction, grounded on the node's signature, a few rows of data
 seen at the node and the program's current failures (with the metric's feedback). Every
 child is scored on the validation split; the top ``beam`` programs of parents and
-children survive into the next round. The start is zero-shot (``init=None``) or another
-optimizer's result (``init="bootstrap"`` keeps its demos while instructions improve).
+children survive into the next round. The start is another optimizer's result (default
+``init="bootstrap"``: its demos stay while instructions improve; ``init=None`` starts
+zero-shot), and it is returned unless a rewrite beats it with evidence (``_select``).
 
 Proposals are sampled (temperature, a seed per slot) so a deterministic LM still gives
 distinct ones, and memoized by round, parent and slot.
@@ -21,6 +22,7 @@ from ..record import program_key
 from ._options import COUNT, POSITIVE, TEMPERATURE, Range
 from ._propose import TIPS
 from ._search import Child, Ranked, SearchOptimizer, rewrite, rotate, score_into, start_pool
+from ._select import select_final
 from .demos import with_node_changes
 from .history import Scored
 from .task import CompileTask
@@ -33,7 +35,7 @@ class Beam(SearchOptimizer):
     rounds: int = 3
     width: int = 3
     beam: int = 2
-    init: Any = None
+    init: Any = "bootstrap"
     temperature: float = 0.8
     val_fraction: float = 0.5
     max_val: int | None = 200
@@ -43,6 +45,8 @@ class Beam(SearchOptimizer):
     async def optimize(self, task: CompileTask) -> ir.Program:
         train, val = self.splits(task)
         beam: list[Ranked] = [await start_pool(task, self.init, train, val)]
+        start = beam[0][1]
+        scored: list[int] = []
         seen = {program_key(beam[0][0].program)}
         for r in range(1, self.rounds + 1):
             plans: list[tuple[Scored, int, ir.Node, int]] = []
@@ -62,9 +66,11 @@ class Beam(SearchOptimizer):
                     continue
                 seen.add(key)
                 children.append((child, parent_index, f"rewrite of {node.id}"))
+            first = len(task.history)
             beam = (await score_into(task, beam, children, val, r))[: max(1, self.beam)]
+            scored.extend(range(first, len(task.history)))
             task.iteration(r, beam[0][0].score, children=len(children))
-        return beam[0][0].program
+        return await select_final(task, start, scored, train)
 
     async def _propose(
         self, task: CompileTask, parent: Scored, node: ir.Node, slot: int, round_: int, train: list[Any]

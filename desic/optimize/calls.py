@@ -16,7 +16,24 @@ from ..runtime import RunState, default_node, run_isolated
 if TYPE_CHECKING:
     from .task import CompileTask
 
-__all__ = ["own_call"]
+__all__ = ["MAX_INSTRUCTION", "PROPOSAL_TOKENS", "own_call", "proposal_tokens"]
+
+MAX_INSTRUCTION = 320
+#: the fewest tokens a proposal runs with: room for MAX_INSTRUCTION characters of JSON
+#: string even at one character per token (what a small model under a grammar may do)
+PROPOSAL_TOKENS = MAX_INSTRUCTION + 64
+
+
+def proposal_tokens(lm: Any) -> int | None:
+    """The token limit of a proposal on ``lm``: the LM's own ``max_tokens`` when it leaves
+    room for an instruction (None: no override), else ``PROPOSAL_TOKENS``. A proposal is
+    never cut shorter than the LM allows; raising the LM's max_tokens always helps."""
+    own = lm.describe().get("max_tokens") if lm is not None else None
+    if own is None and lm is not None and hasattr(lm, "params"):
+        own = getattr(lm.params, "max_tokens", None)
+    if isinstance(own, int) and own >= PROPOSAL_TOKENS:
+        return None
+    return PROPOSAL_TOKENS
 
 
 async def own_call(
@@ -45,9 +62,12 @@ async def own_call(
          active.describe() if active is not None else None, msgspec.to_builtins(overrides), key_salt]
     )
     record = task.recorder.get_evaluation(key)
+    task.proposals += 1
     if record is not None:
         task.memo_hits += 1
         if record.get("error") is not None:
+            task.proposals_failed += 1
+            task.last_proposal_error = str(record["error"])
             return None
         data = record.get("output")
         if sig.spec.output_field is not None:
@@ -66,6 +86,9 @@ async def own_call(
         error = f"{type(exc).__name__}: {exc}"
     finally:
         task.meter.finish(state.usage)
+    if error is not None:
+        task.proposals_failed += 1
+        task.last_proposal_error = error
     output = to_jsonable(value) if error is None else None
     task.recorder.put_evaluation(key, {"output": output, "error": error, "usage": usage_list(state.usage)})
     if events.active():

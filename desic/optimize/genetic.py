@@ -9,7 +9,9 @@ instruction (grounded on the first parent's failures) or a demo swap from the po
 
 Every random choice is drawn from ``task.rng`` before any LM call of the generation is
 made; rewrites are then run concurrently and memoized by generation and child slot, so
-a seed always breeds the same population. Scores are on the validation split.
+a seed always breeds the same population. Scores are on the validation split; the
+bootstrap program is returned unless the final population's best beats it with evidence
+(``_select``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ._search import (
     sample_demos,
     score_into,
 )
+from ._select import select_final
 from .demos import with_node_changes
 from .history import Scored
 from .task import CompileTask
@@ -93,9 +96,11 @@ class Genetic(SearchOptimizer):
             if program_key(variant) not in keys:
                 keys.add(program_key(variant))
                 members.append(variant)
+        first = len(task.history)
         population: list[Ranked] = await score_into(
             task, [], [(program, None, "initial population") for program in members], val, 0
         )
+        start = first  # the bootstrap program, recorded first
         task.iteration(0, population[0][0].score)
 
         for gen in range(1, self.generations + 1):
@@ -121,7 +126,7 @@ class Genetic(SearchOptimizer):
                 children.append((program, plan.parent, note))
             population = (await score_into(task, population, children, val, gen))[: self.population]
             task.iteration(gen, population[0][0].score, children=len(children))
-        return population[0][0].program
+        return await select_final(task, start, [index for _, index in population], train)
 
     # --- genome operations (all randomness drawn here, in a fixed order) -------------------
 

@@ -11,6 +11,7 @@ from .. import ir
 from ..engine import RunOutcome
 from ..lm import Usage
 from ..record import usage_list
+from ._stats import interval
 
 __all__ = ["Candidate", "Scored"]
 
@@ -37,13 +38,36 @@ class Candidate:
     round: int | None = None
     parent: int | None = None
     seconds: float = 0.0
+    proposals: int = 0  # the optimizer's own LM calls so far (instruction proposals)
+    proposals_failed: int = 0  # of which failed (cut off, invalid): skipped, not used
+
+    @property
+    def n(self) -> int:
+        """How many rows the score is the mean of (0 when not known)."""
+        return len(self.scores or [])
+
+    @property
+    def interval(self) -> tuple[float, float] | None:
+        """A 95% interval of the score (see ``desic.optimize._select.interval``)."""
+        return interval(self.scores) if self.scores else None
+
+    def describe(self) -> str:
+        """``0.750 [0.47, 0.91] on 16 val rows``: the score with its evidence."""
+        if self.score is None:
+            return "no score"
+        span = self.interval
+        rows = f" on {self.n} {self.split or ''} rows".replace("  ", " ") if self.n else ""
+        return f"{self.score:.3f}" + (f" [{span[0]:.2f}, {span[1]:.2f}]" if span else "") + rows
 
     def to_record(self) -> dict[str, Any]:
         """The candidate as plain data (what a run recorder keeps)."""
+        span = self.interval
         return {
             "index": self.index, "score": self.score, "note": self.note, "split": self.split,
+            "interval": list(span) if span else None, "n": self.n,
             "scores": self.scores, "round": self.round, "parent": self.parent,
             "usage": usage_list(self.usage), "seconds": self.seconds,
+            "proposals": self.proposals, "proposals_failed": self.proposals_failed,
             "program": msgspec.to_builtins(self.program),
         }
 
@@ -51,7 +75,8 @@ class Candidate:
         """The fields of its ``candidate`` event."""
         return {
             "index": self.index, "score": self.score, "split": self.split, "note": self.note,
-            "round": self.round, "calls": self.usage.calls, "cost": self.usage.cost,
+            "interval": list(span) if (span := self.interval) else None, "n": self.n, "round": self.round, "calls": self.usage.calls,
+            "proposals": self.proposals, "proposals_failed": self.proposals_failed, "cost": self.usage.cost,
         }
 
 

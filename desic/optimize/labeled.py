@@ -1,4 +1,7 @@
-"""``labeled``: demos taken straight from the labelled trainset."""
+"""``labeled``: demos taken straight from the labelled trainset.
+
+No LM call for a bare signature (its one node is known); a ``@pipeline`` runs once on the
+first row to see its nodes."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import msgspec
 
 from .. import ir
 from ..data import Example
+from ..runtime import default_node
 from ._options import COUNT, check
 from .demos import labeled_demo
 from .task import CompileTask
@@ -27,7 +31,11 @@ class Labeled:
 
     async def optimize(self, task: CompileTask, examples: list[Example] | None = None) -> ir.Program:
         rows = task.trainset if examples is None else examples
-        program = await task.discover()
+        sig = getattr(task.pipeline, "signature", None)
+        if sig is not None:  # a bare signature: its one node is known without running it
+            program = ir.Program(pipeline=task.pipeline.ref, nodes=(default_node(sig, sig.node_name or sig.spec.name),))
+        else:  # a @pipeline: its nodes are seen by running it once
+            program = await task.discover()
         order = list(range(len(rows)))
         task.rng("labeled").shuffle(order)
         for node in program.nodes:

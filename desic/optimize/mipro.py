@@ -1,9 +1,9 @@
 """``mipro``: instruction proposals x demo sets, searched with a TPE-like sampler.
 
 1. **Demo sets.** One bootstrap pass over the training split fills a pool per node; the
-   demo sets per node are: none, the first accepted traces, and random subsets of the
-   pool (``num_demo_sets`` in all), and (``per_input``) one more choice: per-input demos,
-   the ``max_demos`` examples of the pool nearest each input (``knn``).
+   demo sets per node are: none, the bootstrap program's (accepted traces topped up
+   with labelled demos), and random subsets of the pool (``num_demo_sets`` in all), and (``per_input``) one more choice:
+   per-input demos, the ``max_demos`` examples of the pool nearest each input (``knn``).
 2. **Instructions.** Per node, ``num_instructions - 1`` proposals besides the original,
    grounded on the program (its steps and data flow), the node's signature, a few data
    rows, a demo set and a tip (as MIPROv2 does), all through ``task.call`` (memoized).
@@ -13,7 +13,8 @@
    appears in good trials vs the rest (Tree-structured Parzen Estimator on categorical
    choices), so evaluations go to promising combinations instead of a full grid. Every
    ``full_every`` trials the best combination by mean minibatch score is scored on the
-   whole validation split; the best fully-scored combination wins.
+   whole validation split. The start (original instructions, the bootstrap demos) is
+   kept unless the best fully-scored combination beats it with evidence (``_select``).
 
 Trials run ``parallel`` at a time (sampled from the same history, so still deterministic).
 """
@@ -37,7 +38,7 @@ from ._propose import (
     propose_instruction,
 )
 from ._search import SearchOptimizer, ask, bootstrap_seed, demo_pool, rotate, sample_demos
-from .demos import pick_diverse
+from ._select import select_final
 from .knn import knn_pool
 from .task import CompileTask
 
@@ -85,12 +86,14 @@ class Mipro(SearchOptimizer):
     async def optimize(self, task: CompileTask) -> ir.Program:
         train, val = self.splits(task)
         base, found = await bootstrap_seed(
-            task, train, want=2 * self.max_demos, max_demos=self.max_demos, max_labeled=0,
+            task, train, want=2 * self.max_demos, max_demos=self.max_demos, max_labeled=self.max_demos,
             teacher_demos=self.max_demos,
         )
         nodes = list(base.nodes)
         rng = task.rng("mipro")
-        demo_sets = [self._demo_sets(node, found.demos.get(node.id, []), train, len(nodes), rng) for node in nodes]
+        demo_sets = [
+            self._demo_sets(node, found.demos.get(node.id, []), train, len(nodes), rng) for node in nodes
+        ]
         instructions = await self._instructions(task, base, nodes, demo_sets, train)
         choices: list[int] = []
         for k in range(len(nodes)):
@@ -108,17 +111,20 @@ class Mipro(SearchOptimizer):
         minibatch_scores: dict[Combo, list[float]] = {}
         full: dict[Combo, float] = {}
         best: tuple[float, int, Combo] | None = None  # (score, -candidate index, combo)
+        fully: list[int] = []  # history indexes of the full evaluations
         default: Combo = tuple(v for k in range(len(nodes)) for v in (0, 1 if len(demo_sets[k]) > 1 else 0))
 
         async def score_fully(combo: Combo, note: str, round_: int) -> None:
             nonlocal best
             (s,) = await task.evaluate_many([build(combo)], val)
             cand = task.record(build(combo), s.score, note, split="val", scores=s.scores, round=round_)
+            fully.append(cand.index)
             full[combo] = s.score
             if best is None or (s.score, -cand.index) > best[:2]:
                 best = (s.score, -cand.index, combo)
 
         await score_fully(default, "original instructions + bootstrapped demos", 0)
+        start = fully[0]
         batch = self.parallel or max(1, task.concurrency // max(1, min(self.minibatch, len(val))))
         done = 0
         while done < self.trials:
@@ -140,8 +146,7 @@ class Mipro(SearchOptimizer):
                 if pick is not None:
                     await score_fully(pick, f"full evaluation of {self._describe(pick)}", done)
             task.iteration(done, best[0] if best else None, trials=done)
-        assert best is not None
-        return build(best[2])
+        return await select_final(task, start, fully, train)
 
     # --- the search space -----------------------------------------------------------------
 
@@ -150,8 +155,8 @@ class Mipro(SearchOptimizer):
     ) -> list[DemoSet]:
         pool = demo_pool(node, accepted, train, only_node=nodes == 1, labeled=3 * self.max_demos - len(accepted))
         sets: list[DemoSet] = [()]
-        if pool:
-            sets.append(tuple(d for _, d in pick_diverse(enumerate(pool), self.max_demos)))
+        if node.demos:  # the bootstrap program's own demos (traces topped up with labelled ones)
+            sets.append(node.demos)
         attempts = 0
         while len(sets) < self.num_demo_sets and pool and attempts < 10 * self.num_demo_sets:
             attempts += 1

@@ -4,11 +4,12 @@ DSPy's BootstrapFewShotWithRandomSearch re-bootstraps every candidate; here one 
 pass over the training split fills a pool of accepted traces per node (``pool`` each,
 stopping early once full) and the candidates are random subsets of that pool plus
 labelled demos. Every candidate is scored on the validation split (the valset, or a
-seeded holdout of the trainset), all through one concurrency limit, and the best wins
-(the earliest among equals). Candidates: zero-shot, the plain bootstrap program, then
-``num_candidates`` random subsets (1..``max_demos`` demos per node), then (``per_input``)
-per-input demos: each input shown the k pool demos nearest it (``knn``), for k =
-``max_demos`` and half of it.
+seeded holdout of the trainset), all through one concurrency limit. Candidates:
+zero-shot, the plain bootstrap program (the start), then ``num_candidates`` random
+subsets (1..``max_demos`` demos per node). The start is kept unless the best other
+candidate beats it with evidence, or ties it with a shorter prompt (``_select``).
+Then (``per_input``) per-input demos: each input shown the k pool demos nearest it
+(``knn``), for k = ``max_demos`` and half of it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import msgspec
 from .. import ir
 from ._options import COUNT, POSITIVE, SHARE, Range
 from ._search import SearchOptimizer, bootstrap_seed, demo_pool, sample_demos
+from ._select import select_final
 from .knn import knn_pool, per_input_program
 from .task import CompileTask
 
@@ -84,13 +86,12 @@ class RandomSearch(SearchOptimizer):
                 if program is not bootstrapped:
                     candidates.append((program, f"per-input demos (knn, k={k})"))
         scored = await task.evaluate_many([p for p, _ in candidates], val)
-        best = None
+        indexes = []
         for (program, note), s in zip(candidates, scored):
-            cand = task.record(program, s.score, note, split="val", scores=s.scores, round=0)
-            if best is None or s.score > (best.score or 0.0):
-                best = cand
-        task.iteration(0, best.score if best else None, candidates=len(candidates))
-        return best.program if best is not None else bootstrapped
+            indexes.append(task.record(program, s.score, note, split="val", scores=s.scores, round=0).index)
+        task.iteration(0, max(s.score for s in scored), candidates=len(candidates))
+        # the bootstrap program is the start: a subset (or zero-shot) must beat it with evidence
+        return await select_final(task, indexes[1], indexes, train)
 
     def _pools(
         self, task: CompileTask, train: list[Any], demos: dict[str, list[ir.Demo]], program: ir.Program

@@ -1,7 +1,8 @@
 """``reflective``: read failures and feedback, edit one instruction, keep a Pareto front.
 
-After GEPA (Agrawal et al., 2025). The pool starts with one program, scored on every
-validation row. Each iteration:
+After GEPA (Agrawal et al., 2025). The pool starts with one program (default
+``init="bootstrap"``: its demos stay while instructions are edited; ``init=None`` starts
+zero-shot), scored on every validation row. Each iteration:
 
 1. pick a parent from the Pareto front: for every validation row, the candidates that
    score best on it; a candidate is drawn with probability proportional to the number
@@ -15,7 +16,7 @@ validation row. Each iteration:
    added to the pool (a cheap filter before the expensive evaluation).
 
 Minibatches where the parent is already perfect are skipped (nothing to learn). The
-result is the pool's best mean validation score (earliest among equals).
+result is the start unless the pool's best beats it with evidence (``_select``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,17 @@ from typing import Any, ClassVar
 from .. import ir
 from ..record import program_key
 from ._options import COUNT, POSITIVE, TEMPERATURE, Range
-from ._propose import clean_instruction, describe_node, reflect_instruction, reflection_text
+from ._propose import (
+    clean_instruction,
+    describe_node,
+    reflect_instruction,
+    reflect_tool_description,
+    reflection_text,
+    tool_text,
+    with_tool_description,
+)
 from ._search import Ranked, SearchOptimizer, ask, best_of, start_pool
+from ._select import select_final
 from .demos import with_node_changes
 from .task import CompileTask
 
@@ -39,7 +49,7 @@ class Reflective(SearchOptimizer):
 
     iterations: int = 12
     minibatch: int = 4
-    init: Any = None
+    init: Any = "bootstrap"
     temperature: float = 0.8
     val_fraction: float = 0.5
     max_val: int | None = 200
@@ -56,11 +66,15 @@ class Reflective(SearchOptimizer):
         start = pool[0][0].program
         seen = {program_key(start)}
         rng = task.rng("reflective")
-        nodes = [n.id for n in start.nodes]
+        # what an iteration may rewrite, in turn: each node's instructions and, for an
+        # agent, each of its tools' descriptions
+        slots = [(n.id, tool) for n in start.nodes for tool in (None, *(t.name for t in n.tools))]
+        tuned: set[int] = set()  # the training rows a minibatch showed
         for it in range(1, self.iterations + 1):
             parent, parent_index = self._select(pool, rng)
-            node_id = nodes[(it - 1) % len(nodes)] if nodes else None
+            node_id, tool = slots[(it - 1) % len(slots)] if slots else (None, None)
             batch = rng.sample(train, min(self.minibatch, len(train)))
+            tuned.update(id(row) for row in batch)
             if node_id is None:
                 break
             (before,) = await task.run_pairs([(parent.program, batch)])
@@ -71,16 +85,18 @@ class Reflective(SearchOptimizer):
             node = parent.program.node(node_id)
             if node is None:
                 continue
-            current = node.instructions or node.signature.instructions
+            proposer: Any
+            if tool is None:
+                current = node.instructions or node.signature.instructions
+                proposer, inputs = reflect_instruction, {"current_instruction": current}
+            else:
+                current = next((t.description for t in node.tools if t.name == tool), "")
+                proposer, inputs = reflect_tool_description, {"current_description": current, "tool": tool_text(node, tool)}
             value = await ask(
                 task,
-                reflect_instruction,
-                {
-                    "current_instruction": current,
-                    "task": describe_node(node),
-                    "examples_with_feedback": reflection_text(before, node_id),
-                },
-                key_salt=f"reflective:{it}:{program_key(parent.program)}:{node_id}",
+                proposer,
+                {**inputs, "task": describe_node(node), "examples_with_feedback": reflection_text(before, node_id)},
+                key_salt=f"reflective:{it}:{program_key(parent.program)}:{node_id}" + (f":{tool}" if tool else ""),
                 seed=it,
                 temperature=self.temperature,
             )
@@ -88,7 +104,12 @@ class Reflective(SearchOptimizer):
             if text is None:
                 task.iteration(it, best_of(pool)[0].score, skipped="no usable proposal")
                 continue
-            child = with_node_changes(parent.program, node_id, instructions=text)
+            if tool is None:
+                child = with_node_changes(parent.program, node_id, instructions=text)
+            else:
+                child = with_node_changes(parent.program, node_id, tools=with_tool_description(node, tool, text))
+            if tool is not None:
+                node_id = f"{node_id} tool {tool}"  # how the candidate's note names the edit
             if program_key(child) in seen:
                 continue
             seen.add(program_key(child))
@@ -111,7 +132,9 @@ class Reflective(SearchOptimizer):
                 )
                 pool.append((full, kept.index))
             task.iteration(it, best_of(pool)[0].score, pool=len(pool))
-        return best_of(pool)[0].program
+        # only training rows no minibatch showed may join the test (edits were tuned on those)
+        unseen = [row for row in train if id(row) not in tuned]
+        return await select_final(task, pool[0][1], [index for _, index in pool], unseen)
 
     @staticmethod
     def _select(pool: list[Ranked], rng: random.Random) -> Ranked:

@@ -28,10 +28,11 @@ from .._json import to_jsonable
 from ..budget import Budget, BudgetMeter
 from ..data import Example, holdout_split
 from ..engine import LOCAL, Executor, Job, RunOutcome, score_outcome
-from ..errors import ConfigError, LMError, MetricError
+from ..errors import BudgetExceeded, ConfigError, LMError, MetricError
 from ..lm import LM, Usage
 from ..metrics import Metric, metric_key
 from ..pipeline import Pipeline, observed_program, program_from_runs
+from ..react import step_guard
 from ..record import (
     MemoryRecorder,
     NodeEncoder,
@@ -43,7 +44,11 @@ from ..record import (
 from .calls import own_call
 from .history import Candidate, Scored
 
-__all__ = ["CompileTask"]
+__all__ = ["CHECK_MAX", "CHECK_MIN", "CompileTask"]
+
+#: rows (valset, else trainset) from which a quarter is kept apart to check the final choice
+CHECK_MIN = 80
+CHECK_MAX = 100
 
 T = TypeVar("T")
 
@@ -86,6 +91,10 @@ class CompileTask:
     _nodes: dict[str, ir.Node] = field(default_factory=dict)
     _edges: set[tuple[str, str, str]] = field(default_factory=set)
     _splits: dict[tuple[float, int | None], tuple[list[Example], list[Example]]] = field(default_factory=dict)
+    _check: tuple[list[Example], list[Example]] | None = None  # (check rows, the rest)
+    proposals_failed: int = 0
+    proposals: int = 0
+    last_proposal_error: str | None = None
     _encode: NodeEncoder = field(default_factory=NodeEncoder)
 
     def __post_init__(self) -> None:
@@ -110,14 +119,34 @@ class CompileTask:
             raise ConfigError(f"optimizer {who!r} needs a metric: compile(..., metric=desic.metrics.exact_match)")
         return self.metric
 
+    def _checked(self) -> tuple[list[Example], list[Example]]:
+        """(check rows, the rest): with ``CHECK_MIN`` rows or more to spare (the valset
+        when given, else the trainset), a seeded quarter of them (at most ``CHECK_MAX``)
+        is kept from the search to check its final choice on; else none."""
+        if self._check is None:
+            rows = self.valset if self.valset is not None else self.trainset
+            if len(rows) < CHECK_MIN:
+                self._check = ([], rows)
+            else:
+                rest, check = holdout_split(rows, 0.25, CHECK_MAX, self.rng("check"))
+                self._check = (check, rest)
+        return self._check
+
+    def check_split(self) -> list[Example]:
+        """Rows no optimizer sees while searching: the final choice is scored on them
+        (``desic.optimize._select``). Empty below ``CHECK_MIN`` rows."""
+        return self._checked()[0]
+
     def split(self, *, fraction: float = 0.5, max_val: int | None = None) -> tuple[list[Example], list[Example]]:
         """(train, validation) examples: the valset when given, else a seeded split of the
-        trainset (``fraction`` of it, at most ``max_val`` rows, for validation)."""
+        trainset (``fraction`` of it, at most ``max_val`` rows, for validation); rows of
+        ``check_split()`` are in neither."""
+        _, rest = self._checked()
         if self.valset is not None:
-            return self.trainset, self.valset
+            return self.trainset, rest
         key = (fraction, max_val)
         if key not in self._splits:
-            self._splits[key] = holdout_split(self.trainset, fraction, max_val, self.rng("split"))
+            self._splits[key] = holdout_split(rest, fraction, max_val, self.rng("split"))
         return self._splits[key]
 
     @property
@@ -163,6 +192,16 @@ class CompileTask:
                 if e is example:
                     return name, i
         return "example", None
+
+    def _agent_step(self, used: Usage) -> None:
+        """Before each step of an agent: ``BudgetExceeded`` once the budget is out, or once
+        this run's spend so far and one more call would pass it (``react.step_guard``)."""
+        hit = self.meter.stopped
+        budget = self.meter.budget
+        if hit is None and budget:
+            hit = budget.exceeded(self.meter.usage + used, self.meter.elapsed(), next_unit=Usage(calls=1))
+        if hit is not None:
+            raise BudgetExceeded(f"budget {hit[0]} ran out in the middle of an agent's run: {hit[1]}", budget=hit[0])
 
     def _failed(self, outcome: RunOutcome) -> None:
         """Count an evaluation whose LM call failed after its retries; past ``max_errors``
@@ -243,7 +282,8 @@ class CompileTask:
         async def after(i: int, outcome: RunOutcome) -> None:
             if outcome.lm_failed:  # an error, not a score: not recorded, counted
                 self.meter.finish(outcome.state.usage)
-                self._failed(outcome)
+                if not outcome.budget_stopped:  # an agent stopped mid-run: not the LM's fault
+                    self._failed(outcome)
                 done(i, outcome)
                 return
             try:
@@ -259,10 +299,15 @@ class CompileTask:
         def halt() -> bool:
             return self.meter.reason() is not None or (stop is not None and stop())
 
-        await self.executor.run(
-            self.pipeline, jobs, lm=active, concurrency=self.concurrency, trace=True,
-            stop=halt, before=before, after=after,
-        )
+        # an agent checks the budget before each of its steps, not only before its example
+        token = step_guard.set(self._agent_step if self.meter.budget else None)
+        try:
+            await self.executor.run(
+                self.pipeline, jobs, lm=active, concurrency=self.concurrency, trace=True,
+                stop=halt, before=before, after=after,
+            )
+        finally:
+            step_guard.reset(token)
         if self.meter.stopped is not None and finished < len(jobs) and (stop is None or not stop()):
             self.meter.check()
         return results
@@ -367,6 +412,7 @@ class CompileTask:
         cand = Candidate(
             index=len(self.history), program=program, score=score, usage=self.usage, note=note, split=split,
             scores=scores, round=round, parent=parent, seconds=self.meter.elapsed(),
+            proposals=self.proposals, proposals_failed=self.proposals_failed,
         )
         self.history.append(cand)
         self.recorder.add_candidate(cand.to_record())

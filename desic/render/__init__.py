@@ -38,6 +38,8 @@ __all__ = [
     "default_template",
     "format_value",
     "render_messages",
+    "step_json",
+    "trajectory_messages",
     "with_chosen_demos",
 ]
 
@@ -173,6 +175,34 @@ def _user(
     return _block(template, "user", {"fields": fields, "inputs": values}, node_id or spec.name, budget)
 
 
+def step_json(step: dict[str, Any]) -> str:
+    """An agent step's action as the model writes it (and as demos show it)."""
+    action = {"tool": step.get("tool", ir.FINISH), "args": step.get("args") or {}}
+    return answer_json({"thought": step.get("thought", ""), "action": action})
+
+
+def _arg_text(name: str, prop: dict[str, Any], root: dict[str, Any]) -> str:
+    """``name: type (description)`` of one tool argument."""
+    prop = _resolve(prop, root)
+    text = f"{name}: {ir.describe_type(prop)}"
+    description = prop.get("description")
+    return f"{text} ({description})" if description else text
+
+
+def _tool_fields(node: ir.Node) -> dict[str, Any]:
+    """The template variables that describe a ``react`` node's tools and finish action."""
+    tools = [
+        {
+            "name": t.name,
+            "description": t.description,
+            "args": ", ".join(_arg_text(name, prop, t.parameters) for name, prop in t.parameters.get("properties", {}).items()),
+        }
+        for t in node.tools
+    ]
+    finish_args = ", ".join(f"{f['name']}: {f['type']}" for f in _output_fields(node.signature))
+    return {"tools": tools, "finish_args": finish_args, "max_steps": node.max_steps}
+
+
 class _Rendering:
     """What rendering a node's calls needs, worked out once per node object: the system
     message and demo turns (they depend on the node alone; nodes are immutable), and how
@@ -201,6 +231,11 @@ class _Rendering:
             "strategy": node.strategy,
             "signature": spec.name,
         }
+        agent = node.strategy == "react"
+        if agent:
+            variables.update(_tool_fields(node))
+            if "observation" not in template.blocks:
+                raise TemplateError(f"node {node.id!r}: a react template needs an 'observation' block")
         # One budget for the system block and every demo turn: a node's preparation is
         # bounded as a whole, however many demos the artifact holds.
         budget = _sandbox.Budget.for_data((variables, [(d.inputs, d.output) for d in node.demos]))
@@ -208,11 +243,30 @@ class _Rendering:
         messages: list[dict[str, str]] = [{"role": "system", "content": system}]
         for demo in node.demos:
             messages.append({"role": "user", "content": self.user(demo.inputs, budget)})
+            if agent:  # the whole trajectory: each action and observation, then finish
+                output = {k: v for k, v in demo.output.items() if k != "trajectory"}
+                steps = list(demo.output.get("trajectory") or [])
+                if not steps or steps[-1].get("tool") != ir.FINISH:
+                    steps.append({"thought": "", "tool": ir.FINISH, "args": output})
+                messages.extend(self.steps(steps, budget))
+                continue
             answer = _block(
                 template, "assistant", {"answer": answer_json(demo.output), "output": demo.output}, node.id, budget
             )
             messages.append({"role": "assistant", "content": answer})
         self.prefix = tuple(messages)
+
+    def steps(self, steps: list[dict[str, Any]], budget: _sandbox.Budget | None = None) -> list[dict[str, str]]:
+        """An agent's steps as chat turns: each action (assistant), each tool's result (user)."""
+        turns: list[dict[str, str]] = []
+        for step in steps:
+            variables = {"answer": step_json(step), "output": step}
+            turns.append({"role": "assistant", "content": _block(self.template, "assistant", variables, self.node.id, budget)})
+            if step.get("tool") == ir.FINISH:
+                continue
+            seen = {"tool": step.get("tool", ""), "observation": str(step.get("observation", "")), "step": step}
+            turns.append({"role": "user", "content": _block(self.template, "observation", seen, self.node.id, budget)})
+        return turns
 
     def user(self, values: dict[str, Any], budget: _sandbox.Budget | None = None) -> str:
         if self.fast:
@@ -306,6 +360,13 @@ def with_chosen_demos(node: ir.Node, inputs: dict[str, Any]) -> ir.Node:
         _chosen.clear()
     _chosen[key] = (node, chosen)
     return chosen
+
+
+def trajectory_messages(node: ir.Node, steps: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The turns an agent's ``steps`` so far add after its query (see ``render_messages``)."""
+    if not steps:
+        return []
+    return _rendering(node).steps(steps)
 
 
 def render_messages(node: ir.Node, inputs: dict[str, Any]) -> list[dict[str, str]]:

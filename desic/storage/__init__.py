@@ -9,6 +9,9 @@ the working directory, ``scheme:///abs/path`` is absolute)::
                                  artifacts/<name>/v<n>.json (``file://`` is the same backend)
     memory://                    a fresh in-process store; ``memory://name`` is shared by name
                                  within the process (tests, notebooks)
+    postgresql://user@host:5432/db   a PostgreSQL database shared by several machines and
+                                 people (``pip install 'desic[postgres]'``; ``postgres://`` too);
+                                 the password from the URL or PGPASSWORD / ~/.pgpass
 
 The default store is ``$DESIC_STORAGE``, else ``sqlite://.desic/desic.db``. ``compile`` records
 into a store only when one is given (``storage=``, ``desic.context(storage=...)`` or
@@ -148,6 +151,9 @@ _registry: dict[str, StorageFactory] = {
     "msgspec": _builtin("_files", "FileStorage"),
     "file": _builtin("_files", "FileStorage"),
     "memory": _builtin("_memory", "MemoryStorage"),
+    # psycopg is imported only when such a URL is opened
+    "postgresql": _builtin("_postgres", "open_postgres"),
+    "postgres": _builtin("_postgres", "open_postgres_alias"),
 }
 
 

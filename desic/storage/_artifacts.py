@@ -182,9 +182,10 @@ def _split(url: str, *, action: str) -> tuple[str, ArtifactRef]:
 
     scheme, location, fragment = split_url(url)
     if not fragment:
+        base = _shown(f"{scheme}://{location}")
         raise ConfigError(
-            f"{url!r} names a store but no artifact; {action} "
-            f"'{scheme}://{location}#<name>[@version|@latest|@tag]', e.g. '{scheme}://{location}#triage@latest'"
+            f"{base!r} names a store but no artifact; {action} "
+            f"'{base}#<name>[@version|@latest|@tag]', e.g. '{base}#triage@latest'"
         )
     return f"{scheme}://{location}", parse_ref(fragment)
 
@@ -195,9 +196,10 @@ def save_url(program: ir.Program, url: str) -> ArtifactInfo:
 
     store_url, ref = _split(url, action="save to")
     if ref.version is not None:
+        base = _shown(store_url)
         raise ConfigError(
-            f"cannot save to {url!r}: versions are assigned by the store; save to "
-            f"'{store_url}#{ref.name}' (or '#{ref.name}@<tag>' to tag the new version)"
+            f"cannot save to {f'{base}#{ref}'!r}: versions are assigned by the store; save to "
+            f"'{base}#{ref.name}' (or '#{ref.name}@<tag>' to tag the new version)"
         )
     store = open_store(store_url)
     try:
@@ -221,5 +223,12 @@ def load_url(url: str) -> tuple[ir.Program, str]:
         data, info = load_bytes(store, ref)
     finally:
         store.close()
-    source = f"{store_url}#{info.ref}"
+    source = f"{_shown(store_url)}#{info.ref}"
     return ir.decode_program(data, source=source), source
+
+
+def _shown(store_url: str) -> str:
+    """``store_url`` as it may be shown: a ``postgresql://`` URL without its password."""
+    from .._postgres import is_postgres_url, public_url
+
+    return public_url(store_url) if is_postgres_url(store_url) else store_url

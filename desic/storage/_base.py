@@ -279,14 +279,17 @@ def apply_update(
     error: str | None = None,
     stopped_by: str | None = None,
     lease: str | None = None,
+    at: _dt.datetime | None = None,
 ) -> RunInfo:
     """``info`` with the given fields changed and ``updated_at`` set (shared by backends,
     which call it inside their lock or transaction, so a ``lease`` is taken atomically).
 
-    ``None`` leaves a field as is; ``""`` clears ``error`` / ``stopped_by``."""
-    changes: dict[str, Any] = {"updated_at": now()}
+    ``None`` leaves a field as is; ``""`` clears ``error`` / ``stopped_by``. ``at`` is the
+    time of the change (default: this machine's clock); a store shared by several machines
+    passes its server's clock, so staleness is judged by one clock for all of them."""
+    changes: dict[str, Any] = {"updated_at": now() if at is None else at.astimezone(_dt.UTC).isoformat(timespec="milliseconds")}
     if lease is not None:
-        if info.status == "running" and info.owner and info.owner != lease and not is_stale(info) and not _gone(info.owner):
+        if info.status == "running" and info.owner and info.owner != lease and not is_stale(info, at=at) and not _gone(info.owner):
             raise StorageError(
                 f"run {info.id} is running in another process ({info.owner}, last heartbeat "
                 f"{info.updated_at}); wait for it to end or stop it. A run whose process died "

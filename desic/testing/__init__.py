@@ -37,9 +37,16 @@ from ..lm import BaseLM, LMRequest, LMResponse, Usage
 from ..lm.guard import allow_model_requests
 
 if TYPE_CHECKING:
-    from ._server import FakeOpenAIServer, Faults, HTTPFault, default_handler, fake_embedding
+    from ._server import (
+        FakeOpenAIServer,
+        Faults,
+        HTTPFault,
+        ToolCall,
+        default_handler,
+        fake_embedding,
+    )
 
-_SERVER_NAMES = ("FakeOpenAIServer", "Faults", "HTTPFault", "default_handler", "fake_embedding")
+_SERVER_NAMES = ("FakeOpenAIServer", "Faults", "HTTPFault", "ToolCall", "default_handler", "fake_embedding")
 
 
 def __getattr__(name: str) -> Any:
@@ -57,12 +64,27 @@ __all__ = [
     "Faults",
     "FunctionLM",
     "HTTPFault",
+    "ToolCall",
+    "act",
     "allow_model_requests",
     "coerce_answer",
     "default_handler",
     "fake_embedding",
+    "finish",
     "last_input",
 ]
+
+
+def act(tool: str, thought: str = "", /, **args: Any) -> dict[str, Any]:
+    """A scripted agent step calling ``tool`` with ``args``: ``FakeLM([act("search", query="ferry"),
+    finish(answer="25 minutes")])`` plays a two-step trajectory."""
+    return {"thought": thought, "action": {"tool": tool, "args": args}}
+
+
+def finish(thought: str = "", /, **output: Any) -> dict[str, Any]:
+    """A scripted agent step finishing with the signature's ``output`` fields (for a bare
+    return type, its one field is ``output``: ``finish(output="billing")``)."""
+    return act("finish", thought, **output)
 
 
 def coerce_answer(answer: Any, model: type[BaseModel]) -> BaseModel:

@@ -33,12 +33,23 @@ __all__ = [
     "FakeOpenAIServer",
     "Faults",
     "HTTPFault",
+    "ToolCall",
     "default_handler",
     "fake_embedding",
     "minimal_instance",
 ]
 
-HandlerResult = str | dict[str, Any] | list[float]
+@dataclass
+class ToolCall:
+    """A handler's answer as a native tool call: the model calls ``name`` with ``arguments``
+    (``content`` is the text beside the call, e.g. an agent's thought)."""
+
+    name: str
+    arguments: dict[str, Any]
+    content: str | None = None
+
+
+HandlerResult = str | dict[str, Any] | list[float] | ToolCall
 Handler = Callable[[dict[str, Any]], HandlerResult]
 EMBED_DIM = 64
 _STRING_FORMATS = {"date-time": "1970-01-01T00:00:00Z", "date": "1970-01-01", "time": "00:00:00",
@@ -379,6 +390,9 @@ class FakeOpenAIServer:
 
     def _chat(self, req: dict[str, Any]) -> dict[str, Any] | bytes:
         result = self.handler(req)
+        call = result if isinstance(result, ToolCall) else None
+        if call is not None:
+            result = call.arguments
         content = result if isinstance(result, str) else json.dumps(result)
         with self._lock:
             self._seq += 1
@@ -386,9 +400,10 @@ class FakeOpenAIServer:
         message: dict[str, Any] = {"role": "assistant", "content": content}
         finish = "stop"
         if req.get("tools"):
-            fn = {"name": _tool_choice(req)[0], "arguments": content}
+            fn = {"name": call.name if call is not None else _tool_choice(req)[0], "arguments": content}
             calls = [{"id": "call_1", "type": "function", "function": fn}]
-            message = {"role": "assistant", "content": None, "tool_calls": calls}
+            text = call.content if call is not None else None
+            message = {"role": "assistant", "content": text, "tool_calls": calls}
             finish = "tool_calls"
         messages = [m for m in req.get("messages") or [] if isinstance(m, dict)]
         prompt = _tokens("".join(_text_of(m.get("content")) for m in messages))

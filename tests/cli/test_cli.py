@@ -514,3 +514,27 @@ def test_import_desic_does_not_load_the_cli_stack() -> None:
     proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_compile_into_a_shared_postgres_store_gives_the_local_program(env: dict[str, str], tmp_path: Path) -> None:
+    """The same compile (same seed) recorded in a PostgreSQL store (a real server) and in a
+    local SQLite file saves the same program; nothing printed holds the password."""
+    import desic.storage as ds
+    from tests.support.postgres import PASSWORD
+    from tests.support.stores import url_for
+
+    shared, local = url_for("postgres", tmp_path), f"sqlite://{tmp_path / 'local.db'}"
+    args = ["compile", "cliproj:triage", "-t", "train.jsonl", "--metric", "exact_match",
+            "--optimizer", "bootstrap", "--seed", "1", "-O", "max_demos=2"]  # fmt: skip
+    on_shared = cli(*args, "--storage", shared, "-o", f"{shared}#triage")
+    on_local = cli(*args, "--storage", local, "-o", f"{local}#triage")
+    assert (on_shared.exit_code, on_local.exit_code) == (0, 0), on_shared.output + on_local.output
+    assert f"saved {shared.replace(f':{PASSWORD}@', '@')}#triage@1" in on_shared.stdout
+    assert PASSWORD not in on_shared.output
+    with ds.open(shared) as a, ds.open(local) as b:  # type: ignore[attr-defined]
+        program_a, program_b = a.load_program("triage"), b.load_program("triage")
+        assert program_a.nodes == program_b.nodes and program_a.edges == program_b.edges
+        (run,) = a.list_runs()
+        assert run.status == "finished" and run.id == program_a.meta.run_id
+    listed = cli("runs", "list", "--storage", shared)
+    assert run.id in listed.stdout and "finished" in listed.stdout

@@ -1,5 +1,6 @@
 # mypy: disable-error-code="empty-body"
-"""``desic runs list|show|report|watch`` on stores filled directly (no LM involved)."""
+"""``desic runs list|show|report|watch`` on stores filled directly (no LM involved): a local
+SQLite file and a shared PostgreSQL database (a real server, tests/support/postgres.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from desic.cli import app
 from desic.runtime import default_node
 from desic.storage import RunInfo
 from desic.storage import open as open_store
+from tests.support.stores import url_for
 
 
 @desic.signature
@@ -56,8 +58,10 @@ def cli(*args: str) -> Any:
     return result
 
 
-@pytest.fixture
-def store_url(tmp_path: Path) -> str:
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        return url_for("postgres", tmp_path)
     return f"sqlite://{tmp_path / 'runs.db'}"
 
 
@@ -245,3 +249,22 @@ def test_report_of_a_budget_stopped_run_names_the_budget(with_stops: str, tmp_pa
     assert "<b>stopped (max_calls)</b><span>status</span>" in page
     assert "<dt>stopped by budget</dt><dd>max_calls</dd>" in page
     assert "<dt>reason</dt><dd>BudgetExceeded: budget max_calls ran out" in page
+
+
+def test_doctor_checks_a_postgres_store_without_showing_its_password(tmp_path: Path) -> None:
+    from tests.support.postgres import PASSWORD
+
+    url = url_for("postgres", tmp_path)
+    shown = url.replace(f":{PASSWORD}@", "@")
+    ok = cli("doctor", "--offline", "--storage", url)
+    assert f"{shown}: writable, 0 runs, 0 artifacts" in ok.output and PASSWORD not in ok.output
+    bad = cli("doctor", "--offline", "--storage", url.replace(PASSWORD, "wrong-pw"))
+    assert f"cannot connect to {shown}" in bad.output and "PGPASSWORD" in bad.output
+    assert "wrong-pw" not in bad.output and bad.exit_code != 0
+
+
+def test_the_resume_hint_for_a_postgres_store_from_the_environment_holds_no_password() -> None:
+    from desic.cli._commands import resume_command  # private: the hint printed after Ctrl-C
+
+    hint = resume_command(["compile", "app:triage"], "postgresql://alice:s3cret@db.example:5432/desic", "r1")
+    assert hint == "desic compile app:triage --storage postgresql://alice@db.example:5432/desic --resume r1"

@@ -41,6 +41,7 @@ EXPECTED_ALL = [
     "SignatureError",
     "StorageError",
     "Timeout",
+    "Tool",
     "__version__",
     "acompile",
     "aevaluate",
@@ -56,6 +57,7 @@ EXPECTED_ALL = [
     "signature",
     "storage",
     "testing",
+    "tool",
 ]
 
 
@@ -110,7 +112,7 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
 _IMPORT_CHECK = """
 import json, sys
 import desic
-heavy = ("openai", "instructor", "xllamacpp", "bm25s", "numpy")
+heavy = ("openai", "instructor", "xllamacpp", "psycopg", "bm25s", "numpy")
 before = sorted(m for m in heavy if m in sys.modules)
 # Touching one lazy name imports the submodules behind it; none of them may shadow a
 # public function of the same name.

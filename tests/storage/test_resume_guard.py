@@ -20,7 +20,7 @@ from desic.testing import FunctionLM
 from tests.support.house_rule import ROWS, answer, triage
 from tests.support.stores import url_for
 
-BACKENDS = ["memory", "sqlite", "tinydb", "msgspec"]
+BACKENDS = ["memory", "sqlite", "tinydb", "msgspec", "postgres"]
 OPTIONS: dict[str, Any] = {"metric": desic.metrics.exact_match, "optimizer": "random_search", "num_candidates": 4}
 
 

@@ -245,7 +245,12 @@ def _calls(log: Path) -> int:
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
-def _recorded_evaluations(backend: str, tmp_path: Path, name: str) -> int:
+def _recorded_evaluations(backend: str, tmp_path: Path, name: str, url: str) -> int:
+    if backend == "postgres":
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            return int(conn.execute("SELECT count(*) FROM desic_evaluations").fetchone()[0])  # type: ignore[index]
     if backend == "sqlite":
         with sqlite3.connect(tmp_path / f"{name}.db") as db:
             return int(db.execute("SELECT count(*) FROM evaluations").fetchone()[0])
@@ -253,9 +258,13 @@ def _recorded_evaluations(backend: str, tmp_path: Path, name: str) -> int:
     return len(data.get("evaluations", {}))
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "tinydb"])
+@pytest.mark.parametrize("backend", ["sqlite", "tinydb", "postgres"])
 def test_sigkilled_compile_resumes_in_a_new_process(backend: str, tmp_path: Path) -> None:
+    databases: dict[str, str] = {}  # postgres: a database per name on the session's server
+
     def store_url(name: str) -> str:
+        if backend == "postgres":
+            return databases.setdefault(name, url_for("postgres", tmp_path))
         return (
             f"sqlite://{tmp_path}/{name}.db"
             if backend == "sqlite"
@@ -276,7 +285,7 @@ def test_sigkilled_compile_resumes_in_a_new_process(backend: str, tmp_path: Path
     store = ds.open(store_url("victim"))
     (run,) = store.list_runs()
     assert run.status == "running"  # killed: nobody could mark it
-    recorded = _recorded_evaluations(backend, tmp_path, "victim")
+    recorded = _recorded_evaluations(backend, tmp_path, "victim", store_url("victim"))
     assert 9 <= recorded <= calls_before_kill
 
     resumed, resumed_log, resumed_out = _start(

@@ -29,9 +29,9 @@ FILE_BACKENDS = ["sqlite", "tinydb", "msgspec"]
 
 def test_unknown_scheme_says_how_to_fix(tmp_path: Path) -> None:
     with pytest.raises(
-        ConfigError, match=r"unknown storage scheme 'postgres'.*known: .*sqlite.*register"
+        ConfigError, match=r"unknown storage scheme 'redis'.*known: .*postgresql.*sqlite.*register"
     ):
-        ds.open("postgres://db")
+        ds.open("redis://db")
 
 
 @pytest.mark.parametrize("bad", ["not a url", ".desic/desic.db", "SQLITE//x", ""])

@@ -11,10 +11,16 @@ from typing import Any
 
 import desic.storage as ds
 
-BACKENDS = ["memory", "sqlite", "tinydb", "msgspec"]
+BACKENDS = ["memory", "sqlite", "tinydb", "msgspec", "postgres"]
 
 
 def url_for(backend: str, root: Path) -> str:
+    """A new, empty store of ``backend`` (under ``root`` for the file backends; a new database
+    on the session's real server for ``postgres``, which skips when psycopg is missing)."""
+    if backend == "postgres":
+        from tests.support.postgres import fresh_url
+
+        return fresh_url()
     return {
         "memory": "memory://",
         "sqlite": f"sqlite://{root}/store.db",

@@ -1,0 +1,160 @@
+"""Search that does not overfit: the start is kept unless a candidate beats it with evidence.
+
+The fakes have known truths: an instruction edit that looks better on a tiny validation
+split and is worse on new data; edits that are plain harmful; a zero-shot program a base
+model cannot run. Every search must return its start (the bootstrap program) there, and
+report each score with its interval, rows and split.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import desic
+from desic.lm import LMRequest
+from desic.optimize import MemoryRecorder
+from desic.optimize._stats import compare, interval
+from desic.testing import FunctionLM, last_input
+from tests.support.house_rule import ROWS, SMALL, answer, triage, truth
+
+METRIC = desic.metrics.exact_match
+EDIT = "Route refund and crash tickets to shipping."
+
+
+def lucky_edit(request: LMRequest) -> Any:
+    """The start gets refunds wrong; the proposed edit fixes refunds and breaks crashes."""
+    if request.node_id in ("propose_instruction", "reflect_instruction"):
+        return {"instruction": EDIT}
+    ticket = last_input(request)
+    if EDIT in request.messages[0]["content"]:
+        return {"team": "shipping" if any(w in ticket for w in ("refund", "crash", "parcel")) else "billing"}
+    return {"team": "billing" if "refund" in ticket else truth(ticket)}
+
+
+# a tiny validation split where the edit wins two rows and loses none: no crash rows
+TINY_VAL = [{"ticket": f"refund {i}", "team": "shipping"} for i in (100, 101)] + [
+    {"ticket": f"charge {i}", "team": "billing"} for i in range(100, 106)
+]
+DEV = [{"ticket": f"{w} {i}", "team": truth(w)} for i in range(200, 215) for w in ("charge", "crash", "crash", "refund")]
+INSTRUCTION_SEARCH = ("beam", "genetic", "mipro", "reflective")
+EXTRA: dict[str, dict[str, Any]] = {"genetic": {"mutation": 1.0}, "reflective": {"init": None}, "beam": {"init": None}}
+
+
+@pytest.mark.parametrize("name", INSTRUCTION_SEARCH)
+def test_an_edit_that_looks_better_on_a_tiny_split_does_not_replace_the_start(name: str) -> None:
+    lm = FunctionLM(lucky_edit)
+    options = {**SMALL[name], **EXTRA.get(name, {})}
+    compiled = desic.compile(triage, ROWS, valset=TINY_VAL, metric=METRIC, optimizer=name, lm=lm, **options)
+    history = compiled.history
+    start = next(c for c in history if c.split == "val")
+    edited = [c for c in history if c.split == "val" and EDIT in c.program.nodes[0].instructions]
+    # the edit was scored and looked better than the start: the old "best mean" would take
+    # it (reflective's minibatch filter may reject it before that)
+    assert edited or name == "reflective"
+    assert all((c.score or 0) > (start.score or 0) for c in edited)
+    assert EDIT not in compiled.program.nodes[0].instructions
+    assert compiled.program.nodes == start.program.nodes
+    decision = history[-1]
+    assert decision.split == "selected" and "kept the start" in decision.note
+    # and in truth the start is the better program
+    with desic.context(lm=FunctionLM(lucky_edit)):
+        kept = desic.evaluate(compiled, DEV, METRIC).score
+        worse = desic.evaluate(desic.CompiledPipeline(triage, edited[0].program), DEV, METRIC).score if edited else 0.0
+    assert kept > worse
+
+
+def harmful(request: LMRequest) -> Any:
+    """A base model: zero-shot it answers "tech" to everything; with demos it gets the
+    keyword rows right; every proposed instruction makes it answer "billing"."""
+    if request.node_id in ("propose_instruction", "reflect_instruction"):
+        return {"instruction": f"Consider the ticket carefully (variant {request.params.seed})."}
+    if "Consider the ticket carefully" in request.messages[0]["content"]:
+        return {"team": "billing"}
+    if len(request.messages) <= 2:
+        return {"team": "tech"}
+    return answer(request)
+
+
+@pytest.mark.parametrize("name", ("random_search", *INSTRUCTION_SEARCH))
+def test_defaults_never_end_below_the_bootstrap_program(name: str) -> None:
+    val = ROWS[:16]
+    boot = desic.compile(triage, ROWS[16:], metric=METRIC, optimizer="bootstrap", lm=FunctionLM(harmful))
+    with desic.context(lm=FunctionLM(harmful)):
+        floor = desic.evaluate(boot, val, METRIC).score
+    options = {k: v for k, v in SMALL[name].items() if k != "max_demos"}  # the default demo counts
+    compiled = desic.compile(triage, ROWS[16:], valset=val, metric=METRIC, optimizer=name, lm=FunctionLM(harmful), **options)
+    assert compiled.score is not None and compiled.score >= floor > 0.5
+    assert compiled.program.nodes[0].demos  # instruction search kept the demos
+    if name in ("beam", "reflective"):
+        assert compiled.history[0].split == "bootstrap"  # they start from the bootstrap program
+
+
+def test_a_real_improvement_is_taken() -> None:
+    # zero-shot start, an edit that fixes the four refund rows of 16 and breaks none
+    compiled = desic.compile(triage, ROWS, metric=METRIC, optimizer="beam", lm=FunctionLM(answer), init=None,
+                             **SMALL["beam"])
+    assert "refunds go to shipping" in compiled.program.nodes[0].instructions
+    assert "beats the start" in compiled.history[-1].note
+
+
+def test_every_score_carries_its_interval_rows_and_split() -> None:
+    recorder = MemoryRecorder()
+    compiled = desic.compile(triage, ROWS, metric=METRIC, optimizer="random_search", lm=FunctionLM(answer),
+                             recorder=recorder, **SMALL["random_search"])
+    for cand, record in zip(compiled.history, recorder.candidates):
+        if cand.split in ("val", "selected"):
+            assert cand.n == 16 and record["n"] == 16
+            low, high = cand.interval or (2.0, -1.0)
+            assert low <= (cand.score or 0) <= high and record["interval"] == [low, high]
+            assert f"on 16 {cand.split} rows" in cand.describe()
+
+
+def test_a_check_split_rescored_when_there_are_enough_rows() -> None:
+    rows = [{"ticket": f"{w} {i}", "team": truth(w)} for i in range(25) for w in ("charge", "parcel", "crash", "refund")]
+    compiled = desic.compile(triage, rows, metric=METRIC, optimizer="beam", lm=FunctionLM(answer), init=None,
+                             **SMALL["beam"])
+    check = [c for c in compiled.history if c.split == "check"]
+    assert check and all(c.n == 25 for c in check)  # a quarter of 100 rows, never searched on
+    val = [c for c in compiled.history if c.split == "val"]
+    assert all(c.n == 38 for c in val)  # half of the other 75
+    assert compiled.history[-1].split == "selected (check)"
+    assert compiled.program.meta.score_split == "check rows (never used by the search)"
+
+
+def test_small_trainsets_pool_a_second_fold_of_rows_no_demo_shows() -> None:
+    # 16 rows: 8 to validate on; the rows neither program shows as a demo join the test
+    compiled = desic.compile(triage, ROWS[:16], metric=METRIC, optimizer="random_search", lm=FunctionLM(answer),
+                             num_candidates=4, max_demos=1, max_labeled=1)
+    assert "training rows neither shows as a demo" in compiled.history[-1].note or "no other" not in compiled.history[-1].note
+
+
+def test_statistics_are_deterministic_and_paired() -> None:
+    start = [1.0] * 12 + [0.0] * 4
+    better = [1.0] * 16
+    one = compare(better, start, seed=3)
+    assert one == compare(better, start, seed=3)
+    assert one.wins == 4 and one.losses == 0 and one.delta == 0.25 and one.significant
+    lucky = compare([1.0] * 14, [1.0] * 12 + [0.0] * 2)
+    assert not lucky.significant  # two rows of fourteen are no evidence
+    assert not compare(start, start).significant
+    mixed = compare([1.0] * 6 + [0.0] * 10, [0.0] * 5 + [1.0] + [0.0] * 10)
+    assert mixed.wins == 5 and mixed.losses == 0 and mixed.significant
+    assert interval([]) is None
+    low, high = interval([1.0] * 12 + [0.0] * 4) or (0, 0)
+    assert 0.45 < low < 0.75 < high < 0.95
+    assert interval([2.0, 4.0]) is not None
+
+
+def test_a_budget_stop_during_the_check_returns_the_start() -> None:
+    rows = [{"ticket": f"{w} {i}", "team": truth(w)} for i in range(25) for w in ("charge", "parcel", "crash", "refund")]
+    options: dict[str, Any] = {"init": None, **SMALL["beam"]}
+    free = desic.compile(triage, rows, metric=METRIC, optimizer="beam", lm=FunctionLM(answer), **options)
+    searched = max(c.usage.calls for c in free.history if c.split == "val")
+    assert "refunds go to shipping" in free.program.nodes[0].instructions  # unchecked, it wins
+    stopped = desic.compile(triage, rows, metric=METRIC, optimizer="beam", lm=FunctionLM(answer),
+                            max_calls=searched + 1, **options)
+    assert stopped.stopped_by == "max_calls"
+    assert stopped.history[-1].split == "selected" and "budget ran out" in stopped.history[-1].note
+    assert stopped.program.nodes == free.history[0].program.nodes  # the start, zero-shot
