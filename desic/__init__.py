@@ -48,12 +48,15 @@ if TYPE_CHECKING:
     from .ir import Program as Program
     from .lm import LM as LM
     from .lm import lm as lm
+    from .media import History as History
+    from .media import Image as Image
     from .pipeline import Pipeline as Pipeline
     from .pipeline import pipeline as pipeline
     from .retrieve import BM25Retriever as BM25Retriever
     from .retrieve import EmbeddingsRetriever as EmbeddingsRetriever
     from .retrieve import Passage as Passage
     from .retrieve import Retriever as Retriever
+    from .runtime import Partial as Partial
     from .runtime import context as context
     from .sampling import BestOfN as BestOfN
     from .sampling import Majority as Majority
@@ -80,11 +83,14 @@ __all__ = [
     "EmbeddingsRetriever",
     "EvaluationReport",
     "Example",
+    "History",
+    "Image",
     "LMError",
     "Majority",
     "MetricError",
     "Output",
     "OutputValidationError",
+    "Partial",
     "Passage",
     "Pipeline",
     "Program",
@@ -135,6 +141,9 @@ _LAZY = {
     "EmbeddingsRetriever": ("retrieve", "EmbeddingsRetriever"),
     "Passage": ("retrieve", "Passage"),
     "Retriever": ("retrieve", "Retriever"),
+    "Partial": ("runtime", "Partial"),
+    "Image": ("media", "Image"),
+    "History": ("media", "History"),
     "pipeline": ("pipeline", "pipeline"),
     "context": ("runtime", "context"),
     "Majority": ("sampling", "Majority"),

@@ -8,20 +8,22 @@ both names.
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from . import ir
-from ._aio import run_sync
+from ._aio import home_loop, run_sync
 from ._batch import BatchResult
+from ._json import to_jsonable
 from ._text import plural
 from .errors import ArtifactError, SignatureError, StorageError
-from .lm import Usage
+from .lm import Message, Usage
 from .pipeline import Pipeline, as_pipeline
 from .render import render_messages
-from .runtime import CaptureStop, RunState, check_tools, drift_error, settings
+from .runtime import CaptureStop, Partial, RunState, check_tools, drift_error, settings, sync_stream
 from .signature import Signature, registered
 
 if TYPE_CHECKING:
@@ -138,7 +140,54 @@ class CompiledPipeline(Generic[P, R_co]):
         """The async form of :meth:`batch`."""
         return await self.pipeline.run_batch(inputs, self.program, concurrency)
 
-    def prompts(self, **inputs: Any) -> dict[str, list[dict[str, str]]]:
+    def stream(self, *args: Any, **kwargs: Any) -> Iterator[Partial[Any]]:
+        """Run the pipeline, streaming its last node: ``desic.Partial`` items of that node's
+        output as it is written, then one with ``done=True`` and the pipeline's output."""
+        return sync_stream(self.astream(*args, **kwargs))
+
+    async def astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[Partial[Any]]:
+        """``stream`` for async code: ``async for partial in compiled.astream(...)``."""
+        inputs = self.pipeline.bind(args, kwargs)
+        state = RunState(program=self.program)
+        target = self.last_node()
+        queue: asyncio.Queue[Partial[Any]] = asyncio.Queue()
+        if target is not None:
+            state.stream = (target, queue.put_nowait)
+        loop = asyncio.get_running_loop()
+        token = home_loop.set(loop)  # a synchronous pipeline's calls come back to this loop
+        try:
+            run = asyncio.ensure_future(self.pipeline.arun(inputs, state))
+        finally:
+            home_loop.reset(token)
+        try:
+            while not run.done():
+                getter = asyncio.ensure_future(queue.get())
+                await asyncio.wait((getter, run), return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                else:
+                    getter.cancel()
+            while not queue.empty():
+                yield queue.get_nowait()
+            result = run.result()
+        finally:
+            if not run.done():
+                run.cancel()
+                await asyncio.gather(run, return_exceptions=True)
+        yield Partial(result, _as_data(result), done=True)
+
+    def last_node(self) -> str | None:
+        """The node ``stream`` streams: the last of the program's nodes that feeds no other
+        (a bare signature's own node before it is compiled). None for a multi-node pipeline
+        that was never compiled or traced: its stream is the final item alone."""
+        feeding = {e.src for e in self.program.edges}
+        ends = [n.id for n in self.program.nodes if n.id not in feeding]
+        if ends:
+            return ends[-1]
+        sig = self.pipeline.signature
+        return (sig.node_name or sig.spec.name) if sig is not None else None
+
+    def prompts(self, **inputs: Any) -> dict[str, list[Message]]:
         """The exact messages each node sends for ``inputs``, by node id.
 
         With an LM in ``desic.context`` the pipeline really runs (later nodes need earlier
@@ -151,13 +200,13 @@ class CompiledPipeline(Generic[P, R_co]):
             self.pipeline.run(inputs, state)
         except CaptureStop:
             pass
-        out: dict[str, list[dict[str, str]]] = {}
+        out: dict[str, list[Message]] = {}
         for entry in state.trace or []:
             if entry.kind == "lm":
                 out.setdefault(entry.node_id, entry.messages)
         return out
 
-    def render(self, node_id: str, **inputs: Any) -> list[dict[str, str]]:
+    def render(self, node_id: str, **inputs: Any) -> list[Message]:
         """The messages of one node for inputs given directly (no LM involved)."""
         node = self.program.node(node_id)
         if node is None:
@@ -230,6 +279,11 @@ class CompiledPipeline(Generic[P, R_co]):
 
     def __repr__(self) -> str:
         return f"<desic.CompiledPipeline {self.pipeline.name} nodes={list(self.program.node_ids)}>"
+
+
+def _as_data(value: Any) -> dict[str, Any]:
+    data = to_jsonable(value)
+    return data if isinstance(data, dict) else {"output": data}
 
 
 def _check_drift(program: ir.Program, source: str) -> None:

@@ -13,7 +13,7 @@ Kinds emitted by desic (``data`` keys in brackets):
 - ``tool_call``   an agent called a tool [node, tool, step, latency, error, thought, args, observation]
 - ``lm_call``     an LM answered [lm, node, latency, prompt_tokens, completion_tokens, cost, cached,
   calls: the requests the server saw (re-asks included, 0 for a cache hit), as in ``Usage.calls``;
-  an agent's step: step]
+  an agent's step: step; a streamed call (``sig.stream``): streamed, partials, first_partial]
 - ``lm_load``     a local model is loading / loaded [lm, model, done, seconds]
 - ``lm_retry``    a call is retried [lm, attempt, wait, error]
 - ``example``     an evaluation example finished [index, score, error, latency; in a compile

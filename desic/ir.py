@@ -274,6 +274,11 @@ def describe_type(schema: dict[str, Any]) -> str:
     ``one of: "a", "b"``, ``integer or null``)."""
     if not isinstance(schema, dict):  # ``true`` (anything) is a schema too, e.g. as "items"
         return "any"
+    mark = schema.get("x-desic")  # desic.Image, desic.History (see desic.media)
+    if mark == "image":
+        return "image"
+    if mark == "history":
+        return "conversation history"
     if "enum" in schema:
         return "one of: " + ", ".join(json.dumps(v) for v in schema["enum"])
     if "const" in schema:

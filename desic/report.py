@@ -385,11 +385,26 @@ def graph_data(program: ir.Program) -> dict[str, Any] | None:
     return {"width": width, "height": round(height), "box_w": box_w, "box_h": box_h, "edges": edges, "boxes": boxes}
 
 
-def placeholder_inputs(node: ir.Node) -> dict[str, str]:
-    return {f.name: "{" + f.name + "}" for f in node.signature.inputs}
+def placeholder_inputs(node: ir.Node) -> dict[str, Any]:
+    """Each input as ``{name}`` (an image input as an image at example.com/name, a history
+    input as one user turn saying ``{name}``)."""
+    from .media import Image, media_kind
+
+    out: dict[str, Any] = {}
+    for f in node.signature.inputs:
+        kind = media_kind(f.schema)
+        text = "{" + f.name + "}"
+        if kind == "history":
+            out[f.name] = [{"role": "user", "content": text}]
+        elif kind is not None:
+            image = Image(url=f"https://example.com/{f.name}")
+            out[f.name] = image if kind == "image" else [image]
+        else:
+            out[f.name] = text
+    return out
 
 
-def node_prompt(node: ir.Node) -> list[dict[str, str]]:
+def node_prompt(node: ir.Node) -> list[dict[str, Any]]:
     """The node's messages with each input shown as ``{name}``."""
     from .render import render_messages
 
@@ -397,6 +412,8 @@ def node_prompt(node: ir.Node) -> list[dict[str, str]]:
 
 
 def _prompt_text(node: ir.Node) -> list[str]:
+    from .render import content_text
+
     try:
         messages = node_prompt(node)
     except Exception as exc:  # noqa: BLE001 - a template that cannot render is reported, not fatal
@@ -404,7 +421,7 @@ def _prompt_text(node: ir.Node) -> list[str]:
     lines: list[str] = []
     for m in messages:
         lines.append(f"--- {m['role']} ---")
-        lines.extend(m["content"].splitlines())
+        lines.extend(content_text(m["content"]).splitlines())
     return lines
 
 
@@ -423,6 +440,8 @@ def _pool(node: ir.Node, limit: int = 200) -> dict[str, Any] | None:
 
 
 def best_program_data(best: CandidateRow | None) -> dict[str, Any] | None:
+    from .render import content_text
+
     if best is None or best.program is None:
         return None
     program = best.program
@@ -435,7 +454,7 @@ def best_program_data(best: CandidateRow | None) -> dict[str, Any] | None:
             "tools": ", ".join(t.name for t in node.tools), "max_steps": node.max_steps,
         }
         try:
-            messages = node_prompt(node)
+            messages = [{"role": m["role"], "content": content_text(m["content"])} for m in node_prompt(node)]
         except Exception as exc:  # noqa: BLE001 - a template that cannot render is reported, not fatal
             entry["error"] = f"{type(exc).__name__}: {exc}"
         else:

@@ -12,18 +12,29 @@ import contextvars
 import os
 import threading
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
+from pydantic import BaseModel
 
 from . import events, ir, sampling
-from ._aio import run_sync
+from ._aio import run_sync, running_loop
 from ._json import UNSET, to_jsonable
-from .errors import ArtifactError, ConfigError
-from .lm import LM, LMParams, LMRequest, Usage, default_lm
+from .errors import ArtifactError, ConfigError, LMError
+from .lm import (
+    LM,
+    LMParams,
+    LMRequest,
+    LMResponse,
+    Message,
+    Usage,
+    default_lm,
+    stream_of,
+    supports_images,
+)
 from .render import default_template, render_messages
 
 if TYPE_CHECKING:
@@ -31,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CaptureStop",
+    "Partial",
     "RunState",
     "Settings",
     "TraceEntry",
@@ -42,7 +54,11 @@ __all__ = [
     "run_isolated",
     "run_scope",
     "settings",
+    "stream_signature",
+    "sync_stream",
 ]
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -110,7 +126,7 @@ class TraceEntry:
     node_id: str
     inputs: dict[str, Any]
     output: dict[str, Any] | None  # the full LM response as JSON data (reasoning included)
-    messages: list[dict[str, str]]
+    messages: list[Message]
     error: str | None = None
     kind: str = "lm"  # "lm": a signature's call; "retrieve": a retriever's search (no messages)
 
@@ -146,6 +162,7 @@ class RunState:
         "lm",
         "nodes_seen",
         "program",
+        "stream",
         "trace",
         "usage",
     )
@@ -167,6 +184,8 @@ class RunState:
         self.usage = usage
         self.nodes_seen: dict[str, ir.Node] = {}
         self.cancelled = False  # set when the run was cancelled: it makes no further LM call
+        # (node id, sink): that node's call streams, handing each partial to the sink
+        self.stream: tuple[str, Any] | None = None
         self._node_usage: dict[str, Usage] | None = None
         self._edges: set[tuple[str, str, str]] | None = None
         self._counters: dict[str, int] | None = None
@@ -350,7 +369,7 @@ def check_tools(node: ir.Node, sig: Signature[..., Any]) -> None:
         )
 
 
-def prepare(sig: Signature[..., Any], inputs: dict[str, Any]) -> tuple[ir.Node, list[dict[str, str]], RunState | None]:
+def prepare(sig: Signature[..., Any], inputs: dict[str, Any]) -> tuple[ir.Node, list[Message], RunState | None]:
     state = _run.get()
     node_id = state.next_id(sig) if state is not None else (sig.node_name or sig.spec.name)
     node = _node_for(sig, node_id, state)
@@ -371,13 +390,15 @@ def _params(o: ir.LMOverrides) -> LMParams:
     return params
 
 
-async def execute(
+def _begin(
     sig: Signature[..., Any],
     inputs: dict[str, Any],
     node: ir.Node,
-    messages: list[dict[str, str]],
+    messages: list[Message],
     state: RunState | None,
-) -> Any:
+) -> tuple[LM, TraceEntry | None]:
+    """What every call of a node does before its LM call: the run's bookkeeping, the LM
+    to use, and the check of what it is sent."""
     entry: TraceEntry | None = None
     if state is not None:
         state.note_inputs(node.id, inputs)
@@ -391,6 +412,37 @@ async def execute(
         if state.cancelled:  # a synchronous pipeline still running in a worker thread
             raise asyncio.CancelledError(f"the run was cancelled before node {node.id!r} called its LM")
     lm = (state.lm if state is not None and state.lm is not None else None) or current_lm()
+    if type(messages[-1]["content"]) is not str or len(messages) > 2:  # images, demos, history
+        _check_media(lm, node, messages)
+    return lm, entry
+
+
+def _check_media(lm: LM, node: ir.Node, messages: list[Message]) -> None:
+    """``ConfigError`` before the call when ``lm`` reads text only and a message holds images."""
+    if supports_images(lm):
+        return
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list) and any(
+            isinstance(p, dict) and p.get("type") == "image_url" for p in content
+        ):
+            raise ConfigError(
+                f"node {node.id!r} sends images, but {getattr(lm, 'name', 'the LM')} reads text only; "
+                "use a model that takes images, e.g. desic.lm('openai:gpt-4o-mini'), or, if this "
+                "one does, say so: desic.lm(..., vision=True)"
+            )
+
+
+async def execute(
+    sig: Signature[..., Any],
+    inputs: dict[str, Any],
+    node: ir.Node,
+    messages: list[Message],
+    state: RunState | None,
+) -> Any:
+    if state is not None and state.stream is not None and state.stream[0] == node.id:
+        return await _streamed(state.stream[1], stream_execute(sig, inputs, node, messages, state))
+    lm, entry = _begin(sig, inputs, node, messages, state)
     if node.strategy == "react":
         from . import react
 
@@ -412,7 +464,7 @@ async def _request(
     lm: LM,
     sig: Signature[..., Any],
     node: ir.Node,
-    messages: list[dict[str, str]],
+    messages: list[Message],
     state: RunState | None,
     entry: TraceEntry | None,
     params: LMParams,
@@ -430,15 +482,32 @@ async def _request(
     try:
         response = await lm.request(request)
     except Exception as exc:
-        spent = getattr(exc, "usage", None)  # a failed call's requests count all the same
-        if state is not None and isinstance(spent, Usage):
-            state.add_usage(spent, node.id)
-        if entry is not None:
-            entry.error = f"{type(exc).__name__}: {exc}"
-        if events.active():
-            spent_calls = spent.calls if isinstance(spent, Usage) else 0
-            events.emit("node_call", node=node.id, latency=time.perf_counter() - started, error=str(exc), calls=spent_calls)
+        _failed(exc, node, state, entry, started)
         raise
+    _answered(lm, response, node, state, started)
+    return response
+
+
+def _failed(
+    exc: BaseException, node: ir.Node, state: RunState | None, entry: TraceEntry | None, started: float
+) -> None:
+    """A failed LM call: the requests it made count all the same; its events."""
+    spent = getattr(exc, "usage", None)
+    if state is not None and isinstance(spent, Usage):
+        state.add_usage(spent, node.id)
+    if entry is not None:
+        entry.error = f"{type(exc).__name__}: {exc}"
+    if events.active():
+        spent_calls = spent.calls if isinstance(spent, Usage) else 0
+        events.emit(
+            "node_call", node=node.id, latency=time.perf_counter() - started, error=str(exc), calls=spent_calls
+        )
+
+
+def _answered(
+    lm: LM, response: LMResponse, node: ir.Node, state: RunState | None, started: float, **extra: Any
+) -> None:
+    """An answered LM call: its events and its usage counted."""
     if events.active():
         u = response.usage
         events.emit(
@@ -451,11 +520,11 @@ async def _request(
             cost=u.cost,
             cached=bool(response.meta.get("cached", False)),
             calls=u.calls,
+            **extra,
         )
         events.emit("node_call", node=node.id, latency=time.perf_counter() - started, error=None)
     if state is not None:
         state.add_usage(response.usage, node.id)
-    return response
 
 
 async def _sampled(
@@ -463,7 +532,7 @@ async def _sampled(
     sig: Signature[..., Any],
     node: ir.Node,
     inputs: dict[str, Any],
-    messages: list[dict[str, str]],
+    messages: list[Message],
     state: RunState | None,
     entry: TraceEntry | None,
 ) -> tuple[Any, dict[str, Any]]:
@@ -473,7 +542,7 @@ async def _sampled(
     if spec is not None and spec.temperature is not None:
         params = replace(params, temperature=spec.temperature)
 
-    async def one(msgs: list[dict[str, str]], i: int) -> tuple[Any, dict[str, Any]]:
+    async def one(msgs: list[Message], i: int) -> tuple[Any, dict[str, Any]]:
         response = await _request(lm, sig, node, msgs, state, entry, params, i)
         return sig.finish(response.value), response.value.model_dump(mode="json")
 
@@ -501,6 +570,147 @@ async def _sampled(
             chosen=picked.index, votes=picked.votes, scores=picked.scores,
         )
     return picked.output, picked.data
+
+
+class Partial(Generic[R]):
+    """One item of a stream (``sig.stream``, ``sig.astream``, ``compiled.stream``).
+
+    ``value``: the output so far, in the type the signature returns (a model whose fields
+    not yet written are None, or the bare value so far); ``data``: the same as JSON data
+    (a chain-of-thought node's ``reasoning`` included); ``done``: True for the last item
+    only, whose ``value`` is validated, exactly what calling the signature returns.
+    """
+
+    __slots__ = ("data", "done", "value")
+
+    def __init__(self, value: R, data: dict[str, Any], done: bool = False) -> None:
+        self.value = value
+        self.data = data
+        self.done = done
+
+    def __repr__(self) -> str:
+        return f"Partial(done={self.done}, value={self.value!r})"
+
+
+async def stream_execute(
+    sig: Signature[..., Any],
+    inputs: dict[str, Any],
+    node: ir.Node,
+    messages: list[Message],
+    state: RunState | None,
+) -> AsyncIterator[Partial[Any]]:
+    """``execute`` as a stream: a ``Partial`` each time the output grows, then the final one."""
+    lm, entry = _begin(sig, inputs, node, messages, state)
+    if node.strategy == "react":  # an agent's steps are calls of their own: its answer only
+        from . import react
+
+        result = await react.run_agent(sig, inputs, node, messages, state, entry, lm, _params(node.lm))
+        answer = to_jsonable(result)
+        yield Partial(result, answer if isinstance(answer, dict) else {"output": answer}, done=True)
+        return
+    if node.sampling is not None or node.variants:  # several calls, one choice: nothing to stream
+        result, data = await _sampled(lm, sig, node, inputs, messages, state, entry)
+        if state is not None:
+            state.note_output(node.id, result)
+            if entry is not None:
+                entry.output = data
+        yield Partial(result, data, done=True)
+        return
+    request = LMRequest(
+        messages=tuple(messages),
+        response_model=sig.response_model(node.strategy),
+        params=_params(node.lm),
+        node_id=node.id,
+    )
+    started = time.perf_counter()
+    first: float | None = None
+    partials = 0
+    response: LMResponse | None = None
+    seen: dict[str, Any] | None = None
+    items = stream_of(lm, request)
+    try:
+        async for item in items:
+            if isinstance(item, LMResponse):
+                response = item
+                continue
+            data = _partial_data(item)
+            if data == seen or not data:
+                continue
+            seen = data
+            partials += 1
+            if first is None:
+                first = time.perf_counter() - started
+            yield Partial(sig.partial(item), data)
+        if response is None:
+            raise LMError(f"{getattr(lm, 'name', 'the LM')} ended its stream without a final response")
+    except Exception as exc:
+        _failed(exc, node, state, entry, started)
+        raise
+    finally:
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    _answered(lm, response, node, state, started, streamed=True, partials=partials, first_partial=first)
+    result = sig.finish(response.value)
+    data = response.value.model_dump(mode="json")
+    if state is not None:
+        state.note_output(node.id, result)
+        if entry is not None:
+            entry.output = data
+    yield Partial(result, data, done=True)
+
+
+async def _streamed(sink: Any, items: AsyncIterator[Partial[Any]]) -> Any:
+    """Run a streamed call to its end, handing its partials to ``sink``; its output."""
+    async for item in items:
+        if item.done:
+            return item.value
+        sink(item)
+    raise LMError("the stream ended without its final output")  # pragma: no cover
+
+
+def _partial_data(value: BaseModel) -> dict[str, Any]:
+    """The fields of a partial output written so far, as JSON data."""
+    data = value.model_dump(mode="json", exclude_none=True, warnings=False)
+    return data if isinstance(data, dict) else {}
+
+
+def stream_signature(sig: Signature[..., Any], inputs: dict[str, Any]) -> AsyncIterator[Partial[Any]]:
+    node, messages, state = prepare(sig, inputs)
+    return stream_execute(sig, inputs, node, messages, state)
+
+
+def sync_stream(items: AsyncIterator[Partial[Any]]) -> Iterator[Partial[Any]]:
+    """An async stream consumed from synchronous code, one ``run_sync`` a step (on this
+    thread's loop, or an evaluation's loop from its worker threads)."""
+    if running_loop() is not None:
+        raise ConfigError(
+            "sig.stream(...) cannot run inside a running event loop; "
+            "use async for partial in sig.astream(...) there"
+        )
+
+    async def step() -> Partial[Any] | None:
+        try:
+            return await items.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    async def close() -> None:
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    finished = False
+    try:
+        while True:
+            item = run_sync(step())
+            if item is None:
+                finished = True
+                return
+            yield item
+    finally:
+        if not finished:
+            run_sync(close())
 
 
 def call_signature(sig: Signature[..., Any], inputs: dict[str, Any]) -> Any:

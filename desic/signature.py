@@ -10,9 +10,9 @@ from __future__ import annotations
 import inspect
 import re
 import typing
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Annotated, Any, Generic, ParamSpec, TypeVar, overload
 
 from pydantic import BaseModel, Field, TypeAdapter, create_model
 from pydantic.fields import FieldInfo
@@ -23,6 +23,9 @@ from ._batch import BatchResult, gather_results, items_of
 from .errors import SignatureError
 from .sampling import SamplingSpec
 from .tools import Tool, as_tools
+
+if TYPE_CHECKING:
+    from .runtime import Partial
 
 __all__ = ["STRATEGIES", "Output", "Signature", "signature"]
 
@@ -330,6 +333,17 @@ class Signature(Generic[P, R]):
             return getattr(value, self.spec.output_field)
         return value
 
+    def partial(self, value: BaseModel) -> Any:
+        """The caller-facing form of a partial (unvalidated) response: ``finish`` without
+        validation, fields not yet written being None."""
+        if self.spec.output_field is not None:
+            return getattr(value, self.spec.output_field, None)
+        if isinstance(value, self.output_model):
+            return value
+        return self.output_model.model_construct(
+            **{name: getattr(value, name, None) for name in self.output_model.model_fields}
+        )
+
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Inputs by name; positional arguments follow the declared order."""
         if len(args) > len(self._param_order):
@@ -365,6 +379,19 @@ class Signature(Generic[P, R]):
         from . import runtime
 
         return runtime.acall_signature(self, self.bind(args, kwargs))
+
+    def stream(self, *args: P.args, **kwargs: P.kwargs) -> Iterator[Partial[R]]:
+        """The output as it is written: ``desic.Partial`` items, the last with ``done=True``
+        and the validated output (what calling the signature returns)."""
+        from . import runtime
+
+        return runtime.sync_stream(runtime.stream_signature(self, self.bind(args, kwargs)))
+
+    def astream(self, *args: P.args, **kwargs: P.kwargs) -> AsyncIterator[Partial[R]]:
+        """``stream`` for async code: ``async for partial in sig.astream(...)``."""
+        from . import runtime
+
+        return runtime.stream_signature(self, self.bind(args, kwargs))
 
     def batch(
         self, inputs: Iterable[Mapping[str, Any]], *, concurrency: int | None = None

@@ -354,8 +354,11 @@ def run_cmd(
     retries: RetriesOpt = None,
     rps: RpsOpt = None,
     base_url: BaseUrlOpt = None,
+    stream: Annotated[bool, typer.Option("--stream", help="with --input: print the last node's output as it is written, one {\"partial\": ...} line each, then the output")] = False,
 ) -> None:
     """Run an artifact on inputs and print the output as JSON (one line per input)."""
+    if stream and jsonl is not None:
+        raise typer.BadParameter("--stream streams one run: give --input JSON, not --jsonl", param_hint="--stream")
     if (input is None) == (jsonl is None):
         raise typer.BadParameter("give exactly one of --input JSON or --jsonl FILE", param_hint="--input / --jsonl")
     if storage is not None:
@@ -365,14 +368,14 @@ def run_cmd(
     if input is not None:
         data = parse_json_object(input, option="--input", inputs=names)
         model = build_lm(lm_settings(lm, cache=cache, retries=retries, rps=rps, base_url=base_url))
-        _run_one(compiled, data, model)
+        _run_one(compiled, data, model, stream=stream)
     elif jsonl is not None:
         rows = _read_jsonl(jsonl, names)
         model = build_lm(lm_settings(lm, cache=cache, retries=retries, rps=rps, base_url=base_url))
         _run_many(compiled, rows, model, concurrency, source=jsonl)
 
 
-def _run_one(compiled: CompiledPipeline[..., Any], data: dict[str, Any], lm: Any) -> None:
+def _run_one(compiled: CompiledPipeline[..., Any], data: dict[str, Any], lm: Any, *, stream: bool = False) -> None:
     from ..runtime import RunState
 
     pipe = compiled.pipeline
@@ -381,6 +384,11 @@ def _run_one(compiled: CompiledPipeline[..., Any], data: dict[str, Any], lm: Any
     extra = sorted(set(data) - set(pipe.input_names))
     if extra:
         echo_err(f"warning: ignoring keys that are not inputs of {pipe.name}: {', '.join(extra)}")
+    if stream:
+        with lm_context(lm):
+            for partial in compiled.stream(**inputs):
+                typer.echo(_dumps(partial.value) if partial.done else _dumps({"partial": partial.data}))
+        return
     with lm_context(lm):
         result = pipe.run(inputs, RunState(program=compiled.program))
     typer.echo(_dumps(result))
@@ -437,7 +445,7 @@ def prompts_cmd(
         with cause(f"--input needs every input of {pipe.name}: {input_example('--input', pipe.input_names)}"):
             inputs = pipe.validate_inputs(pipe.bind((), data))
     single = _single_node(compiled)
-    prompts: dict[str, list[dict[str, str]]]
+    prompts: dict[str, list[dict[str, Any]]]
     if single is not None:  # one node: rendered directly, whatever the inputs, never an LM
         from ..render import render_messages
 

@@ -19,6 +19,12 @@ The wrappers are also reachable as ``desic.lm.retry``, ``desic.lm.throttle``,
 
 Every desic LM (providers, fakes, wrappers) also embeds text: ``await lm.embed(texts)``.
 Every call's ``Usage`` carries tokens and dollars (:mod:`desic.lm.pricing`).
+
+Streaming: ``lm.stream(request)`` is an async iterator of partial outputs (instances of
+the response model built without validation, fields still missing are None) ending with
+the ``LMResponse`` of the whole call; ``stream_of(lm, request)`` gives one for any LM
+(an LM without ``stream`` yields its one response). Images: ``supports_images(lm)`` says
+whether an LM accepts image content parts (its ``vision`` attribute; default True).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import importlib.util
 import math
 import os
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -55,12 +62,26 @@ __all__ = [
     "default_lm",
     "lm",
     "local_available",
+    "message_text",
     "retry",
+    "stream_of",
+    "supports_images",
     "throttle",
     "timeout",
 ]
 
-Message = dict[str, str]
+# A chat message: {"role": ..., "content": str}, or content as a list of OpenAI content
+# parts ({"type": "text", "text": ...}, {"type": "image_url", "image_url": {"url": ...}}).
+Message = dict[str, Any]
+
+
+def message_text(content: Any) -> str:
+    """The text of a message's content (the text parts of a list of content parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,9 +187,16 @@ class BaseLM:
     """Convenience base: sync fronts over ``request``/``embed`` and a default ``describe``."""
 
     name: str = "lm"
+    # Whether the model accepts image content parts (providers set it per model).
+    vision: bool = True
 
     async def request(self, request: LMRequest) -> LMResponse:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    async def stream(self, request: LMRequest) -> AsyncIterator[BaseModel | LMResponse]:
+        """Partial outputs as they arrive, then the ``LMResponse``; by default only the
+        response (providers that can stream override this)."""
+        yield await self.request(request)
 
     async def prepare(self, op: str = "request") -> None:
         """Get ready to serve ``op`` (``"request"`` or ``"embed"``) on this event loop.
@@ -201,6 +229,24 @@ class BaseLM:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+
+def stream_of(lm: LM, request: LMRequest) -> AsyncIterator[BaseModel | LMResponse]:
+    """``lm.stream(request)``, or for an LM without ``stream`` its one response."""
+    method = getattr(lm, "stream", None)
+    if method is not None:
+        result: AsyncIterator[BaseModel | LMResponse] = method(request)
+        return result
+    return _one(lm, request)
+
+
+async def _one(lm: LM, request: LMRequest) -> AsyncIterator[BaseModel | LMResponse]:
+    yield await lm.request(request)
+
+
+def supports_images(lm: LM) -> bool:
+    """Whether ``lm`` accepts images (its ``vision`` attribute, wrappers asking their inner LM)."""
+    return bool(getattr(lm, "vision", True))
 
 
 def local_available() -> bool:

@@ -11,6 +11,9 @@ LM's configuration is stored.
 A hit comes back with ``meta["cached"] = True`` and zero usage (no call was made; the
 original usage is in ``meta["cached_usage"]``). ``LMRequest(cache=False)`` bypasses the
 cache both ways. Failed calls are never cached. Embeddings are cached per text.
+
+A stream (``stream``) shares the entries of ``request``: a hit comes back as one item, the
+final response; a miss streams from the wrapped LM and stores its final response.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ import hashlib
 import json
 import time
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from .._redact import get_logger
-from . import LM, LMRequest, LMResponse, Usage
-from ._wrapper import WrapperLM, unwrap
+from . import LM, LMRequest, LMResponse, Usage, stream_of
+from ._wrapper import WrapperLM, stepped, unwrap
 from .stores import CacheStore, open_store
 
 log = get_logger("desic.lm")
@@ -99,6 +103,26 @@ class CacheLM(WrapperLM):
         response = await self.inner.request(request)
         self.store.put(key, self._encode(response))
         return response
+
+    async def stream(self, request: LMRequest) -> AsyncIterator[BaseModel | LMResponse]:
+        if not request.cache:
+            async for item in stepped(stream_of(self.inner, request)):
+                yield item
+            return
+        started = time.perf_counter()
+        key = request_key(self.inner.describe(), request)
+        data = self.store.get(key)
+        if data is not None:
+            hit = self._decode(data, request, started)
+            if hit is not None:
+                self.hits += 1
+                yield hit
+                return
+        self.misses += 1
+        async for item in stepped(stream_of(self.inner, request)):
+            if isinstance(item, LMResponse):
+                self.store.put(key, self._encode(item))
+            yield item
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         description = self.inner.describe()

@@ -146,6 +146,7 @@ class LocalLM(OpenAILM):
         top_k: int = 20,
         client_retries: int = 0,
         cache_prompt: bool = False,
+        vision: bool = False,
     ):
         super().__init__(
             model="local",
@@ -162,6 +163,8 @@ class LocalLM(OpenAILM):
             # the whole 262k-token vocabulary: several times faster per token.
             extra_body={"top_k": top_k, "cache_prompt": cache_prompt},
             embedding_model="local",
+            # the shipped Gemma 3 270M reads text only; vision=True for a GGUF that sees
+            vision=vision,
         )
         self._model_path = model_path
         self.model = Path(model_path).name if model_path else DEFAULT_MODEL

@@ -10,20 +10,28 @@ sent as HTTP basic auth (what the HTTP client did with it), so the URL the clien
 logs and puts in its errors has none. The key, the password and secret-looking query
 parameters are registered with ``desic._redact``, and the loggers of openai, instructor
 and the HTTP client get its filter, so an echo of them is scrubbed wherever desic writes.
+
+``stream`` asks for a streamed completion (server-sent events) through instructor's
+partial models, with ``stream_options.include_usage`` so the last chunk carries the usage;
+the chunks are tapped on their way to instructor for that usage and the raw text, from
+which the final output is validated. A stream is never re-asked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import email.utils
 import json
 import os
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+
+from pydantic import BaseModel, ValidationError
 
 from .. import events
 from .._redact import add_secret, get_logger, guard_loggers, redact_exception, redact_text
@@ -41,6 +49,9 @@ DEFAULT_EMBEDDING_MODEL = "text-embedding-3-small"
 EMBED_BATCH = 256  # inputs per embeddings request (the API takes up to 2048)
 _TRANSIENT_STATUS = {408, 409}
 _unpriced_warned: set[str] = set()
+# Models known to take images; others on OpenAI itself are text-only. A server of one's
+# own (base_url) is assumed to take them; ``vision=`` says otherwise.
+_VISION_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4.5", "gpt-4-turbo", "gpt-5", "o1", "o3", "o4", "chatgpt-4o")
 
 
 def safe_url(url: str | None) -> str | None:
@@ -84,6 +95,7 @@ class OpenAILM(BaseLM):
         extra_body: dict[str, Any] | None = None,
         prices: Mapping[str, PriceSpec] | PriceSpec | None = None,
         embedding_model: str = DEFAULT_EMBEDDING_MODEL,
+        vision: bool | None = None,
     ):
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
@@ -112,6 +124,11 @@ class OpenAILM(BaseLM):
         self.extra_body = dict(extra_body or {})
         self.prices: dict[str, Price] = normalize_prices(prices, model)
         self.embedding_model = embedding_model
+        # whether the model takes images: ``vision=``, else known OpenAI vision models, and
+        # any model of another OpenAI-compatible server
+        self.vision = vision if vision is not None else (
+            not _is_openai(base_url) or model.startswith(_VISION_PREFIXES)
+        )
         # clients are bound to the event loop they were made on
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
             weakref.WeakKeyDictionary()
@@ -169,6 +186,13 @@ class OpenAILM(BaseLM):
                 client = self._raw_client(self._embed_endpoint())
             elif kind == "raw":  # native tool calls (an agent's steps)
                 client = self._raw_client(self._endpoint())
+            elif kind == "stream":
+                import instructor
+
+                raw = self._raw_client(self._endpoint())
+                completions = raw.chat.completions
+                completions.create = _tapped(completions.create)  # the chunks pass by us
+                client = instructor.from_openai(raw, mode=_instructor_mode(self.mode))
             else:
                 import instructor
 
@@ -241,6 +265,80 @@ class OpenAILM(BaseLM):
             latency=latency,
             model=str(getattr(completion, "model", "") or kwargs["model"]),
         )
+
+    async def stream(self, request: LMRequest) -> AsyncIterator[BaseModel | LMResponse]:
+        """Partial outputs as the completion streams in, then the validated ``LMResponse``."""
+        check_allowed(self.name)
+        client = self._client("stream")
+        params = self.params.merged(request.params)
+        kwargs: dict[str, Any] = {
+            "model": params.model or self.model,
+            "messages": [dict(m) for m in request.messages],
+            "response_model": request.response_model,
+            "max_retries": 0,  # a streamed answer the caller has seen in part is not re-asked
+            "stream_options": {"include_usage": True},
+        }
+        if params.temperature is not None:
+            kwargs["temperature"] = params.temperature
+        if params.max_tokens is not None:
+            kwargs["max_tokens"] = params.max_tokens
+        if params.seed is not None:
+            kwargs["seed"] = params.seed
+        if self.extra_body:
+            kwargs["extra_body"] = self.extra_body
+        start = time.perf_counter()
+        tap = _Tap()
+        items = client.chat.completions.create_partial(**kwargs)
+        try:
+            while True:
+                with counting() as sent, _tap_scope(tap):
+                    try:
+                        item = await items.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    except Exception as exc:
+                        error = self._stream_error(exc, tap, params.max_tokens)
+                        if isinstance(error, LMError):
+                            calls = max(1, tap.sent + sent[0])
+                            error.usage = self._usage(kwargs["model"], tap.usage, calls=calls)
+                        raise error from exc
+                    tap.sent += sent[0]
+                yield item
+        finally:
+            await items.aclose()
+        usage = self._usage(kwargs["model"], tap.usage, calls=max(1, tap.sent))
+        if tap.finish == "length":
+            cut = OutputValidationError(
+                f"{self.name}: the output was cut off by the token limit "
+                f"(max_tokens={params.max_tokens}); raise max_tokens on the LM, "
+                f"e.g. desic.lm({self.name!r}, max_tokens=4096)",
+                raw=tap.text, errors="finish_reason=length",
+            )
+            cut.usage = usage
+            raise cut
+        try:
+            value = request.response_model.model_validate_json(tap.text)
+        except ValidationError as exc:
+            invalid = OutputValidationError(
+                f"{self.name}: the streamed output did not validate: {exc}", raw=tap.text, errors=str(exc)
+            )
+            invalid.usage = usage
+            raise invalid from exc
+        yield LMResponse(
+            value=value,
+            raw=tap.text,
+            usage=usage,
+            latency=time.perf_counter() - start,
+            model=tap.model or kwargs["model"],
+            meta={"streamed": True},
+        )
+
+    def _stream_error(self, exc: Exception, tap: _Tap, max_tokens: int | None) -> Exception:
+        if isinstance(exc, ValidationError):  # instructor validates a complete object itself
+            return OutputValidationError(
+                f"{self.name}: the streamed output did not validate: {exc}", raw=tap.text, errors=str(exc)
+            )
+        return self._translate(exc, max_tokens=max_tokens)
 
     async def _tool_call(self, request: LMRequest) -> LMResponse:
         """An agent's step through native tool calling: the request's tools are sent as
@@ -459,6 +557,91 @@ class OpenAILM(BaseLM):
         if isinstance(exc, InstructorError):
             return LMError(f"{self.name}: {type(exc).__name__}: {exc}")
         return exc
+
+
+def _instructor_mode(mode: str) -> Any:
+    import instructor
+
+    return {
+        "tools": instructor.Mode.TOOLS,
+        "json_schema": instructor.Mode.JSON_SCHEMA,
+        "json": instructor.Mode.JSON,
+        "md_json": instructor.Mode.MD_JSON,
+    }[mode]
+
+
+class _Tap:
+    """What one streamed call's chunks said besides the partial outputs: the text so far,
+    the usage (the last chunk's, with ``include_usage``), the finish reason and model."""
+
+    __slots__ = ("finish", "model", "sent", "text", "usage")
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.usage: Any = None
+        self.finish: str | None = None
+        self.model = ""
+        self.sent = 0
+
+    def see(self, chunk: Any) -> None:
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.usage = usage
+        self.model = str(getattr(chunk, "model", "") or self.model)
+        for choice in getattr(chunk, "choices", None) or ():
+            if getattr(choice, "index", 0) != 0:
+                continue
+            delta = getattr(choice, "delta", None)
+            content = getattr(delta, "content", None)
+            if content:
+                self.text += content
+            for call in getattr(delta, "tool_calls", None) or ():
+                arguments = getattr(getattr(call, "function", None), "arguments", None)
+                if arguments:
+                    self.text += arguments
+            if getattr(choice, "finish_reason", None):
+                self.finish = choice.finish_reason
+
+
+_tap_var: contextvars.ContextVar[_Tap | None] = contextvars.ContextVar("desic_stream_tap", default=None)
+
+
+class _tap_scope:
+    __slots__ = ("_token", "tap")
+
+    def __init__(self, tap: _Tap) -> None:
+        self.tap = tap
+
+    def __enter__(self) -> None:
+        self._token = _tap_var.set(self.tap)
+
+    def __exit__(self, *exc: object) -> None:
+        _tap_var.reset(self._token)
+
+
+def _tapped(create: Callable[..., Any]) -> Callable[..., Any]:
+    """``create`` whose streamed responses pass every chunk to the call's ``_Tap``."""
+
+    async def create_tapped(*args: Any, **kwargs: Any) -> Any:
+        response = await create(*args, **kwargs)
+        if not kwargs.get("stream"):
+            return response
+        return _chunks(response)
+
+    return create_tapped
+
+
+async def _chunks(response: Any) -> AsyncIterator[Any]:
+    try:
+        async for chunk in response:
+            tap = _tap_var.get()
+            if tap is not None:
+                tap.see(chunk)
+            yield chunk
+    finally:
+        close = getattr(response, "close", None)
+        if close is not None:
+            await close()
 
 
 def _is_openai(base_url: str | None) -> bool:

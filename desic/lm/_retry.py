@@ -15,19 +15,26 @@ come back together. Each retry is logged on the
 With the ``openai`` provider, a response body that is not JSON at all is first retried by
 instructor itself (within ``validation_retries``, each request paying any throttle the
 call runs under), then here with backoff.
+
+A stream (``stream``) is retried only until its first item: once a partial output has
+reached the caller, a failure is raised as it is (the caller has seen part of an answer
+that a new attempt would contradict).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel
 
 from .. import events
 from .._redact import get_logger
 from ..errors import ConfigError, LMError, OutputValidationError, RateLimited, Timeout
-from . import LM, LMRequest, LMResponse, Usage
+from . import LM, LMRequest, LMResponse, Usage, stream_of
 from ._wrapper import WrapperLM
 
 if TYPE_CHECKING:
@@ -89,6 +96,48 @@ class RetryLM(WrapperLM):
     async def embed(self, texts: list[str]) -> list[list[float]]:
         return await self._run(super().embed, texts)
 
+    async def stream(self, request: LMRequest) -> AsyncIterator[BaseModel | LMResponse]:
+        spent = Usage()
+        attempt = 0
+        while True:
+            attempt += 1
+            items = stream_of(self.inner, request)
+            try:
+                first = await items.__anext__()
+            except StopAsyncIteration:
+                return
+            except Exception as exc:
+                await _close(items)
+                if isinstance(exc, LMError):
+                    if exc.usage is not None:
+                        spent = spent + exc.usage
+                    exc.usage = spent if spent.calls or spent.total_tokens else exc.usage
+                retry_after = _retry_after_of(exc)
+                if (
+                    not is_retryable(exc)
+                    or attempt > self.max_retries
+                    or (retry_after is not None and retry_after > self.max_wait)
+                ):
+                    raise
+                wait = self._delay(attempt, retry_after)
+                self._log_retry(attempt, exc, wait)
+                await asyncio.sleep(wait)
+                continue
+            break
+        try:  # no retry past the first item
+            yield self._with_spent(first, spent)
+            async for item in items:
+                yield self._with_spent(item, spent)
+        finally:
+            await _close(items)
+
+    @staticmethod
+    def _with_spent(item: BaseModel | LMResponse, spent: Usage) -> BaseModel | LMResponse:
+        """The final response with the usage of the failed attempts before it added."""
+        if isinstance(item, LMResponse) and (spent.calls or spent.total_tokens):
+            return dataclasses.replace(item, usage=item.usage + spent)
+        return item
+
     async def _run(self, fn: Callable[[Any], Awaitable[T]], arg: Any) -> T:
         from tenacity import AsyncRetrying, retry_if_exception
 
@@ -121,25 +170,36 @@ class RetryLM(WrapperLM):
         return retry_after is not None and retry_after > self.max_wait
 
     def _wait(self, state: RetryCallState) -> float:
-        retry_after = _retry_after(state)
+        return self._delay(state.attempt_number, _retry_after(state))
+
+    def _delay(self, attempt_number: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return retry_after + random.uniform(0.0, retry_after * 0.1)
-        exponential = self.initial * 2.0 ** (state.attempt_number - 1)
+        exponential = self.initial * 2.0 ** (attempt_number - 1)
         return float(min(self.max_wait, exponential + random.uniform(0.0, self.jitter)))
 
     def _before_sleep(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         wait = state.next_action.sleep if state.next_action is not None else 0.0
+        self._log_retry(state.attempt_number, exc, wait)
+
+    def _log_retry(self, attempt_number: int, exc: BaseException | None, wait: float) -> None:
         error = f"{type(exc).__name__}: {exc}"
-        log.info(
-            "%s: attempt %d failed (%s); retrying in %.2fs",
-            self.name, state.attempt_number, error, wait,
-        )
-        events.emit("lm_retry", lm=self.name, attempt=state.attempt_number, wait=wait, error=error)
+        log.info("%s: attempt %d failed (%s); retrying in %.2fs", self.name, attempt_number, error, wait)
+        events.emit("lm_retry", lm=self.name, attempt=attempt_number, wait=wait, error=error)
 
 
 def _retry_after(state: RetryCallState) -> float | None:
-    exc = state.outcome.exception() if state.outcome is not None else None
+    return _retry_after_of(state.outcome.exception() if state.outcome is not None else None)
+
+
+def _retry_after_of(exc: BaseException | None) -> float | None:
     if isinstance(exc, RateLimited) and exc.retry_after is not None:
         return max(0.0, float(exc.retry_after))
     return None
+
+
+async def _close(items: AsyncIterator[Any]) -> None:
+    aclose = getattr(items, "aclose", None)
+    if aclose is not None:
+        await aclose()

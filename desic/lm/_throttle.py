@@ -16,13 +16,15 @@ kept. Their tokens are in the call's reported usage, settled afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+
+from pydantic import BaseModel
 
 from .._bucket import TokenBucket
 from ..errors import ConfigError
-from . import LM, LMRequest, LMResponse, Message
+from . import LM, LMRequest, LMResponse, Message, message_text, stream_of
 from ._pacing import Paid, entered
-from ._wrapper import WrapperLM
+from ._wrapper import WrapperLM, stepped
 
 CHARS_PER_TOKEN = 4
 
@@ -33,7 +35,7 @@ def estimate_tokens(texts: Iterable[str]) -> int:
 
 
 def _message_texts(messages: Iterable[Message]) -> Iterable[str]:
-    return (str(m.get("content") or "") for m in messages)
+    return (message_text(m.get("content")) for m in messages)
 
 
 class ThrottleLM(WrapperLM):
@@ -67,6 +69,14 @@ class ThrottleLM(WrapperLM):
         if used or response.meta.get("cached"):
             self._settle(estimate, used)
         return response
+
+    async def stream(self, request: LMRequest) -> AsyncIterator[BaseModel | LMResponse]:
+        estimate = await self._acquire(estimate_tokens(_message_texts(request.messages)))
+        paid = Paid(self._later_request)
+        async for item in stepped(stream_of(self.inner, request), lambda: entered(paid)):
+            if isinstance(item, LMResponse) and (item.usage.total_tokens or item.meta.get("cached")):
+                self._settle(estimate, item.usage.total_tokens)
+            yield item
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         await self._acquire(estimate_tokens(texts))

@@ -10,6 +10,11 @@ shipped templates that block is built in plain Python, to the byte what Jinja re
 (``tests/test_render_fast.py`` holds the two together); custom templates always go
 through the sandbox.
 
+Images and conversation history (``desic.media``): an image input is sent as an image
+content part where its field stands in the user message (the message's content becomes
+a list of text and image parts); a history input is not a line of the user message but
+the chat turns before it, after the demos. Both work in demos and in custom templates.
+
 A template may come from an artifact, so it is untrusted: it renders in the bounded sandbox
 of ``desic.render._sandbox`` (no ``include``/``import``, counted steps, characters and
 nesting), and every failure, from a syntax error to a render limit, is a ``TemplateError``
@@ -20,21 +25,29 @@ nesting), and every failure, from a syntax error to a render limit, is a ``Templ
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from functools import lru_cache
 from importlib.resources import files
 from typing import Any
 
 import jinja2
+from pydantic import ValidationError
 
 from .. import ir
 from .._json import to_jsonable
-from ..errors import TemplateError
+from ..errors import DataError, TemplateError
+from ..media import History, Image, describe_image, media_kind
 from . import _sandbox
+
+Message = dict[str, Any]
 
 __all__ = [
     "BLOCKS",
+    "Message",
     "answer_json",
     "choose_demos",
+    "content_text",
     "default_template",
     "format_value",
     "render_messages",
@@ -175,6 +188,70 @@ def _user(
     return _block(template, "user", {"fields": fields, "inputs": values}, node_id or spec.name, budget)
 
 
+# Where an image goes in a rendered user block: a mark no input text holds (a NUL byte and
+# a nonce of this process), replaced by the image's content part afterwards.
+_MARK = f"\x00desic-image-{secrets.token_hex(6)}:"
+_MARK_RE = re.compile(re.escape(_MARK) + r"(\d+)\x00")
+
+
+def _image(value: Any, field: str) -> Image:
+    """An image input's value as an ``Image``: one already, or its data (``{"url": ...}``
+    or a URL: never a path, as data may come from an artifact)."""
+    if isinstance(value, Image):
+        return value
+    try:
+        return Image.model_validate(value)
+    except ValidationError as exc:
+        raise DataError(
+            f"input {field!r} must be a desic.Image (e.g. desic.Image('photo.png') or "
+            f"desic.Image('https://...')): {exc.errors()[0]['msg']}",
+            field=field,
+        ) from exc
+
+
+def _history(value: Any, field: str) -> History:
+    if isinstance(value, History):
+        return value
+    try:
+        return History.model_validate(value if value is not None else [])
+    except ValidationError as exc:
+        raise DataError(
+            f"input {field!r} must be a desic.History, a list of {{'role', 'content'}} or "
+            f"{{'inputs', 'output'}} turns: {exc.errors()[0]['msg']}",
+            field=field,
+        ) from exc
+
+
+def content_text(content: Any) -> str:
+    """A message's content as text (snapshots, reports): image parts as ``[image URL]``,
+    inline data as its type, size and hash."""
+    if not isinstance(content, list):
+        return str(content)
+    out: list[str] = []
+    for part in content:
+        if isinstance(part, dict) and part.get("type") == "image_url":
+            image = part.get("image_url") or {}
+            detail = f" detail={image['detail']}" if image.get("detail") else ""
+            out.append(f"[image {describe_image(str(image.get('url', '')))}{detail}]")
+        elif isinstance(part, dict):
+            out.append(str(part.get("text", "")))
+    return "".join(out)
+
+
+def _parts(text: str, images: list[Image]) -> list[dict[str, Any]]:
+    """The content parts of a user message: its text, each image where its mark stands
+    (an image the template did not place comes at the end)."""
+    parts: list[dict[str, Any]] = []
+    placed: set[int] = set()
+    for i, piece in enumerate(_MARK_RE.split(text)):
+        if i % 2 == 0:
+            if piece:
+                parts.append({"type": "text", "text": piece})
+        else:
+            placed.add(int(piece))
+            parts.append(images[int(piece)].content_part())
+    parts.extend(image.content_part() for n, image in enumerate(images) if n not in placed)
+    return parts
 def step_json(step: dict[str, Any]) -> str:
     """An agent step's action as the model writes it (and as demos show it)."""
     action = {"tool": step.get("tool", ir.FINISH), "args": step.get("args") or {}}
@@ -208,7 +285,7 @@ class _Rendering:
     message and demo turns (they depend on the node alone; nodes are immutable), and how
     to render the query's user block."""
 
-    __slots__ = ("fast", "node", "prefix", "template")
+    __slots__ = ("fast", "media", "node", "prefix", "template")
 
     def __init__(self, node: ir.Node) -> None:
         try:
@@ -220,9 +297,12 @@ class _Rendering:
         self.template = template
         self.fast = _fast_user_ok(source)
         spec = node.signature
+        # inputs that are images or history, by name (most nodes have none)
+        self.media = {f.name: kind for f in spec.inputs if (kind := media_kind(f.schema)) is not None}
         input_fields = [
             {"name": f.name, "type": ir.describe_type(f.schema), "description": f.description}
             for f in spec.inputs
+            if self.media.get(f.name) != "history"
         ]
         variables = {
             "instructions": node.instructions or spec.instructions,
@@ -240,9 +320,12 @@ class _Rendering:
         # bounded as a whole, however many demos the artifact holds.
         budget = _sandbox.Budget.for_data((variables, [(d.inputs, d.output) for d in node.demos]))
         system = _block(template, "system", variables, node.id, budget)
-        messages: list[dict[str, str]] = [{"role": "system", "content": system}]
+        messages: list[Message] = [{"role": "system", "content": system}]
         for demo in node.demos:
-            messages.append({"role": "user", "content": self.user(demo.inputs, budget)})
+            if self.media:
+                messages.extend(self.turn(demo.inputs, budget))
+            else:
+                messages.append({"role": "user", "content": self.user(demo.inputs, budget)})
             if agent:  # the whole trajectory: each action and observation, then finish
                 output = {k: v for k, v in demo.output.items() if k != "trajectory"}
                 steps = list(demo.output.get("trajectory") or [])
@@ -250,15 +333,12 @@ class _Rendering:
                     steps.append({"thought": "", "tool": ir.FINISH, "args": output})
                 messages.extend(self.steps(steps, budget))
                 continue
-            answer = _block(
-                template, "assistant", {"answer": answer_json(demo.output), "output": demo.output}, node.id, budget
-            )
-            messages.append({"role": "assistant", "content": answer})
+            messages.append({"role": "assistant", "content": self.answer(demo.output, budget)})
         self.prefix = tuple(messages)
 
-    def steps(self, steps: list[dict[str, Any]], budget: _sandbox.Budget | None = None) -> list[dict[str, str]]:
+    def steps(self, steps: list[dict[str, Any]], budget: _sandbox.Budget | None = None) -> list[Message]:
         """An agent's steps as chat turns: each action (assistant), each tool's result (user)."""
-        turns: list[dict[str, str]] = []
+        turns: list[Message] = []
         for step in steps:
             variables = {"answer": step_json(step), "output": step}
             turns.append({"role": "assistant", "content": _block(self.template, "assistant", variables, self.node.id, budget)})
@@ -267,6 +347,52 @@ class _Rendering:
             seen = {"tool": step.get("tool", ""), "observation": str(step.get("observation", "")), "step": step}
             turns.append({"role": "user", "content": _block(self.template, "observation", seen, self.node.id, budget)})
         return turns
+    def answer(self, output: dict[str, Any], budget: _sandbox.Budget | None = None) -> str:
+        variables = {"answer": answer_json(output), "output": output}
+        return _block(self.template, "assistant", variables, self.node.id, budget)
+
+    def turn(self, values: dict[str, Any], budget: _sandbox.Budget | None = None) -> list[Message]:
+        """The messages of one input with images or history: the history's turns, then
+        the user message (text, or text and image parts)."""
+        out: list[Message] = []
+        shown = dict(values)
+        images: list[Image] = []
+        for name, kind in self.media.items():
+            value = shown.get(name)
+            if name not in shown:
+                continue
+            if kind == "history":
+                del shown[name]
+                out.extend(self.history(_history(value, name), budget))
+            elif value is None:
+                continue
+            elif kind == "image":
+                shown[name] = f"{_MARK}{len(images)}\x00"
+                images.append(_image(value, name))
+            else:  # a list of images
+                marks = []
+                for item in value:
+                    marks.append(f"{_MARK}{len(images)}\x00")
+                    images.append(_image(item, name))
+                shown[name] = " ".join(marks)
+        text = self.user(shown, budget)
+        out.append({"role": "user", "content": _parts(text, images) if images else text})
+        return out
+
+    def history(self, history: History, budget: _sandbox.Budget | None = None) -> list[Message]:
+        """Prior turns as chat messages; a turn of the signature's inputs and output is
+        rendered as a demo is."""
+        out: list[Message] = []
+        field = self.node.signature.output_field
+        for t in history.turns:
+            if t.role is not None:
+                out.append({"role": t.role, "content": t.content})
+                continue
+            inputs = {k: v for k, v in (t.inputs or {}).items() if self.media.get(k) != "history"}
+            out.extend(self.turn(inputs, budget))
+            output = t.output if isinstance(t.output, dict) else {field or "output": t.output}
+            out.append({"role": "assistant", "content": self.answer(to_jsonable(output), budget)})
+        return out
 
     def user(self, values: dict[str, Any], budget: _sandbox.Budget | None = None) -> str:
         if self.fast:
@@ -362,17 +488,21 @@ def with_chosen_demos(node: ir.Node, inputs: dict[str, Any]) -> ir.Node:
     return chosen
 
 
-def trajectory_messages(node: ir.Node, steps: list[dict[str, Any]]) -> list[dict[str, str]]:
+def trajectory_messages(node: ir.Node, steps: list[dict[str, Any]]) -> list[Message]:
     """The turns an agent's ``steps`` so far add after its query (see ``render_messages``)."""
     if not steps:
         return []
     return _rendering(node).steps(steps)
 
 
-def render_messages(node: ir.Node, inputs: dict[str, Any]) -> list[dict[str, str]]:
-    """The chat messages ``node`` sends for ``inputs`` (demos become example turns; with
-    per-input demos, the ones chosen for ``inputs``)."""
+def render_messages(node: ir.Node, inputs: dict[str, Any]) -> list[Message]:
+    """The chat messages ``node`` sends for ``inputs`` (demos become example turns, a
+    history input the turns before the last user message; with per-input
+    demos, the ones chosen for ``inputs``)."""
     rendering = _rendering(with_chosen_demos(node, inputs))
     messages = [dict(m) for m in rendering.prefix]
-    messages.append({"role": "user", "content": rendering.user(inputs)})
+    if rendering.media:
+        messages.extend(rendering.turn(inputs))
+    else:
+        messages.append({"role": "user", "content": rendering.user(inputs)})
     return messages

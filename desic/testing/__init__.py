@@ -12,6 +12,10 @@ The fakes embed text too (``await lm.embed(texts)``): deterministic unit vectors
 hashed character trigrams, so similar texts get similar vectors (``fake_embedding``).
 They cost nothing.
 
+The fakes stream too (``lm.stream(request)``, what ``sig.stream`` uses): the answer's JSON
+arrives ``chunk_chars`` characters at a time, each new prefix parsed into a partial
+output, then the final response. ``vision=False`` makes a fake a text-only model.
+
 An answer may be the output model itself, a dict of its fields, a JSON string, or, for a
 signature with a bare return type, the bare value (``"billing"``).
 
@@ -27,13 +31,14 @@ import inspect
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import from_json
 
 from ..errors import ConfigError, OutputValidationError
-from ..lm import BaseLM, LMRequest, LMResponse, Usage
+from ..lm import BaseLM, LMRequest, LMResponse, Usage, message_text
 from ..lm.guard import allow_model_requests
 
 if TYPE_CHECKING:
@@ -72,6 +77,7 @@ __all__ = [
     "fake_embedding",
     "finish",
     "last_input",
+    "partial_output",
 ]
 
 
@@ -129,18 +135,45 @@ def _estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
+def partial_output(model: type[BaseModel], text: str) -> BaseModel | None:
+    """What a prefix of an answer's JSON says so far, as an unvalidated ``model`` (fields
+    not yet begun are None; a string being written holds its text so far)."""
+    try:
+        data = from_json(text, allow_partial="trailing-strings")
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    return model.model_construct(**{name: data.get(name) for name in model.model_fields})
+
+
 class _RecordingLM(BaseLM):
-    def __init__(self, name: str, latency: float):
+    def __init__(self, name: str, latency: float, chunk_chars: int = 8, vision: bool = True):
+        if chunk_chars < 1:
+            raise ConfigError(f"chunk_chars={chunk_chars!r}: a streamed chunk holds 1 character or more")
         self.name = name
         self.latency = latency
+        self.chunk_chars = chunk_chars
+        self.vision = vision
         self.calls: list[LMRequest] = []
         self.embed_calls: list[list[str]] = []
         self._lock = threading.Lock()
 
+    async def stream(self, request: LMRequest) -> AsyncIterator[BaseModel | LMResponse]:
+        """The answer's JSON ``chunk_chars`` characters at a time, then the response."""
+        response = await self.request(request)
+        raw, seen = response.raw, None
+        for end in range(self.chunk_chars, len(raw), self.chunk_chars):
+            partial = partial_output(request.response_model, raw[:end])
+            if partial is not None and partial != seen:
+                seen = partial
+                yield partial
+        yield response
+
     def _respond(self, request: LMRequest, answer: Any, started: float) -> LMResponse:
         value = coerce_answer(answer, request.response_model)
         raw = value.model_dump_json()
-        prompt = sum(_estimate_tokens(m.get("content", "")) for m in request.messages)
+        prompt = sum(_estimate_tokens(message_text(m.get("content"))) for m in request.messages)
         return LMResponse(
             value=value,
             raw=raw,
@@ -185,8 +218,10 @@ class FakeLM(_RecordingLM):
         cycle: bool = False,
         latency: float = 0.0,
         name: str = "fake",
+        chunk_chars: int = 8,
+        vision: bool = True,
     ):
-        super().__init__(name, latency)
+        super().__init__(name, latency, chunk_chars, vision)
         self.by_input: dict[str, Any] | None = dict(answers) if isinstance(answers, Mapping) else None
         self.sequence: list[Any] = [] if isinstance(answers, Mapping) else list(answers)
         self.default = default
@@ -195,7 +230,7 @@ class FakeLM(_RecordingLM):
 
     def _pick(self, request: LMRequest) -> Any:
         if self.by_input is not None:
-            last = next((m["content"] for m in reversed(request.messages) if m["role"] == "user"), "")
+            last = last_input(request)
             for key, answer in self.by_input.items():
                 if key in last:
                     return answer
@@ -228,8 +263,16 @@ class FakeLM(_RecordingLM):
 class FunctionLM(_RecordingLM):
     """Answers computed by ``fn(request)`` (sync or async); see ``coerce_answer``."""
 
-    def __init__(self, fn: Callable[[LMRequest], Any], *, latency: float = 0.0, name: str = "function"):
-        super().__init__(name, latency)
+    def __init__(
+        self,
+        fn: Callable[[LMRequest], Any],
+        *,
+        latency: float = 0.0,
+        name: str = "function",
+        chunk_chars: int = 8,
+        vision: bool = True,
+    ):
+        super().__init__(name, latency, chunk_chars, vision)
         self.fn = fn
 
     async def request(self, request: LMRequest) -> LMResponse:
@@ -244,5 +287,5 @@ class FunctionLM(_RecordingLM):
 
 
 def last_input(request: LMRequest) -> str:
-    """The last user message of a request (handy inside ``FunctionLM`` functions)."""
-    return next((m["content"] for m in reversed(request.messages) if m["role"] == "user"), "")
+    """The text of the last user message of a request (handy inside ``FunctionLM`` functions)."""
+    return next((message_text(m["content"]) for m in reversed(request.messages) if m["role"] == "user"), "")

@@ -7,6 +7,11 @@ reproducible faults (429, 500, slow, malformed, rate limiting) can be injected v
 A handler may also raise ``HTTPFault(status, message)`` to answer with any HTTP error
 (400, 401, 503 with a Retry-After, ...).
 
+A request with ``"stream": true`` is answered as OpenAI does: server-sent events in a
+chunked HTTP response, each event written and flushed on its own, the answer split into
+deltas of ``stream_chunk_chars`` characters, then the finish chunk and, when
+``stream_options.include_usage`` asks for it, a usage chunk.
+
     with FakeOpenAIServer(faults=Faults(rate_429=0.2), seed=1) as srv:
         client = openai.OpenAI(base_url=srv.url, api_key="test")
 """
@@ -219,6 +224,22 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.server.fake._dispatch(self, "POST")
 
+    def send_events(self, events: list[bytes]) -> None:
+        """200 with ``events`` as a chunked ``text/event-stream``, one chunk each, flushed."""
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+            for event in events:
+                self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+
     def send(self, status: int, body: bytes, ctype: str = "application/json",
              headers: dict[str, str] | None = None) -> None:
         try:
@@ -243,10 +264,11 @@ class FakeOpenAIServer:
     """Fake OpenAI-compatible server on 127.0.0.1; use as a context manager or start()/stop()."""
 
     def __init__(self, handler: Handler | None = None, *, faults: Faults | None = None,
-                 seed: int = 0, model: str = "fake-model") -> None:
+                 seed: int = 0, model: str = "fake-model", stream_chunk_chars: int = 8) -> None:
         self.handler: Handler = handler or default_handler
         self.faults = faults or Faults()
         self.model = model
+        self.stream_chunk_chars = max(1, stream_chunk_chars)
         self.requests: list[dict[str, Any]] = []
         # the headers of every request (to any path), in arrival order, names in lower case
         self.headers: list[dict[str, str]] = []
@@ -383,8 +405,8 @@ class FakeOpenAIServer:
             self._count("handler_error")
             return h.send(500, _error(f"handler failed: {exc!r}", "server_error", "handler_error"))
         self._count("ok")
-        if isinstance(result, bytes):
-            h.send(200, result, "text/event-stream")
+        if isinstance(result, bytes):  # server-sent events: one HTTP chunk each
+            h.send_events([event + b"\n\n" for event in result.split(b"\n\n") if event])
         else:
             h.send(200, json.dumps(result).encode())
 
@@ -413,11 +435,20 @@ class FakeOpenAIServer:
         if not req.get("stream"):
             choice = {"index": 0, "message": message, "finish_reason": finish, "logprobs": None}
             return {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
-        delta = dict(message)  # streaming: one content/tool-call delta, then the finish chunk
-        if "tool_calls" in delta:
-            delta["tool_calls"] = [{"index": 0, **message["tool_calls"][0]}]
-        chunks: list[dict[str, Any]] = [{"index": 0, "delta": delta, "finish_reason": None},
-                                        {"index": 0, "delta": {}, "finish_reason": finish}]
+        # streaming: the role, the answer in deltas of stream_chunk_chars, the finish chunk
+        n = self.stream_chunk_chars
+        pieces = [content[i:i + n] for i in range(0, len(content), n)] or [""]
+        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+        if req.get("tools"):
+            call = message["tool_calls"][0]
+            deltas = [{"role": "assistant", "content": None, "tool_calls": [
+                {"index": 0, "id": call["id"], "type": "function",
+                 "function": {"name": call["function"]["name"], "arguments": ""}}]}]
+            deltas += [{"tool_calls": [{"index": 0, "function": {"arguments": p}}]} for p in pieces]
+        else:
+            deltas += [{"content": p} for p in pieces]
+        chunks: list[dict[str, Any]] = [{"index": 0, "delta": d, "finish_reason": None} for d in deltas]
+        chunks.append({"index": 0, "delta": {}, "finish_reason": finish})
         events = [{**base, "object": "chat.completion.chunk", "choices": [c]} for c in chunks]
         if (req.get("stream_options") or {}).get("include_usage"):
             events.append({**base, "object": "chat.completion.chunk", "choices": [],

@@ -61,7 +61,7 @@ def prompt_snapshot(request: pytest.FixtureRequest) -> Any:
 
     pinned = snapshot.use_extension(PromptSnapshotExtension)
 
-    def check(target: Any, /, **inputs: Any) -> dict[str, list[dict[str, str]]]:
+    def check(target: Any, /, **inputs: Any) -> dict[str, list[dict[str, Any]]]:
         compiled = (
             target
             if isinstance(target, CompiledPipeline)

@@ -13,6 +13,8 @@ from typing import Any
 
 from syrupy.extensions.amber import AmberSnapshotExtension
 
+from ..render import content_text
+
 __all__ = ["PromptSnapshotExtension", "format_prompts", "project_root"]
 
 _MARKERS = ("pyproject.toml", "setup.cfg", "pytest.ini", "tox.ini", ".git")
@@ -34,12 +36,14 @@ class PromptSnapshotExtension(AmberSnapshotExtension):
         return str(project_root(test_location.filepath) / "snapshots")
 
 
-def format_prompts(prompts: dict[str, list[dict[str, str]]]) -> str:
-    """Prompts as plain text, one section per node and message."""
+def format_prompts(prompts: dict[str, list[dict[str, Any]]]) -> str:
+    """Prompts as plain text, one section per node and message; an image part shows as
+    ``[image URL]`` (inline data as its type, size and hash)."""
     parts: list[str] = []
     for node_id, messages in prompts.items():
         parts.append(f"=== node {node_id} ===")
         for message in messages:
             parts.append(f"--- {message['role']} ---")
-            parts.append(message["content"])
+            parts.append(content_text(message["content"]))
     return "\n".join(parts) + "\n"
+

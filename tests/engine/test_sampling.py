@@ -19,7 +19,7 @@ from desic.testing import FakeLM, FunctionLM
 
 
 def last_user(request: LMRequest) -> str:
-    return next(m["content"] for m in reversed(request.messages) if m["role"] == "user")
+    return str(next(m["content"] for m in reversed(request.messages) if m["role"] == "user"))
 
 
 @desic.signature(sampling=desic.Majority(5, temperature=0.8))
