@@ -2,8 +2,9 @@
 
     bench/.venv-dspy/bin/python bench/_dspy_local.py EXAMPLE MODE URL [--adapter chat|json]
 
-EXAMPLE is orders, triage, qa or booking; MODE is zero-shot, bootstrap (``BootstrapFewShot``)
-or mipro (``MIPROv2``); URL is the OpenAI-compatible base URL of the llama.cpp server that
+EXAMPLE is orders, triage, qa or booking; MODE is zero-shot, bootstrap (``BootstrapFewShot``),
+mipro (``MIPROv2``) or knn (``KNNFewShot``: k=3 neighbours by the local model's embeddings,
+``--embed-url``, then a ``BootstrapFewShot`` over them per input, as DSPy does); URL is the OpenAI-compatible base URL of the llama.cpp server that
 ``desic.lm("local")`` started (``bench/_local_examples.py`` passes it). Prints one JSON line:
 dev score after (0..1), compile LM calls, dev-evaluation LM calls, seconds, settings.
 
@@ -60,6 +61,27 @@ THREADS = 4
 MIPRO_PROPOSER = {"max_tokens": 256, "data_aware_proposer": False, "program_aware_proposer": False}
 
 
+class _BM25Retriever:
+    """``desic.BM25Retriever`` for the DSPy side: desic's own BM25 module (``desic/_bm25.py``,
+    loaded as a file: it needs only ``bm25s``), so both frameworks retrieve the very same
+    passages for the same query."""
+
+    def __init__(self, corpus: Any, *, k: int = 3, text_field: str = "text", **_: Any) -> None:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("_desic_bm25", REPO / "desic" / "_bm25.py")
+        assert spec is not None and spec.loader is not None
+        bm25 = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bm25)
+        lines = Path(corpus).read_text().splitlines()
+        self.passages = [json.loads(line)[text_field] for line in lines if line.strip()]
+        self.index = bm25.BM25Index(self.passages)
+        self.k = k
+
+    def search(self, query: str, k: int | None = None) -> list[str]:
+        return [self.passages[i] for i in self.index.top(query, self.k if k is None else k)]
+
+
 def _import_example(name: str) -> types.ModuleType:
     """The example module, with a stand-in ``desic`` so its decorators are no-ops."""
     if "desic" not in sys.modules:
@@ -70,6 +92,7 @@ def _import_example(name: str) -> types.ModuleType:
 
         stub.signature = ident  # type: ignore[attr-defined]
         stub.pipeline = ident  # type: ignore[attr-defined]
+        stub.BM25Retriever = _BM25Retriever  # type: ignore[attr-defined]
         sys.modules["desic"] = stub
     sys.path.insert(0, str(REPO / "examples"))
     import importlib
@@ -220,11 +243,28 @@ def build(name: str) -> tuple[Any, list[str], list[str], Any, Any]:
     raise SystemExit(f"unknown example {name!r}")
 
 
+def _embedder(url: str) -> Any:
+    """A vectorizer for ``dspy.Embedder``: the llama.cpp server's OpenAI-style embeddings."""
+    import urllib.request
+
+    import numpy as np
+
+    def encode(texts: list[str]) -> Any:
+        body = json.dumps({"input": list(texts), "model": "local"}).encode()
+        req = urllib.request.Request(url.rstrip("/") + "/embeddings", body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=600) as resp:  # the local server
+            data = json.loads(resp.read())["data"]
+        return np.array([d["embedding"] for d in sorted(data, key=lambda d: d["index"])], dtype=np.float32)
+
+    return encode
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("example", choices=("orders", "triage", "qa", "booking"))
-    p.add_argument("mode", choices=("zero-shot", "bootstrap", "mipro"))
+    p.add_argument("mode", choices=("zero-shot", "bootstrap", "mipro", "knn"))
     p.add_argument("url")
+    p.add_argument("--embed-url", default=None, help="the llama.cpp embeddings server (knn's vectorizer)")
     p.add_argument("--adapter", default="chat", choices=("chat", "json"))
     p.add_argument("--max-tokens", type=int, default=None)
     p.add_argument("--no-structured", dest="structured", action="store_false",
@@ -311,6 +351,14 @@ def main() -> int:
         opts = {"max_bootstrapped_demos": 3, "max_labeled_demos": 3}
         settings["BootstrapFewShot"] = opts
         program = dspy.BootstrapFewShot(metric=metric, **opts).compile(program, trainset=trainset)
+    elif args.mode == "knn":
+        if not args.embed_url:
+            raise SystemExit("knn needs --embed-url (the local model's embeddings server)")
+        opts = {"k": 3, "max_bootstrapped_demos": 3, "max_labeled_demos": 3}
+        settings["KNNFewShot"] = {**opts, "vectorizer": "the local model's embeddings (llama.cpp, mean pooling)"}
+        knn = dspy.KNNFewShot(trainset=trainset, vectorizer=dspy.Embedder(_embedder(args.embed_url)),
+                              metric=metric, **opts)
+        program = knn.compile(program)
     elif args.mode == "mipro":
         proposer = make_lm(MIPRO_PROPOSER["max_tokens"])
         opts = {"auto": None, "num_candidates": 3, "max_bootstrapped_demos": 3, "max_labeled_demos": 3,

@@ -7,7 +7,8 @@ first) it measures, on the example's own train/dev rows and metric:
 * desic zero-shot (the uncompiled pipeline on dev), then each desic optimizer with the
   example's ``LOCAL_PRESETS`` settings (``examples/_common.py``): dev score before (the
   zero-shot figure) and after, compile LM calls, dev-evaluation LM calls, seconds;
-* DSPy 3.4.1 zero-shot, ``BootstrapFewShot`` and ``MIPROv2`` on an equivalent program, run
+* DSPy 3.4.1 zero-shot, ``BootstrapFewShot``, ``KNNFewShot`` (neighbours by the same model's
+  embeddings) and ``MIPROv2`` on an equivalent program, run
   by ``bench/_dspy_local.py`` with the DSPy virtualenv's python (desic never imports DSPy),
   against the very llama.cpp server desic started (its OpenAI-compatible URL), so both
   frameworks share one model process, one model file and the same sampling (temperature 0).
@@ -38,9 +39,9 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 EXAMPLES = ("orders", "triage", "qa", "booking")
-OPTIMIZERS = ("bootstrap", "random_search", "beam", "genetic", "mipro", "reflective")
-DSPY_MODES = ("zero-shot", "bootstrap", "mipro")
-DSPY_NAMES = {"zero-shot": "zero-shot", "bootstrap": "BootstrapFewShot", "mipro": "MIPROv2"}
+OPTIMIZERS = ("bootstrap", "knn", "random_search", "beam", "genetic", "mipro", "reflective")
+DSPY_MODES = ("zero-shot", "bootstrap", "knn", "mipro")
+DSPY_NAMES = {"zero-shot": "zero-shot", "bootstrap": "BootstrapFewShot", "knn": "KNNFewShot", "mipro": "MIPROv2"}
 # The example's pipeline, metric name and LM options (as the example's own main uses them).
 SPECS: dict[str, dict[str, Any]] = {
     "orders": {"pipeline": "extract", "metric": "exact_match", "lm": {"max_tokens": 32}},
@@ -107,12 +108,14 @@ def desic_example(name: str, optimizers: list[str], results: Path, concurrency: 
 
 
 def dspy_example(name: str, modes: list[str], results: Path, python: str, url: str, adapter: str,
-                 timeout: float) -> list[dict[str, Any]]:
+                 timeout: float, embed_url: str | None = None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     before: float | None = None
     for mode in modes:
         base = {"example": name, "framework": "dspy", "optimizer": DSPY_NAMES[mode]}
         cmd = [python, str(BENCH / "_dspy_local.py"), name, mode, url, "--adapter", adapter]
+        if embed_url is not None:
+            cmd += ["--embed-url", embed_url]
         start = time.perf_counter()
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False, timeout=timeout)
@@ -141,6 +144,18 @@ def ensure_optuna(python: str) -> None:
         subprocess.run([python, "-m", "pip", "install", "-q", "optuna>=3.4.0"], check=False, stdout=sys.stderr)
 
 
+def ensure_packages(python: str, examples: list[str], modes: list[str] | tuple[str, ...]) -> None:
+    """What the DSPy venv needs beyond ``pip install dspy``: numpy for ``KNNFewShot``, and
+    ``bm25s`` for qa (its retriever is desic's own BM25, ``desic/_bm25.py``)."""
+    wanted = {"numpy": "numpy"} if "knn" in modes else {}
+    if "qa" in examples:
+        wanted.update(numpy="numpy", bm25s="bm25s>=0.2.6")
+    for module, requirement in wanted.items():
+        if subprocess.run([python, "-c", f"import {module}"], capture_output=True, check=False).returncode != 0:
+            print(f"[bench] pip install {requirement} into the DSPy venv", file=sys.stderr, flush=True)
+            subprocess.run([python, "-m", "pip", "install", "-q", requirement], check=False, stdout=sys.stderr)
+
+
 def run(examples: list[str], optimizers: list[str], results: Path, concurrency: int = 4, *,
         dspy_modes: list[str] | tuple[str, ...] = DSPY_MODES, python: str | None = None, adapter: str = "chat",
         dspy_timeout: float = 3600.0, desic_part: bool = True) -> list[dict[str, Any]]:
@@ -161,8 +176,12 @@ def run(examples: list[str], optimizers: list[str], results: Path, concurrency: 
     results.parent.mkdir(parents=True, exist_ok=True)
     if python is not None and "mipro" in dspy_modes:
         ensure_optuna(python)
+    if python is not None and dspy_modes:
+        ensure_packages(python, examples, dspy_modes)
     lm = desic.lm("local")
     url = lm._endpoint()  # starts the one llama.cpp server; DSPy reaches it here (OpenAI-compatible)
+    # KNNFewShot's vectorizer: the same model's embeddings (a second server, started only for it)
+    embed_url = lm._embed_endpoint() if python is not None and "knn" in dspy_modes else None
     _write(results, {"event": "server", "url": url, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                      "examples": examples, "optimizers": optimizers, "dspy": python is not None})
     rows: list[dict[str, Any]] = []
@@ -170,7 +189,7 @@ def run(examples: list[str], optimizers: list[str], results: Path, concurrency: 
         if desic_part:
             rows += desic_example(name, optimizers, results, concurrency, lm)
         if python is not None and dspy_modes:
-            rows += dspy_example(name, list(dspy_modes), results, python, url, adapter, dspy_timeout)
+            rows += dspy_example(name, list(dspy_modes), results, python, url, adapter, dspy_timeout, embed_url)
     return rows
 
 
@@ -184,7 +203,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         if "example" in r:
             last[(r["example"], r.get("framework", "desic"), r["optimizer"])] = r
-    order_o = ["zero-shot", *OPTIMIZERS, "BootstrapFewShot", "MIPROv2"]
+    order_o = ["zero-shot", *OPTIMIZERS, "BootstrapFewShot", "KNNFewShot", "MIPROv2"]
     order_e = list(EXAMPLES)
 
     def key(k: tuple[str, str, str]) -> tuple[int, int, int]:

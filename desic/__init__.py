@@ -53,6 +53,10 @@ if TYPE_CHECKING:
     from .media import Image as Image
     from .pipeline import Pipeline as Pipeline
     from .pipeline import pipeline as pipeline
+    from .retrieve import BM25Retriever as BM25Retriever
+    from .retrieve import EmbeddingsRetriever as EmbeddingsRetriever
+    from .retrieve import Passage as Passage
+    from .retrieve import Retriever as Retriever
     from .runtime import Partial as Partial
     from .runtime import context as context
     from .sampling import BestOfN as BestOfN
@@ -68,6 +72,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LM",
     "ArtifactError",
+    "BM25Retriever",
     "BatchResult",
     "BestOfN",
     "Budget",
@@ -76,6 +81,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DesicError",
+    "EmbeddingsRetriever",
     "EvaluationReport",
     "Example",
     "History",
@@ -86,10 +92,12 @@ __all__ = [
     "Output",
     "OutputValidationError",
     "Partial",
+    "Passage",
     "Pipeline",
     "Program",
     "RateLimited",
     "Refine",
+    "Retriever",
     "Signature",
     "SignatureError",
     "StorageError",
@@ -131,6 +139,10 @@ _LAZY = {
     "LM": ("lm", "LM"),
     "lm": ("lm", "lm"),
     "Pipeline": ("pipeline", "Pipeline"),
+    "BM25Retriever": ("retrieve", "BM25Retriever"),
+    "EmbeddingsRetriever": ("retrieve", "EmbeddingsRetriever"),
+    "Passage": ("retrieve", "Passage"),
+    "Retriever": ("retrieve", "Retriever"),
     "Partial": ("runtime", "Partial"),
     "Image": ("media", "Image"),
     "History": ("media", "History"),

@@ -202,7 +202,8 @@ class CompiledPipeline(Generic[P, R_co]):
             pass
         out: dict[str, list[Message]] = {}
         for entry in state.trace or []:
-            out.setdefault(entry.node_id, entry.messages)
+            if entry.kind == "lm":
+                out.setdefault(entry.node_id, entry.messages)
         return out
 
     def render(self, node_id: str, **inputs: Any) -> list[Message]:
@@ -244,7 +245,9 @@ class CompiledPipeline(Generic[P, R_co]):
         for node in p.nodes:
             ins = ", ".join(node.signature.input_names)
             outs = ", ".join(node.signature.output_names)
-            lines.append(f"  [{node.id}] {node.strategy}({ins}) -> {outs}; {plural(len(node.demos), 'demo')}")
+            per_input = node.select is not None and node.select.per_input
+            demos = node.demos_text if per_input else plural(len(node.demos), 'demo')
+            lines.append(f"  [{node.id}] {node.strategy}({ins}) -> {outs}; {demos}")
             first = (node.instructions.splitlines() or [""])[0]
             lines.append(f"      instructions: {first[:100]}")
         if p.edges:

@@ -20,6 +20,8 @@ from typing import Any
 import msgspec
 
 __all__ = [
+    "DEMO_MODES",
+    "DEMO_RETRIEVERS",
     "FINISH",
     "FORMAT_VERSION",
     "MAX_NESTING",
@@ -27,6 +29,7 @@ __all__ = [
     "SAMPLING_KINDS",
     "STRATEGIES",
     "Demo",
+    "DemoSelect",
     "Edge",
     "FieldSpec",
     "LMOverrides",
@@ -115,6 +118,33 @@ class Demo(msgspec.Struct, frozen=True, kw_only=True):
     source: str = "labeled"  # "labeled" | "bootstrap" | "manual"
 
 
+#: How a node picks the demos of a prompt (``DemoSelect.mode``).
+DEMO_MODES = ("fixed", "knn")
+#: How per-input demos are matched to the input (``DemoSelect.by``).
+DEMO_RETRIEVERS = ("bm25",)
+
+
+class DemoSelect(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Which demos a node's prompt shows.
+
+    ``mode="fixed"`` (the default): ``Node.demos``, the same in every prompt.
+    ``mode="knn"``: for each input, the ``k`` demos of ``pool`` most similar to it, ranked
+    by ``by`` (BM25 over the input fields named in ``fields``, all inputs when empty), most
+    similar last (nearest the question). The pool is plain data; the index is rebuilt from
+    it when the program is loaded, so the choice is the same wherever the program runs.
+    """
+
+    mode: str = "fixed"
+    k: int = 4
+    by: str = "bm25"
+    fields: tuple[str, ...] = ()
+    pool: tuple[Demo, ...] = ()
+
+    @property
+    def per_input(self) -> bool:
+        return self.mode == "knn"
+
+
 class LMOverrides(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Per-node LM parameters; ``None`` means "use the LM's own setting"."""
 
@@ -172,6 +202,16 @@ class Node(msgspec.Struct, frozen=True, kw_only=True):
     # the final answer included).
     tools: tuple[ToolSpec, ...] = ()
     max_steps: int = 0
+    select: DemoSelect | None = None  # None: fixed demos (``Node.demos``)
+
+    @property
+    def demos_text(self) -> str:
+        """The node's demos in words: ``3 demos`` or ``per-input demos: 4 of 20 (bm25)``."""
+        s = self.select
+        if s is not None and s.per_input:
+            over = f" over {', '.join(s.fields)}" if s.fields else ""
+            return f"per-input demos: {s.k} of {len(s.pool)} ({s.by}{over})"
+        return f"{len(self.demos)} demos"
 
 
 class Edge(msgspec.Struct, frozen=True, array_like=False):
@@ -444,6 +484,8 @@ def check_program(program: Program, *, source: str = "<program>") -> None:
         if len(node.variants) > 16:
             raise ArtifactError(f"{where} has {len(node.variants)} variants; at most 16")
         spec = node.signature
+        if node.select is not None:
+            check_select(node.select, spec, where=where)
         seen: set[str] = set()
         for field in spec.inputs:
             if not field.name.isidentifier() or keyword.iskeyword(field.name):
@@ -478,6 +520,22 @@ def check_sampling(sampling: Sampling, where: str) -> None:
         raise ArtifactError(f"{where}: sampling temperature {sampling.temperature} must be within 0..2")
     if sampling.kind in ("best_of_n", "refine") and not sampling.reward:
         raise ArtifactError(f"{where}: {sampling.kind} needs the name of its reward")
+def check_select(select: DemoSelect, spec: SignatureSpec, *, where: str) -> None:
+    """``ArtifactError`` unless ``select`` is a demo selection ``spec``'s node can use."""
+    from .errors import ArtifactError
+
+    if select.mode not in DEMO_MODES:
+        raise ArtifactError(f"{where}: demo mode {select.mode!r} is unknown; modes: {', '.join(DEMO_MODES)}")
+    if select.by not in DEMO_RETRIEVERS:
+        raise ArtifactError(
+            f"{where}: demos by {select.by!r} is unknown; per-input demos are matched by: {', '.join(DEMO_RETRIEVERS)}"
+        )
+    if isinstance(select.k, bool) or select.k < 1:
+        raise ArtifactError(f"{where}: per-input demos need k >= 1, not {select.k!r}")
+    names = spec.input_names
+    for name in select.fields:
+        if name not in names:
+            raise ArtifactError(f"{where}: per-input demos match input {name!r}, which the node lacks; inputs: {', '.join(names)}")
 
 
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")

@@ -106,6 +106,11 @@ class NodeEncoder:
         return data
 
 
+def _trace_row(e: TraceEntry) -> list[Any]:
+    row = [e.node_id, e.inputs, e.output, e.error]
+    return row if e.kind == "lm" else [*row, e.kind]  # an LM call's row as before
+
+
 def outcome_record(outcome: RunOutcome, metric: str = "", nodes: NodeEncoder | None = None) -> dict[str, Any]:
     """``outcome`` as plain JSON data (what a recorder stores for one evaluation)."""
     state = outcome.state
@@ -115,7 +120,7 @@ def outcome_record(outcome: RunOutcome, metric: str = "", nodes: NodeEncoder | N
         "error": outcome.error,
         "latency": outcome.latency,
         "usage": usage_list(state.usage),
-        "trace": [[e.node_id, e.inputs, e.output, e.error] for e in state.trace or []],
+        "trace": [_trace_row(e) for e in state.trace or []],
         "nodes": [encode(n) for n in state.nodes_seen.values()],
         "edges": sorted(state.observed_edges()),
         "metric": metric,
@@ -141,8 +146,8 @@ def outcome_from_record(
     if edges:
         state.edges = {(a, b, c) for a, b, c in edges}
     if state.trace is not None:
-        for node_id, inputs, output, error in record.get("trace", []):
-            state.trace.append(TraceEntry(node_id, inputs, output, [], error))
+        for node_id, inputs, output, error, *kind in record.get("trace", []):
+            state.trace.append(TraceEntry(node_id, inputs, output, [], error, *kind))
     output = record.get("output")
     if record.get("error") is None and pipe.output_adapter is not None:
         output = pipe.output_adapter.validate_python(output)

@@ -195,6 +195,8 @@ def format_graph(program: ir.Program) -> str:
             continue
         spec = node.signature
         demos = f"{len(node.demos)} demo{'s' * (len(node.demos) != 1)}"
+        if node.select is not None and node.select.per_input:
+            demos = node.demos_text
         outs = ", ".join(spec.output_names)
         lines.append(
             f"  [{node_id}]{' ' * (width - len(node_id))}  {node.strategy}"
@@ -378,7 +380,7 @@ def graph_data(program: ir.Program) -> dict[str, Any] | None:
         boxes.append({
             "x": round(x, 1), "y": round(y, 1), "cx": round(x + box_w / 2, 1),
             "label": node.id if len(node.id) <= 22 else node.id[:21] + "…",
-            "sub": f"{node.strategy} · {len(node.demos)} demos",
+            "sub": f"{node.strategy} · {node.demos_text}",
         })
     return {"width": width, "height": round(height), "box_w": box_w, "box_h": box_h, "edges": edges, "boxes": boxes}
 
@@ -423,6 +425,20 @@ def _prompt_text(node: ir.Node) -> list[str]:
     return lines
 
 
+def _pool(node: ir.Node, limit: int = 200) -> dict[str, Any] | None:
+    """A per-input demo pool as the report shows it (each input gets the ``k`` nearest)."""
+    select = node.select
+    if select is None or not select.per_input:
+        return None
+    rows = [
+        {"source": d.source, "inputs": _first_line(json.dumps(d.inputs, ensure_ascii=False), 300),
+         "output": _first_line(json.dumps(d.output, ensure_ascii=False), 200)}
+        for d in select.pool[:limit]
+    ]
+    return {"k": select.k, "size": len(select.pool), "by": select.by, "rows": rows,
+            "more": max(0, len(select.pool) - limit)}
+
+
 def best_program_data(best: CandidateRow | None) -> dict[str, Any] | None:
     from .render import content_text
 
@@ -432,7 +448,8 @@ def best_program_data(best: CandidateRow | None) -> dict[str, Any] | None:
     nodes: list[dict[str, Any]] = []
     for node in program.nodes:
         entry: dict[str, Any] = {
-            "id": node.id, "strategy": node.strategy, "demos": len(node.demos), "error": None,
+            "id": node.id, "strategy": node.strategy, "demos": node.demos_text, "demo_count": len(node.demos),
+            "error": None, "pool": _pool(node),
             # an agent: its tools (and its demos show every step: action, then observation)
             "tools": ", ".join(t.name for t in node.tools), "max_steps": node.max_steps,
         }
@@ -582,7 +599,8 @@ def build_report(run_info: Any, candidates: Iterable[Any]) -> str:
         only_score=score_text(scored[0]) if len(scored) == 1 else None,
         head=TABLE_HEAD,
         table=table_rows(rows),
-        best=best_program_data(best),
+        # nothing scored (labeled, knn without a valset): the program the run ended with
+        best=best_program_data(best or next((r for r in reversed(rows) if r.program is not None), None)),
         diff=diff_data(rows[0] if rows else None, best),
         version=__version__,
         stamp=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),

@@ -128,6 +128,7 @@ class TraceEntry:
     output: dict[str, Any] | None  # the full LM response as JSON data (reasoning included)
     messages: list[Message]
     error: str | None = None
+    kind: str = "lm"  # "lm": a signature's call; "retrieve": a retriever's search (no messages)
 
 
 _NO_USAGE = Usage()
@@ -224,7 +225,10 @@ class RunState:
     def next_id(self, sig: Signature[..., Any]) -> str:
         if sig.node_name is not None:
             return sig.node_name
-        name = sig.spec.name
+        return self.next_name(sig.spec.name)
+
+    def next_name(self, name: str) -> str:
+        """``name`` for its first use in this run, then ``name#2``, ``name#3``, ..."""
         with _lock:
             counters = self._counters
             if counters is None:

@@ -399,7 +399,7 @@ def want_progress(show: bool | None) -> bool:
 
 # --- OpenTelemetry ------------------------------------------------------------------------------
 
-_SPAN_KINDS = ("lm_call", "node_call", "example")
+_SPAN_KINDS = ("lm_call", "node_call", "retrieve", "example")
 _RECHECK_SECONDS = 1.0
 _UNSEEN = object()  # opentelemetry keeps its global provider elsewhere
 _NEVER = object()

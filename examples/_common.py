@@ -14,12 +14,13 @@ from typing import Any
 
 import desic
 
-OPTIMIZERS = ("labeled", "bootstrap", "random_search", "beam", "genetic", "mipro", "reflective")
+OPTIMIZERS = ("labeled", "bootstrap", "knn", "random_search", "beam", "genetic", "mipro", "reflective")
 
 # Small settings for the slow local model: each compile stays under ~100 LM calls.
 LOCAL_PRESETS: dict[str, dict[str, Any]] = {
     "labeled": {"max_demos": 4},
     "bootstrap": {"max_demos": 3, "max_labeled": 3},
+    "knn": {"k": 3},
     "random_search": {"num_candidates": 3, "max_demos": 3, "max_labeled": 3},
     "beam": {"rounds": 1, "width": 2, "beam": 1, "init": "bootstrap"},
     "genetic": {"population": 4, "generations": 1, "max_demos": 3},

@@ -10,6 +10,7 @@ Built in (one module each):
 
 - ``labeled``: demos straight from the labelled rows;
 - ``bootstrap``: demos from the pipeline's own traces that the metric accepts;
+- ``knn``: per-input demos, the k pool examples (bootstrapped and labelled) nearest each input;
 - ``random_search``: one bootstrap pool, random demo subsets, best on validation;
 - ``beam``: LM rewrites of each node's instruction, top-k per round survive;
 - ``genetic``: (instructions, demos) genomes, crossover, LM-rewrite and demo-swap mutation;
@@ -143,6 +144,7 @@ def _register_builtins() -> None:
 
     register("labeled", Labeled)
     register("bootstrap", Bootstrap)
+    register("knn", _lazy("knn", "KNN"))
     register("random_search", _lazy("random_search", "RandomSearch"))
     register("beam", _lazy("beam", "Beam"))
     register("genetic", _lazy("genetic", "Genetic"))

@@ -47,6 +47,10 @@ def prompt_size(program: ir.Program) -> int:
     for node in program.nodes:
         size += len(node.instructions or "")
         size += sum(len(msgspec.json.encode((d.inputs, d.output))) for d in node.demos)
+        select = node.select
+        if select is not None and select.per_input and select.pool:  # k pool demos, of average size
+            total = sum(len(msgspec.json.encode((d.inputs, d.output))) for d in select.pool)
+            size += min(select.k, len(select.pool)) * total // len(select.pool)
     return size
 
 

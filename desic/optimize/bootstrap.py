@@ -155,7 +155,7 @@ class _Acceptor:
                 found.used.add(row)
                 changed = True
                 for entry in o.state.trace or []:
-                    if entry.output is None:
+                    if entry.output is None or entry.kind != "lm":
                         continue
                     bucket = found.demos.setdefault(entry.node_id, [])
                     if len(bucket) < self.want:

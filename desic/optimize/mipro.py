@@ -2,7 +2,8 @@
 
 1. **Demo sets.** One bootstrap pass over the training split fills a pool per node; the
    demo sets per node are: none, the bootstrap program's (accepted traces topped up
-   with labelled demos), and random subsets of the pool (``num_demo_sets`` in all).
+   with labelled demos), and random subsets of the pool (``num_demo_sets`` in all), and (``per_input``) one more choice:
+   per-input demos, the ``max_demos`` examples of the pool nearest each input (``knn``).
 2. **Instructions.** Per node, ``num_instructions - 1`` proposals besides the original,
    grounded on the program (its steps and data flow), the node's signature, a few data
    rows, a demo set and a tip (as MIPROv2 does), all through ``task.call`` (memoized).
@@ -38,9 +39,17 @@ from ._propose import (
 )
 from ._search import SearchOptimizer, ask, bootstrap_seed, demo_pool, rotate, sample_demos
 from ._select import select_final
+from .knn import knn_pool
 from .task import CompileTask
 
 Combo = tuple[int, ...]  # per node: instruction index, demo-set index (interleaved)
+DemoSet = tuple[ir.Demo, ...] | ir.DemoSelect  # fixed demos, or per-input demos from a pool
+
+
+def _with_demos(node: ir.Node, instructions: str, demos: DemoSet) -> ir.Node:
+    if isinstance(demos, ir.DemoSelect):
+        return msgspec.structs.replace(node, instructions=instructions, demos=(), select=demos)
+    return msgspec.structs.replace(node, instructions=instructions, demos=demos)
 
 
 @dataclass(eq=False)
@@ -59,6 +68,7 @@ class Mipro(SearchOptimizer):
     temperature: float = 0.8
     val_fraction: float = 0.5
     max_val: int | None = 200
+    per_input: bool = True
 
     RANGES: ClassVar[dict[str, Range]] = {
         "num_instructions": POSITIVE, "num_demo_sets": POSITIVE, "trials": COUNT,
@@ -93,9 +103,7 @@ class Mipro(SearchOptimizer):
             program = base
             for k, node in enumerate(nodes):
                 program = program.with_node(
-                    msgspec.structs.replace(
-                        node, instructions=instructions[k][combo[2 * k]], demos=demo_sets[k][combo[2 * k + 1]]
-                    )
+                    _with_demos(node, instructions[k][combo[2 * k]], demo_sets[k][combo[2 * k + 1]])
                 )
             return program
 
@@ -144,9 +152,9 @@ class Mipro(SearchOptimizer):
 
     def _demo_sets(
         self, node: ir.Node, accepted: list[ir.Demo], train: list[Any], nodes: int, rng: random.Random
-    ) -> list[tuple[ir.Demo, ...]]:
+    ) -> list[DemoSet]:
         pool = demo_pool(node, accepted, train, only_node=nodes == 1, labeled=3 * self.max_demos - len(accepted))
-        sets: list[tuple[ir.Demo, ...]] = [()]
+        sets: list[DemoSet] = [()]
         if node.demos:  # the bootstrap program's own demos (traces topped up with labelled ones)
             sets.append(node.demos)
         attempts = 0
@@ -156,6 +164,10 @@ class Mipro(SearchOptimizer):
             subset = sample_demos(pool, k, rng)
             if subset not in sets:
                 sets.append(subset)
+        if self.per_input and self.max_demos > 0:
+            everything = knn_pool(node, accepted, train, only_node=nodes == 1)
+            if len(everything) > self.max_demos:  # else every input would get the same demos
+                sets.append(ir.DemoSelect(mode="knn", k=self.max_demos, pool=everything))
         return sets
 
     async def _instructions(
@@ -163,14 +175,15 @@ class Mipro(SearchOptimizer):
         task: CompileTask,
         program: ir.Program,
         nodes: list[ir.Node],
-        demo_sets: list[list[tuple[ir.Demo, ...]]],
+        demo_sets: list[list[DemoSet]],
         train: list[Any],
     ) -> list[list[str]]:
         program_text = describe_program(program)
         calls = []
         for k, node in enumerate(nodes):
             for i in range(1, self.num_instructions):
-                shown = demo_sets[k][i % len(demo_sets[k])]
+                fixed = [d for d in demo_sets[k] if not isinstance(d, ir.DemoSelect)]
+                shown = fixed[i % len(fixed)]
                 demos = "\n".join(
                     f"{'; '.join(f'{a}: {b}' for a, b in d.inputs.items())} => {d.output}" for d in shown[:3]
                 )

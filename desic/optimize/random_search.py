@@ -8,6 +8,8 @@ seeded holdout of the trainset), all through one concurrency limit. Candidates:
 zero-shot, the plain bootstrap program (the start), then ``num_candidates`` random
 subsets (1..``max_demos`` demos per node). The start is kept unless the best other
 candidate beats it with evidence, or ties it with a shorter prompt (``_select``).
+Then (``per_input``) per-input demos: each input shown the k pool demos nearest it
+(``knn``), for k = ``max_demos`` and half of it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .. import ir
 from ._options import COUNT, POSITIVE, SHARE, Range
 from ._search import SearchOptimizer, bootstrap_seed, demo_pool, sample_demos
 from ._select import select_final
+from .knn import knn_pool, per_input_program
 from .task import CompileTask
 
 
@@ -35,6 +38,7 @@ class RandomSearch(SearchOptimizer):
     threshold: float = 1.0
     val_fraction: float = 0.5
     max_val: int | None = 200
+    per_input: bool = True
 
     RANGES: ClassVar[dict[str, Range]] = {
         "num_candidates": COUNT, "max_demos": POSITIVE, "max_labeled": COUNT, "pool": Range(1, none=True),
@@ -72,6 +76,15 @@ class RandomSearch(SearchOptimizer):
                 continue
             seen.add(key)
             candidates.append((program, f"random subset {c} ({', '.join(sizes)})"))
+        if self.per_input:
+            only_node = len(bootstrapped.nodes) == 1
+            knn_pools = {
+                n.id: knn_pool(n, found.demos.get(n.id, []), train, only_node=only_node) for n in bootstrapped.nodes
+            }
+            for k in sorted({max(1, self.max_demos // 2), self.max_demos}):
+                program = per_input_program(bootstrapped, knn_pools, k)
+                if program is not bootstrapped:
+                    candidates.append((program, f"per-input demos (knn, k={k})"))
         scored = await task.evaluate_many([p for p, _ in candidates], val)
         indexes = []
         for (program, note), s in zip(candidates, scored):

@@ -46,12 +46,14 @@ __all__ = [
     "BLOCKS",
     "Message",
     "answer_json",
+    "choose_demos",
     "content_text",
     "default_template",
     "format_value",
     "render_messages",
     "step_json",
     "trajectory_messages",
+    "with_chosen_demos",
 ]
 
 BLOCKS = ("system", "user", "assistant")
@@ -413,6 +415,79 @@ def _rendering(node: ir.Node) -> _Rendering:
     return rendering
 
 
+def _match_text(values: dict[str, Any], fields: tuple[str, ...]) -> str:
+    return "\n".join(format_value(values[name]) for name in fields if name in values)
+
+
+class _Pool:
+    """A per-input demo pool ready to search: matched fields, texts and BM25 index."""
+
+    __slots__ = ("fields", "index", "keys", "select")
+
+    def __init__(self, select: ir.DemoSelect, fields: tuple[str, ...]) -> None:
+        from .._bm25 import index_for
+
+        self.select = select
+        self.fields = fields
+        texts = [_match_text(d.inputs, fields) for d in select.pool]
+        self.keys = [self._key(d.inputs) for d in select.pool]
+        self.index = index_for(texts)
+
+    def _key(self, values: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(format_value(values.get(f)) for f in self.fields)
+
+    def choose(self, inputs: dict[str, Any]) -> tuple[int, ...]:
+        own = self._key(inputs)
+        same = frozenset(i for i, key in enumerate(self.keys) if key == own)
+        best = self.index.top(_match_text(inputs, self.fields), self.select.k, exclude=same)
+        return tuple(reversed(best))
+
+
+_pools: dict[int, _Pool] = {}
+
+
+def choose_demos(node: ir.Node, inputs: dict[str, Any]) -> tuple[int, ...]:
+    """The positions in ``node.select.pool`` of the demos ``node`` shows for ``inputs``:
+    the ``k`` most similar by BM25 over the matched input fields (ties to the earlier pool
+    demo), most similar last. A pool demo whose matched inputs equal the query's is never
+    chosen: it would show the answer (and make a score on training rows meaningless)."""
+    select = node.select
+    if select is None or not select.per_input or not select.pool:
+        return ()
+    fields = select.fields or node.signature.input_names
+    pool = _pools.get(id(select))
+    if pool is None or pool.select is not select or pool.fields != fields:
+        pool = _Pool(select, fields)
+        if len(_pools) >= 256:
+            _pools.clear()
+        _pools[id(select)] = pool
+    return pool.choose(inputs)
+
+
+_chosen: dict[tuple[int, tuple[int, ...]], tuple[ir.Node, ir.Node]] = {}
+
+
+def with_chosen_demos(node: ir.Node, inputs: dict[str, Any]) -> ir.Node:
+    """``node`` as it prompts for ``inputs``: with per-input demos, a node whose ``demos``
+    are the ones chosen for them (one node object per choice, so its rendering is reused);
+    otherwise ``node`` itself."""
+    select = node.select
+    if select is None or not select.per_input:
+        return node
+    picks = choose_demos(node, inputs)
+    key = (id(node), picks)
+    hit = _chosen.get(key)
+    if hit is not None and hit[0] is node:
+        return hit[1]
+    import msgspec
+
+    chosen = msgspec.structs.replace(node, demos=tuple(select.pool[i] for i in picks))
+    if len(_chosen) >= _RENDERING_CACHE_SIZE:
+        _chosen.clear()
+    _chosen[key] = (node, chosen)
+    return chosen
+
+
 def trajectory_messages(node: ir.Node, steps: list[dict[str, Any]]) -> list[Message]:
     """The turns an agent's ``steps`` so far add after its query (see ``render_messages``)."""
     if not steps:
@@ -422,8 +497,9 @@ def trajectory_messages(node: ir.Node, steps: list[dict[str, Any]]) -> list[Mess
 
 def render_messages(node: ir.Node, inputs: dict[str, Any]) -> list[Message]:
     """The chat messages ``node`` sends for ``inputs`` (demos become example turns, a
-    history input the turns before the last user message)."""
-    rendering = _rendering(node)
+    history input the turns before the last user message; with per-input
+    demos, the ones chosen for ``inputs``)."""
+    rendering = _rendering(with_chosen_demos(node, inputs))
     messages = [dict(m) for m in rendering.prefix]
     if rendering.media:
         messages.extend(rendering.turn(inputs))

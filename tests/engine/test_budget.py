@@ -73,7 +73,7 @@ KINDS: dict[str, Callable[[Usage], dict[str, Any]]] = {
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-@pytest.mark.parametrize("name", ("bootstrap", *SEARCHING))
+@pytest.mark.parametrize("name", ("bootstrap", "knn", *SEARCHING))
 def test_a_compile_stopped_by_a_budget_returns_the_best_so_far_and_says_why(name: str, kind: str) -> None:
     whole = full_usage(name)
     limits = KINDS[kind](whole)

@@ -143,7 +143,7 @@ def test_instruction_optimizers_rewrite_instructions(name: str) -> None:
     assert len(instructions) >= 2  # the original and at least one proposal were scored
 
 
-@pytest.mark.parametrize("name", ("bootstrap", *SEARCHING))
+@pytest.mark.parametrize("name", ("bootstrap", "knn", *SEARCHING))
 def test_same_seed_same_program_whatever_the_completion_order(name: str) -> None:
     first = compile_with(name, Jittery(seed=1), seed=7, concurrency=8)
     second = compile_with(name, Jittery(seed=2), seed=7, concurrency=3)
@@ -152,7 +152,7 @@ def test_same_seed_same_program_whatever_the_completion_order(name: str) -> None
     assert [c.note for c in first.history] == [c.note for c in second.history]
 
 
-@pytest.mark.parametrize("name", ("bootstrap", *SEARCHING))
+@pytest.mark.parametrize("name", ("bootstrap", "knn", *SEARCHING))
 def test_a_rerun_with_the_recorder_makes_no_lm_calls(name: str) -> None:
     recorder = MemoryRecorder()
     lm = FunctionLM(answer)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import desic
+from desic._bm25 import tokenize  # the terms desic's BM25 matches
 from desic.lm import LMRequest
 from desic.testing import FunctionLM, last_input
 from tests.support import ROOT
@@ -35,7 +36,7 @@ def reader(request: LMRequest) -> Any:
     """Keywords for the query step; for the answer step, the first passage's capitalised words."""
     text = last_input(request)
     if request.node_id == "search_query":
-        return {"query": " ".join(qa.tokenize(text))[:60]}
+        return {"query": " ".join(tokenize(text))[:60]}
     passages = text.split("passages: ", 1)[-1]
     gold = {r["question"]: r["answer"] for r in rows("qa_train.jsonl") + rows("qa_dev.jsonl")}
     question = text.split("question: ", 1)[-1].split("\n", 1)[0]

@@ -13,6 +13,7 @@ import desic
 
 EXPECTED_ALL = [
     "ArtifactError",
+    "BM25Retriever",
     "BatchResult",
     "BestOfN",
     "Budget",
@@ -21,6 +22,7 @@ EXPECTED_ALL = [
     "ConfigError",
     "DataError",
     "DesicError",
+    "EmbeddingsRetriever",
     "EvaluationReport",
     "Example",
     "History",
@@ -32,10 +34,12 @@ EXPECTED_ALL = [
     "Output",
     "OutputValidationError",
     "Partial",
+    "Passage",
     "Pipeline",
     "Program",
     "RateLimited",
     "Refine",
+    "Retriever",
     "Signature",
     "SignatureError",
     "StorageError",
@@ -112,7 +116,7 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
 _IMPORT_CHECK = """
 import json, sys
 import desic
-heavy = ("openai", "instructor", "xllamacpp", "ray", "psycopg")
+heavy = ("openai", "instructor", "xllamacpp", "psycopg", "bm25s", "numpy", "ray")
 before = sorted(m for m in heavy if m in sys.modules)
 # Touching one lazy name imports the submodules behind it; none of them may shadow a
 # public function of the same name.

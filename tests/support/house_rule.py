@@ -103,6 +103,7 @@ def pipeline_calls(lm: FunctionLM) -> int:
 SMALL: dict[str, dict[str, Any]] = {
     "labeled": {},
     "bootstrap": {"max_demos": 2, "max_labeled": 2},
+    "knn": {"k": 2},
     "random_search": {"num_candidates": 6, "max_demos": 3},
     "beam": {"rounds": 2, "width": 2, "beam": 2},
     "genetic": {"population": 4, "generations": 2, "max_demos": 2},
