@@ -169,3 +169,30 @@ def test_a_throttle_needs_a_rate() -> None:
         desic.lm.throttle(FakeLM())
     with pytest.raises(desic.ConfigError, match="burst="):
         desic.lm(FakeLM(), burst=3)
+
+
+def test_callers_a_stalled_loop_wakes_late_do_not_go_out_together() -> None:
+    """A process that stalls (load, a pause) past several callers' slots must not let them
+    all send at once when it resumes: a caller woken well after its slot takes a new one.
+    Slots of a 20/s bucket are 50 ms apart; each caller sends within half a slot of its
+    own, so no 50 ms window ever holds more than two sends."""
+    from desic._bucket import TokenBucket
+
+    rate = 20.0
+    bucket = TokenBucket(rate, 1)
+    sent: list[float] = []
+
+    async def caller() -> None:
+        await bucket.acquire()
+        sent.append(time.monotonic())
+
+    async def main() -> None:
+        tasks = [asyncio.ensure_future(caller()) for _ in range(10)]
+        await asyncio.sleep(0)  # every caller has its slot: 0, 50, ..., 450 ms from now
+        time.sleep(0.3)  # noqa: ASYNC251 - the loop stalls past six of them, on purpose
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+    assert len(sent) == 10
+    crowded = max(sum(1 for t in sent if s <= t < s + 1 / rate) for s in sent)
+    assert crowded <= 2, [round(t - sent[0], 3) for t in sent]
