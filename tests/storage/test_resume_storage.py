@@ -6,13 +6,8 @@ real crash: a compile process killed with SIGKILL, then resumed by a new process
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
 import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +20,7 @@ from desic import ir
 from desic.errors import ConfigError
 from desic.optimize import MemoryRecorder
 from desic.testing import FunctionLM
+from tests.support import killed
 from tests.support.stores import BACKENDS, url_for
 from tests.support.two_teams import TRAIN, answer, triage
 
@@ -187,62 +183,10 @@ def test_storage_from_context_and_environment(
 
 # -- a real crash: SIGKILL -----------------------------------------------------------------------
 
-SCRIPT = textwrap.dedent(
-    '''
-    import sys
-    from typing import Literal
-    from pydantic import BaseModel
-    import desic
-    from desic.testing import FunctionLM, last_input
-
-    class Route(BaseModel):
-        team: Literal["billing", "shipping"]
-
-    @desic.signature
-    def route(ticket: str) -> Route:
-        """Route the ticket."""
-
-    @desic.pipeline
-    def triage(ticket: str) -> Route:
-        return route(ticket=ticket)
-
-    TRAIN = [{"ticket": f"charged {i}" if i % 3 else f"parcel {i}", "team": "billing" if i % 2 else "shipping"} for i in range(30)]
-    url, log, out, resume = sys.argv[1:5]
-
-    def answer(request):
-        text = last_input(request)
-        with open(log, "a") as fh:
-            fh.write(text.replace("\\n", " ")[-12:] + "\\n")
-        return "billing" if "charged" in text else "shipping"
-
-    compiled = desic.compile(
-        triage, TRAIN, metric=desic.metrics.exact_match, lm=FunctionLM(answer, latency=0.02), storage=url,
-        resume=resume or None, optimizer="bootstrap", max_demos=100, concurrency=1, seed=7,
+def _start(tmp_path: Path, url: str, name: str, resume: str = "") -> tuple[subprocess.Popen[str], Path, Path]:
+    return killed.start(
+        tmp_path, url, name, resume, rows=30, label_every=2, latency=0.02, optimizer="bootstrap", max_demos=100
     )
-    compiled.save(out)
-    print(compiled.program.meta.run_id)
-    '''
-)
-
-
-def _start(
-    tmp_path: Path, url: str, name: str, resume: str = ""
-) -> tuple[subprocess.Popen[str], Path, Path]:
-    script = tmp_path / "job.py"
-    if not script.exists():
-        script.write_text(SCRIPT)
-    log, out = tmp_path / f"{name}.calls", tmp_path / f"{name}.json"
-    proc = subprocess.Popen(
-        [sys.executable, str(script), url, str(log), str(out), resume],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "DESIC_STORAGE": ""},
-    )
-    return proc, log, out
-
-
-def _calls(log: Path) -> int:
-    return len(log.read_text().splitlines()) if log.exists() else 0
 
 
 def _recorded_evaluations(backend: str, tmp_path: Path, name: str, url: str) -> int:
@@ -273,14 +217,7 @@ def test_sigkilled_compile_resumes_in_a_new_process(backend: str, tmp_path: Path
 
     reference, ref_log, ref_out = _start(tmp_path, store_url("reference"), "reference")
     victim, victim_log, _ = _start(tmp_path, store_url("victim"), "victim")
-    deadline = time.monotonic() + 30
-    while _calls(victim_log) < 10:
-        assert victim.poll() is None, "the compile finished before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    victim.send_signal(signal.SIGKILL)
-    assert victim.wait(10) == -signal.SIGKILL
-    calls_before_kill = _calls(victim_log)
+    calls_before_kill = killed.kill_after(victim, victim_log, 10, within=120)
 
     store = ds.open(store_url("victim"))
     (run,) = store.list_runs()
@@ -294,7 +231,7 @@ def test_sigkilled_compile_resumes_in_a_new_process(backend: str, tmp_path: Path
     resumed_stdout, _ = resumed.communicate(timeout=60)
     reference.communicate(timeout=60)
     assert (resumed.returncode, reference.returncode) == (0, 0)
-    total, calls_after_resume = _calls(ref_log), _calls(resumed_log)
+    total, calls_after_resume = killed.calls(ref_log), killed.calls(resumed_log)
     assert total == 1 + 30  # the discovering run, then the 30 rows
     assert calls_after_resume == total - recorded  # no finished evaluation repeated
     assert calls_before_kill + calls_after_resume <= total + 1  # at most the one in flight
