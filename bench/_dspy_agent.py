@@ -43,6 +43,12 @@ def _import_agent() -> types.ModuleType:
     stub.signature = ident  # type: ignore[attr-defined]
     stub.pipeline = ident  # type: ignore[attr-defined]
     stub.tool = ident  # type: ignore[attr-defined]
+    # the qa corpus's index, through desic's own BM25 module (as bench/_dspy_local.py does
+    # for qa): both frameworks' search tools return the very same passages
+    sys.path.insert(0, str(REPO / "bench"))
+    from _dspy_local import _BM25Retriever
+
+    stub.BM25Retriever = _BM25Retriever  # type: ignore[attr-defined]
     stub.events = types.ModuleType("desic.events")  # type: ignore[attr-defined]
     sys.modules["desic"] = stub
     sys.modules["desic.events"] = stub.events  # type: ignore[attr-defined]
