@@ -219,6 +219,18 @@ class OpenAILM(BaseLM):
 
     # --- calls --------------------------------------------------------------------------
 
+    def _sampling_options(self, params: LMParams, kwargs: dict[str, Any]) -> None:
+        """The sampling settings that are set (the rest left to the server) and the
+        provider's extra body, into a chat request's ``kwargs``."""
+        if params.temperature is not None:
+            kwargs["temperature"] = params.temperature
+        if params.max_tokens is not None:
+            kwargs["max_tokens"] = params.max_tokens
+        if params.seed is not None:
+            kwargs["seed"] = params.seed
+        if self.extra_body:
+            kwargs["extra_body"] = self.extra_body
+
     async def request(self, request: LMRequest) -> LMResponse:
         check_allowed(self.name)
         if request.tools and self.mode == "tools":
@@ -231,14 +243,7 @@ class OpenAILM(BaseLM):
             "response_model": request.response_model,
             "max_retries": self.validation_retries,
         }
-        if params.temperature is not None:
-            kwargs["temperature"] = params.temperature
-        if params.max_tokens is not None:
-            kwargs["max_tokens"] = params.max_tokens
-        if params.seed is not None:
-            kwargs["seed"] = params.seed
-        if self.extra_body:
-            kwargs["extra_body"] = self.extra_body
+        self._sampling_options(params, kwargs)
         start = time.perf_counter()
         with counting() as sent:
             try:
@@ -278,14 +283,7 @@ class OpenAILM(BaseLM):
             "max_retries": 0,  # a streamed answer the caller has seen in part is not re-asked
             "stream_options": {"include_usage": True},
         }
-        if params.temperature is not None:
-            kwargs["temperature"] = params.temperature
-        if params.max_tokens is not None:
-            kwargs["max_tokens"] = params.max_tokens
-        if params.seed is not None:
-            kwargs["seed"] = params.seed
-        if self.extra_body:
-            kwargs["extra_body"] = self.extra_body
+        self._sampling_options(params, kwargs)
         start = time.perf_counter()
         tap = _Tap()
         items = client.chat.completions.create_partial(**kwargs)
@@ -352,14 +350,7 @@ class OpenAILM(BaseLM):
         model = params.model or self.model
         messages: list[dict[str, Any]] = [dict(m) for m in request.messages]
         kwargs: dict[str, Any] = {"model": model, "tools": list(request.tools), "tool_choice": "required"}
-        if params.temperature is not None:
-            kwargs["temperature"] = params.temperature
-        if params.max_tokens is not None:
-            kwargs["max_tokens"] = params.max_tokens
-        if params.seed is not None:
-            kwargs["seed"] = params.seed
-        if self.extra_body:
-            kwargs["extra_body"] = self.extra_body
+        self._sampling_options(params, kwargs)
         start = time.perf_counter()
         prompt = completion_tokens = 0
         raw = ""
