@@ -176,6 +176,7 @@ async def run_agent(
                     completion_tokens=u.completion_tokens,
                     cost=u.cost,
                     cached=bool(response.meta.get("cached", False)),
+                    calls=u.calls,  # the requests sent (re-asks included), as other nodes report
                 )
             value = response.value
             thought = str(getattr(value, THOUGHT, ""))

@@ -81,6 +81,17 @@ def test_the_trajectory_is_traced_and_emitted_as_events() -> None:
     assert [d["steps"] for d in calls] == [2, 2, 3]
 
 
+def test_each_steps_lm_call_event_counts_its_requests() -> None:
+    """The progress bar sums ``calls`` of ``lm_call`` events: an agent's steps report them
+    like any other node, so the bar agrees with the run's usage."""
+    seen: list[events.Event] = []
+    with desic.context(lm=FunctionLM(play)), events.listening(seen.append):
+        report = desic.evaluate(ask, ROWS, desic.metrics.contains, concurrency=1)
+    steps = [e.data for e in seen if e.kind == "lm_call"]
+    assert all(d.get("calls") == 1 for d in steps), steps
+    assert sum(d["calls"] for d in steps) == report.usage.calls == 7
+
+
 def test_prompts_show_the_whole_trajectory_and_capture_stops_at_the_first_step() -> None:
     compiled = CompiledPipeline(as_pipeline(ask), Program(nodes=(default_node(ask, "ask"),)))
     first = compiled.prompts(question="What do two tickets cost?")["ask"]
