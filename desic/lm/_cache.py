@@ -90,9 +90,8 @@ class CacheLM(WrapperLM):
         self.hits = 0
         self.misses = 0
 
-    async def request(self, request: LMRequest) -> LMResponse:
-        if not request.cache:
-            return await self.inner.request(request)
+    def _lookup(self, request: LMRequest) -> tuple[str, LMResponse | None]:
+        """The request's cache key and its stored answer (counted as a hit or a miss)."""
         started = time.perf_counter()
         key = request_key(self.inner.describe(), request)
         data = self.store.get(key)
@@ -100,8 +99,16 @@ class CacheLM(WrapperLM):
             hit = self._decode(data, request, started)
             if hit is not None:
                 self.hits += 1
-                return hit
+                return key, hit
         self.misses += 1
+        return key, None
+
+    async def request(self, request: LMRequest) -> LMResponse:
+        if not request.cache:
+            return await self.inner.request(request)
+        key, hit = self._lookup(request)
+        if hit is not None:
+            return hit
         response = await self.inner.request(request)
         self.store.put(key, self._encode(response))
         return response
@@ -111,16 +118,10 @@ class CacheLM(WrapperLM):
             async for item in stepped(stream_of(self.inner, request)):
                 yield item
             return
-        started = time.perf_counter()
-        key = request_key(self.inner.describe(), request)
-        data = self.store.get(key)
-        if data is not None:
-            hit = self._decode(data, request, started)
-            if hit is not None:
-                self.hits += 1
-                yield hit
-                return
-        self.misses += 1
+        key, hit = self._lookup(request)
+        if hit is not None:
+            yield hit
+            return
         async for item in stepped(stream_of(self.inner, request)):
             if isinstance(item, LMResponse):
                 self.store.put(key, self._encode(item))
