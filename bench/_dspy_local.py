@@ -3,7 +3,7 @@
     bench/.venv-dspy/bin/python bench/_dspy_local.py EXAMPLE MODE URL [--adapter chat|json]
 
 EXAMPLE is orders, triage, qa or booking; MODE is zero-shot, bootstrap (``BootstrapFewShot``),
-mipro (``MIPROv2``) or knn (``KNNFewShot``: k=3 neighbours by the local model's embeddings,
+random_search (``BootstrapFewShotWithRandomSearch``), mipro (``MIPROv2``) or knn (``KNNFewShot``: k=3 neighbours by the local model's embeddings,
 ``--embed-url``, then a ``BootstrapFewShot`` over them per input, as DSPy does); URL is the OpenAI-compatible base URL of the llama.cpp server that
 ``desic.lm("local")`` started (``bench/_local_examples.py`` passes it). Prints one JSON line:
 dev score after (0..1), compile LM calls, dev-evaluation LM calls, seconds, settings.
@@ -33,6 +33,12 @@ must answer: one proposer call per instruction candidate), its proposer on its o
 ``max_tokens=256`` (``MIPRO_PROPOSER``). (Earlier, with free text only, the proposer's
 answer did not parse on triage and MIPROv2 stopped with ``AdapterParseError``.)
 
+``BootstrapFewShotWithRandomSearch(max_bootstrapped_demos=3, max_labeled_demos=3,
+num_candidate_programs=3, num_threads=4)`` (DSPy's own validation is the trainset).
+``--seed S``: the trainset is shuffled by ``random.Random(S)`` before compiling (every
+optimizer walks it in order, as desic's seed orders desic's), and MIPROv2 gets ``seed=S`` (0: its default, 9);
+seed 0 keeps the file's order. Zero-shot does not depend on it.
+
 Evaluation: ``dspy.Evaluate`` with 4 threads (the server's 4 slots). ``max_errors`` is
 raised so that unparseable answers score 0 (as in desic) instead of stopping the run. LM calls are counted on
 every ``dspy.LM`` the run makes (task and proposer, and their copies), including the
@@ -43,6 +49,7 @@ ChatAdapter's second call in JSON when it cannot parse the first.
 
 import argparse
 import json
+import random
 import re
 import string
 import sys
@@ -262,7 +269,7 @@ def _embedder(url: str) -> Any:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("example", choices=("orders", "triage", "qa", "booking"))
-    p.add_argument("mode", choices=("zero-shot", "bootstrap", "mipro", "knn"))
+    p.add_argument("mode", choices=("zero-shot", "bootstrap", "random_search", "mipro", "knn"))
     p.add_argument("url")
     p.add_argument("--embed-url", default=None, help="the llama.cpp embeddings server (knn's vectorizer)")
     p.add_argument("--adapter", default="chat", choices=("chat", "json"))
@@ -270,6 +277,7 @@ def main() -> int:
     p.add_argument("--no-structured", dest="structured", action="store_false",
                    help="do not declare the server's response_format support to DSPy")
     p.add_argument("--limit", type=int, default=None, help="first N train and dev rows only (for trying settings)")
+    p.add_argument("--seed", type=int, default=0, help="trainset order (0: the file's) and MIPROv2's seed")
     args = p.parse_args()
 
     import dspy
@@ -331,6 +339,8 @@ def main() -> int:
 
     trainset = rows(DATA / f"{args.example}_train.jsonl")[: args.limit]
     devset = rows(DATA / f"{args.example}_dev.jsonl")[: args.limit]
+    if args.seed:
+        random.Random(args.seed).shuffle(trainset)
 
     def labels_of(example: Any) -> dict[str, Any]:
         if args.example == "booking":
@@ -351,6 +361,11 @@ def main() -> int:
         opts = {"max_bootstrapped_demos": 3, "max_labeled_demos": 3}
         settings["BootstrapFewShot"] = opts
         program = dspy.BootstrapFewShot(metric=metric, **opts).compile(program, trainset=trainset)
+    elif args.mode == "random_search":
+        opts = {"max_bootstrapped_demos": 3, "max_labeled_demos": 3, "num_candidate_programs": 3,
+                "num_threads": THREADS}
+        settings["BootstrapFewShotWithRandomSearch"] = opts
+        program = dspy.BootstrapFewShotWithRandomSearch(metric=metric, **opts).compile(program, trainset=trainset)
     elif args.mode == "knn":
         if not args.embed_url:
             raise SystemExit("knn needs --embed-url (the local model's embeddings server)")
@@ -366,7 +381,7 @@ def main() -> int:
         comp = {"num_trials": 4, "minibatch_size": 4, "minibatch_full_eval_steps": 4,
                 "program_aware_proposer": MIPRO_PROPOSER["program_aware_proposer"]}
         settings["MIPROv2"] = {**opts, "prompt_model_max_tokens": MIPRO_PROPOSER["max_tokens"], **comp}
-        opt = dspy.MIPROv2(metric=metric, prompt_model=proposer, task_model=lm, verbose=False,
+        opt = dspy.MIPROv2(metric=metric, prompt_model=proposer, task_model=lm, verbose=False, seed=args.seed or 9,
                            **{k: v for k, v in opts.items() if k != "data_aware_proposer"})
         program = opt.compile(program, trainset=trainset, data_aware_proposer=opts["data_aware_proposer"], **comp)
     compile_calls = counted[0]
@@ -377,7 +392,7 @@ def main() -> int:
         "after": round(float(result.score) / 100.0, 4), "compile_calls": compile_calls,
         "eval_calls": counted[0] - compile_calls, "compile_seconds": round(compile_seconds, 1),
         "seconds": round(time.perf_counter() - start, 1), "train": len(trainset), "dev": len(devset),
-        "settings": settings, "dspy": dspy.__version__,
+        "settings": settings, "dspy": dspy.__version__, "seed": args.seed,
     }))
     return 0
 

@@ -40,8 +40,9 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 EXAMPLES = ("orders", "triage", "qa", "booking")
 OPTIMIZERS = ("bootstrap", "knn", "random_search", "beam", "genetic", "mipro", "reflective")
-DSPY_MODES = ("zero-shot", "bootstrap", "knn", "mipro")
-DSPY_NAMES = {"zero-shot": "zero-shot", "bootstrap": "BootstrapFewShot", "knn": "KNNFewShot", "mipro": "MIPROv2"}
+DSPY_MODES = ("zero-shot", "bootstrap", "random_search", "knn", "mipro")
+DSPY_NAMES = {"zero-shot": "zero-shot", "bootstrap": "BootstrapFewShot", "random_search": "BootstrapFewShotWithRandomSearch",
+              "knn": "KNNFewShot", "mipro": "MIPROv2"}
 # The example's pipeline, metric name and LM options (as the example's own main uses them).
 SPECS: dict[str, dict[str, Any]] = {
     "orders": {"pipeline": "extract", "metric": "exact_match", "lm": {"max_tokens": 32}},
@@ -73,7 +74,8 @@ def _error(exc: BaseException) -> dict[str, Any]:
     return {"error": f"{type(exc).__name__}: {exc}"[:500], "traceback": traceback.format_exc()[-4000:]}
 
 
-def desic_example(name: str, optimizers: list[str], results: Path, concurrency: int, base_lm: Any) -> list[dict[str, Any]]:
+def desic_example(name: str, optimizers: list[str], results: Path, concurrency: int, base_lm: Any,
+                  seeds: list[int] | tuple[int, ...] = (0,), zero_shot: bool = True) -> list[dict[str, Any]]:
     from _common import LOCAL_PRESETS, compile_and_compare  # type: ignore[import-not-found]
 
     import desic
@@ -83,37 +85,46 @@ def desic_example(name: str, optimizers: list[str], results: Path, concurrency: 
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     base = {"example": name, "framework": "desic", "train": len(train), "dev": len(dev)}
+    before: float | None = None
     try:
+        if not zero_shot:
+            raise LookupError("zero-shot skipped")
         zero = desic.evaluate(pipeline, dev, metric, lm=lm, concurrency=concurrency)
         row = {**base, "optimizer": "zero-shot", "before": zero.score, "after": zero.score, "compile_calls": 0,
                "eval_calls": zero.usage.calls, "seconds": round(time.perf_counter() - start, 1)}
-        before: float | None = zero.score
+        before = zero.score
+        rows.append(row)
+        _write(results, row)
+    except LookupError:
+        pass
     except Exception as exc:  # noqa: BLE001 - recorded as the figure
         row = {**base, "optimizer": "zero-shot", **_error(exc)}
-        before = None
-    rows.append(row)
-    _write(results, row)
-    for opt in optimizers:
-        start = time.perf_counter()
-        try:
-            fig = compile_and_compare(pipeline, train, dev, metric, optimizer=opt, small=True,
-                                      concurrency=concurrency, before=False, lm=lm)
-            fig = {**base, **fig, "before": before}
-        except Exception as exc:  # noqa: BLE001 - one failing must not lose the others
-            fig = {**base, "optimizer": opt, "options": LOCAL_PRESETS.get(opt), **_error(exc),
-                   "seconds": round(time.perf_counter() - start, 1)}
-        rows.append(fig)
-        _write(results, fig)
+        rows.append(row)
+        _write(results, row)
+    for seed in seeds:
+        for opt in optimizers:
+            start = time.perf_counter()
+            try:
+                fig = compile_and_compare(pipeline, train, dev, metric, optimizer=opt, small=True, seed=seed,
+                                          concurrency=concurrency, before=False, lm=lm)
+                fig = {**base, **fig, "before": before, "seed": seed}
+            except Exception as exc:  # noqa: BLE001 - one failing must not lose the others
+                fig = {**base, "optimizer": opt, "options": LOCAL_PRESETS.get(opt), "seed": seed, **_error(exc),
+                       "seconds": round(time.perf_counter() - start, 1)}
+            rows.append(fig)
+            _write(results, fig)
     return rows
 
 
 def dspy_example(name: str, modes: list[str], results: Path, python: str, url: str, adapter: str,
-                 timeout: float, embed_url: str | None = None) -> list[dict[str, Any]]:
+                 timeout: float, embed_url: str | None = None, seeds: list[int] | tuple[int, ...] = (0,)) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     before: float | None = None
-    for mode in modes:
-        base = {"example": name, "framework": "dspy", "optimizer": DSPY_NAMES[mode]}
-        cmd = [python, str(BENCH / "_dspy_local.py"), name, mode, url, "--adapter", adapter]
+    # zero-shot does not depend on the seed: once, first (it is every other mode's "before")
+    runs = [(m, 0) for m in modes if m == "zero-shot"] + [(m, s) for s in seeds for m in modes if m != "zero-shot"]
+    for mode, seed in runs:
+        base = {"example": name, "framework": "dspy", "optimizer": DSPY_NAMES[mode], "seed": seed}
+        cmd = [python, str(BENCH / "_dspy_local.py"), name, mode, url, "--adapter", adapter, "--seed", str(seed)]
         if embed_url is not None:
             cmd += ["--embed-url", embed_url]
         start = time.perf_counter()
@@ -158,7 +169,8 @@ def ensure_packages(python: str, examples: list[str], modes: list[str] | tuple[s
 
 def run(examples: list[str], optimizers: list[str], results: Path, concurrency: int = 4, *,
         dspy_modes: list[str] | tuple[str, ...] = DSPY_MODES, python: str | None = None, adapter: str = "chat",
-        dspy_timeout: float = 3600.0, desic_part: bool = True) -> list[dict[str, Any]]:
+        dspy_timeout: float = 3600.0, desic_part: bool = True, seeds: list[int] | tuple[int, ...] = (0,),
+        zero_shot: bool = True) -> list[dict[str, Any]]:
     """desic (and DSPy, when ``python`` is its interpreter) on each example; rows as they come."""
     sys.path.insert(0, str(REPO / "examples"))
     sys.path.insert(0, str(BENCH))
@@ -187,9 +199,10 @@ def run(examples: list[str], optimizers: list[str], results: Path, concurrency: 
     rows: list[dict[str, Any]] = []
     for name in examples:
         if desic_part:
-            rows += desic_example(name, optimizers, results, concurrency, lm)
+            rows += desic_example(name, optimizers, results, concurrency, lm, seeds, zero_shot)
         if python is not None and dspy_modes:
-            rows += dspy_example(name, list(dspy_modes), results, python, url, adapter, dspy_timeout, embed_url)
+            modes = [m for m in dspy_modes if zero_shot or m != "zero-shot"]
+            rows += dspy_example(name, modes, results, python, url, adapter, dspy_timeout, embed_url, seeds)
     return rows
 
 
@@ -198,32 +211,74 @@ def _fmt(v: Any, spec: str) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """example x (framework, optimizer): dev before -> after, compile calls, eval calls, seconds."""
-    last: dict[tuple[str, str, str], dict[str, Any]] = {}
+    """example x (framework, optimizer): dev before -> after (mean and min-max over seeds),
+    compile calls and eval calls (means), seconds (sum), then each example's verdict."""
+    last: dict[tuple[str, str, str, int], dict[str, Any]] = {}
     for r in rows:
         if "example" in r:
-            last[(r["example"], r.get("framework", "desic"), r["optimizer"])] = r
-    order_o = ["zero-shot", *OPTIMIZERS, "BootstrapFewShot", "KNNFewShot", "MIPROv2"]
+            last[(r["example"], r.get("framework", "desic"), r["optimizer"], int(r.get("seed", 0)))] = r
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for (e, f, o, _), r in sorted(last.items()):
+        groups.setdefault((e, f, o), []).append(r)
+    order_o = ["zero-shot", *OPTIMIZERS, *DSPY_NAMES.values()]
     order_e = list(EXAMPLES)
 
     def key(k: tuple[str, str, str]) -> tuple[int, int, int]:
         e, f, o = k
         return (order_e.index(e) if e in order_e else 99, f != "desic", order_o.index(o) if o in order_o else 99)
 
-    head = ("example", "framework", "optimizer", "dev before -> after", "compile calls", "eval calls", "seconds")
+    def mean(values: list[Any]) -> float | None:
+        vals = [v for v in values if v is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    head = ("example", "framework", "optimizer", "seeds", "dev before -> after (min-max)", "compile calls",
+            "eval calls", "seconds")
+    zero = {(e, f): float(r[-1]["after"]) for (e, f, o), r in groups.items()
+            if o == "zero-shot" and r[-1].get("after") is not None}
     lines = []
-    for k in sorted(last, key=key):
-        r = last[k]
-        if "error" in r:
-            score = "ERROR: " + str(r["error"])[:90]
+    stats: dict[tuple[str, str, str], tuple[float, float, float | None, float | None]] = {}
+    for k in sorted(groups, key=key):
+        rs = groups[k]
+        ok = [r for r in rs if "error" not in r and r.get("after") is not None]
+        seeds = ",".join(str(r.get("seed", 0)) for r in rs)
+        if not ok:
+            score = "ERROR: " + str(rs[-1].get("error"))[:80]
+            calls = None
         else:
-            score = f"{_fmt(r.get('before'), '.3f')} -> {_fmt(r.get('after'), '.3f')}"
-        lines.append((k[0], k[1], k[2], score, _fmt(r.get("compile_calls"), "d"), _fmt(r.get("eval_calls"), "d"),
-                      _fmt(r.get("seconds"), ".0f")))
+            after = [float(r["after"]) for r in ok]
+            m = sum(after) / len(after)
+            spread = f" ({min(after):.3f}-{max(after):.3f})" if len(after) > 1 else ""
+            errors = f" +{len(rs) - len(ok)} failed" if len(ok) < len(rs) else ""
+            before = zero.get((k[0], k[1]), ok[0].get("before"))
+            score = f"{_fmt(before, '.3f')} -> {m:.3f}{spread}{errors}"
+            calls = mean([r.get("compile_calls") for r in ok])
+            stats[k] = (m, min(after), calls, before)
+        lines.append((k[0], k[1], k[2], seeds, score, _fmt(calls, ".0f"),
+                      _fmt(mean([r.get("eval_calls") for r in ok]) if ok else None, ".0f"),
+                      _fmt(sum(float(r.get("seconds") or 0) for r in rs), ".0f")))
     widths = [max(len(x) for x in col) for col in zip(head, *lines)]
     text = [" | ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in (head, *lines)]
     text.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join(text)
+    verdicts = []
+    for e in sorted({k[0] for k in stats}, key=lambda x: order_e.index(x) if x in order_e else 99):
+        mine = {k[2]: v for k, v in stats.items() if k[0] == e and k[1] == "desic" and k[2] != "zero-shot"}
+        theirs = {k[2]: v for k, v in stats.items() if k[0] == e and k[1] == "dspy" and k[2] != "zero-shot"}
+        if not mine:
+            continue
+        best = max(mine, key=lambda o: mine[o][0])
+        line = f"{e}: desic best {best} {mine[best][0]:.3f} ({_fmt(mine[best][2], '.0f')} calls)"
+        if theirs:
+            rival = max(theirs, key=lambda o: theirs[o][0])
+            gap = mine[best][0] - theirs[rival][0]
+            need = 0.10 if theirs[rival][0] < 0.9 else 0.0
+            line += (f" vs DSPy best {rival} {theirs[rival][0]:.3f} ({_fmt(theirs[rival][2], '.0f')} calls):"
+                     f" {gap * 100:+.1f} points, goal {'MET' if gap >= need - 1e-9 else 'NOT MET'}")
+        dev = next((r.get("dev") for r in rows if r.get("example") == e and r.get("dev")), None)
+        worse = [o for o, (m, lo, _, before) in mine.items()
+                 if before is not None and dev and lo < before - 1.0 / dev - 1e-9]
+        line += f"; worse than zero-shot by > 1 row (any seed): {', '.join(worse) if worse else 'none'}"
+        verdicts.append(line)
+    return "\n".join(text + ([""] + verdicts if verdicts else []))
 
 
 def read(path: Path) -> list[dict[str, Any]]:
@@ -240,6 +295,8 @@ def main() -> int:
     p.add_argument("--dspy-adapter", default="chat", choices=("chat", "json"))
     p.add_argument("--dspy-timeout", type=float, default=3600.0, help="seconds per DSPy figure")
     p.add_argument("--no-install", action="store_true", help="never create the DSPy venv")
+    p.add_argument("--seeds", default="0", help="compile seeds, e.g. 0,1,2 (zero-shot runs once)")
+    p.add_argument("--no-zero-shot", action="store_true", help="skip the zero-shot figures (already taken)")
     p.add_argument("--table", metavar="FILE", help="only print the table of a results file")
     args = p.parse_args()
     if args.table:
@@ -255,7 +312,8 @@ def main() -> int:
     results = Path(args.results)
     rows = run([e for e in args.examples.split(",") if e], [o for o in args.optimizers.split(",") if o], results,
                dspy_modes=modes, python=python, adapter=args.dspy_adapter, dspy_timeout=args.dspy_timeout,
-               desic_part=not args.no_desic)
+               desic_part=not args.no_desic, seeds=[int(x) for x in args.seeds.split(",") if x],
+               zero_shot=not args.no_zero_shot)
     print(table(rows))
     return 0
 
