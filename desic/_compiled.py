@@ -23,7 +23,15 @@ from .errors import ArtifactError, SignatureError, StorageError
 from .lm import Message, Usage
 from .pipeline import Pipeline, as_pipeline
 from .render import render_messages
-from .runtime import CaptureStop, Partial, RunState, check_tools, drift_error, settings, sync_stream
+from .runtime import (
+    CaptureStop,
+    Partial,
+    RunState,
+    check_tools,
+    drift_error,
+    settings,
+    sync_stream,
+)
 from .signature import Signature, registered
 
 if TYPE_CHECKING:
@@ -191,7 +199,9 @@ class CompiledPipeline(Generic[P, R_co]):
         """The exact messages each node sends for ``inputs``, by node id.
 
         With an LM in ``desic.context`` the pipeline really runs (later nodes need earlier
-        outputs); without one, rendering stops after the first node's prompt.
+        outputs); without one, rendering stops after the first node's prompt. A node that
+        answers as an ensemble (``compile(..., ensemble=k)``) sends one prompt per member:
+        the others follow its own under ``"<node id>/variant-<i>"`` (i from 1).
         """
         inputs = self.pipeline.validate_inputs(self.pipeline.bind((), inputs))
         has_lm = settings().lm is not None
@@ -202,8 +212,11 @@ class CompiledPipeline(Generic[P, R_co]):
             pass
         out: dict[str, list[Message]] = {}
         for entry in state.trace or []:
-            if entry.kind == "lm":
-                out.setdefault(entry.node_id, entry.messages)
+            if entry.kind != "lm" or entry.node_id in out:
+                continue
+            out[entry.node_id] = entry.messages
+            for i, messages in enumerate(entry.members, 1):
+                out[f"{entry.node_id}/variant-{i}"] = messages
         return out
 
     def render(self, node_id: str, **inputs: Any) -> list[Message]:

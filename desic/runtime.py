@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
@@ -129,6 +129,7 @@ class TraceEntry:
     messages: list[Message]
     error: str | None = None
     kind: str = "lm"  # "lm": a signature's call; "retrieve": a retriever's search (no messages)
+    members: list[list[Message]] = field(default_factory=list)  # an ensemble's other prompts
 
 
 _NO_USAGE = Usage()
@@ -406,6 +407,8 @@ def _begin(
             state.nodes_seen[node.id] = node
         if state.trace is not None:
             entry = TraceEntry(node.id, {k: to_jsonable(v) for k, v in inputs.items()}, None, messages)
+            if node.variants:
+                entry.members = [render_messages(member, inputs) for member in ensemble_members(node)]
             state.trace.append(entry)
         if state.capture_only:
             raise CaptureStop(node.id)
@@ -527,6 +530,15 @@ def _answered(
         state.add_usage(response.usage, node.id)
 
 
+def ensemble_members(node: ir.Node) -> list[ir.Node]:
+    """The node as each of its ensemble variants prompts (``ir.Node.variants``, in order):
+    the variant's instructions and demos, one call each, no strategy of its own."""
+    return [
+        msgspec.structs.replace(node, instructions=v.instructions, demos=v.demos, variants=(), sampling=None)
+        for v in node.variants
+    ]
+
+
 async def _sampled(
     lm: LM,
     sig: Signature[..., Any],
@@ -547,12 +559,8 @@ async def _sampled(
         return sig.finish(response.value), response.value.model_dump(mode="json")
 
     if spec is None or spec.kind == "majority":
-        prompts = [messages]
-        for variant in node.variants:
-            member = msgspec.structs.replace(
-                node, instructions=variant.instructions, demos=variant.demos, variants=(), sampling=None
-            )
-            prompts.append(render_messages(member, inputs))
+        members = entry.members if entry is not None and entry.members else None
+        prompts = [messages, *(members or (render_messages(m, inputs) for m in ensemble_members(node)))]
         n = spec.n if spec is not None else len(prompts)
         picked = await sampling.majority(one, prompts, n)
     else:

@@ -239,3 +239,45 @@ def test_compile_tries_sampling_strategies_and_keeps_one_only_when_it_scores_hig
 @desic.signature
 def echo(question: str) -> str:
     """Answer."""
+
+
+def ensemble_program(**options: Any) -> desic.CompiledPipeline[..., Any]:
+    rows = [{"country": c, "output": a} for c, a in TRUTH.items()]
+    return desic.compile(capital, rows, metric="exact_match", optimizer="random_search", lm=FunctionLM(capital_answer),
+                         ensemble=3, progress=False, seed=1, concurrency=1, **options)
+
+
+def capital_answer(r: LMRequest) -> str:
+    country = last_user(r).split("country:")[-1].strip().splitlines()[0].strip()
+    return TRUTH.get(country, "?")
+
+
+def test_an_ensemble_travels_in_the_artifact_and_loads_without_code(tmp_path: Path) -> None:
+    compiled = ensemble_program()
+    path = compiled.save(tmp_path / "capital.json")
+    variants = json.loads(path.read_text())["nodes"][0]["variants"]
+    assert len(variants) == 2 and all(v["demos"] for v in variants)  # plain data: the members' demos
+    loaded = desic.load(path)  # no code: the signature is rebuilt from the artifact
+    assert loaded.program == compiled.program
+    prompts = loaded.prompts(country="Peru")
+    assert prompts == compiled.prompts(country="Peru")
+    assert list(prompts) == ["capital", "capital/variant-1", "capital/variant-2"]
+    assert len({json.dumps(m) for m in prompts.values()}) == 3  # three members, three prompts
+    lm = FunctionLM(capital_answer)
+    with desic.context(lm=lm):
+        assert loaded(country="Peru") == "Lima"
+    # what prompts() shows is exactly what the members send
+    assert sorted(json.dumps(r.messages) for r in lm.calls) == sorted(json.dumps(m) for m in prompts.values())
+
+
+def test_the_prompts_of_every_ensemble_member_are_pinned(prompt_snapshot: Any) -> None:
+    prompts = prompt_snapshot(ensemble_program(), country="Chad")
+    assert len(prompts) == 3 and all("Chad" in str(m[-1]["content"]) for m in prompts.values())
+
+
+def test_an_ensemble_that_the_budget_stops_keeps_the_single_best_program() -> None:
+    total = ensemble_program().usage.calls
+    capped = ensemble_program(max_calls=total - 2)  # runs out while the ensemble is scored
+    assert capped.stopped_by == "max_calls" and capped.usage.calls <= total - 2
+    assert capped.program.nodes[0].variants == ()
+    assert any("ensemble" not in c.note for c in capped.history)

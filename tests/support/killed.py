@@ -44,6 +44,9 @@ SCRIPT = textwrap.dedent(
     TRAIN = [{"ticket": f"charged {i}" if i % 3 else f"parcel {i}", "team": "billing" if i % every else "shipping"}
              for i in range(setup.pop("rows"))]
     latency = setup.pop("latency")
+    if "sampling" in setup:  # JSON here: [{"majority": {"n": 3, ...}}, ...]
+        kinds = {"majority": desic.Majority}
+        setup["sampling"] = [kinds[k](**v) for spec in setup["sampling"] for k, v in spec.items()]
 
     def answer(request):
         text = last_input(request)
