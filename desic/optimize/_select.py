@@ -66,19 +66,47 @@ async def _or_keep(task: CompileTask, start: int, work: Awaitable[T]) -> T:
         raise
 
 
-def unseen_rows(rows: Sequence[Example], programs: Sequence[ir.Program]) -> list[Example]:
-    """The rows of ``rows`` no program shows as a demo (single-node programs; for a
-    pipeline of several nodes a demo's inputs are not a row's, so none are returned)."""
-    if any(len(p.nodes) != 1 for p in programs):
+def unseen_rows(task: CompileTask, rows: Sequence[Example], programs: Sequence[ir.Program]) -> list[Example]:
+    """The rows of ``rows`` no program shows as a demo.
+
+    One node: the rows whose inputs no demo has. Several nodes (a later node's demo inputs
+    are not a row's): the rows no demo was made from, a bootstrapped demo's row being known
+    from the compile (``CompileTask.demo_row``) and a labelled one's inputs being the row's
+    own fields; per-input pools count as shown. A bootstrapped demo of unknown origin (a
+    program the compile did not build) could be any row: then no row is returned.
+    """
+    if not programs:
         return []
-    shown = {ir.fingerprint(d.inputs) for p in programs for d in p.nodes[0].demos}
-    fields = [f.name for f in programs[0].nodes[0].signature.inputs] if programs else []
-    out = []
-    for row in rows:
-        inputs = {k: to_jsonable(row.inputs[k]) for k in fields if k in row.inputs}
-        if ir.fingerprint(inputs) not in shown:
-            out.append(row)
-    return out
+    if all(len(p.nodes) == 1 for p in programs):
+        shown = {ir.fingerprint(d.inputs) for p in programs for d in p.nodes[0].demos}
+        fields = [f.name for f in programs[0].nodes[0].signature.inputs]
+        out = []
+        for row in rows:
+            inputs = {k: to_jsonable(row.inputs[k]) for k in fields if k in row.inputs}
+            if ir.fingerprint(inputs) not in shown:
+                out.append(row)
+        return out
+    data = [{k: to_jsonable(v) for k, v in {**row.inputs, **row.labels}.items()} for row in rows]
+    keys = [task.row_key(row) for row in rows]
+    used: set[str] = set()
+    for program in programs:
+        for node in program.nodes:
+            demos = list(node.demos)
+            if node.select is not None and node.select.per_input:
+                demos += node.select.pool
+            for demo in demos:
+                origin = task.demo_row(demo)
+                if origin is not None:
+                    used.add(origin)
+                    continue
+                hits = [k for k, d in zip(keys, data) if all(d.get(f, _MISSING) == v for f, v in demo.inputs.items())]
+                if not hits and demo.source == "bootstrap":
+                    return []
+                used.update(hits)
+    return [row for row, key in zip(rows, keys) if key not in used]
+
+
+_MISSING = object()
 
 
 async def select_final(
@@ -115,7 +143,7 @@ async def select_final(
         cand_scores = list(top.scores or [])
         folds = ""
         if not check and (top.score or 0.0) > base_mean:
-            extra = unseen_rows(train, [base.program, top.program])
+            extra = unseen_rows(task, train, [base.program, top.program])
             if extra:
                 more = await _or_keep(task, start, task.evaluate_many([base.program, top.program], extra))
                 base_scores += more[0].scores

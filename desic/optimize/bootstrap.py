@@ -85,8 +85,10 @@ class _Acceptor:
         first: bool,
         enough: Callable[[], bool],
         max_window: int,
+        examples: list[Example],
     ):
         self.task = task
+        self.examples = examples
         self.found = found
         self.pending = pending
         self.want = want
@@ -163,6 +165,7 @@ class _Acceptor:
                         size = demo_chars(demo)
                         if size <= MAX_DEMO_CHARS:
                             bucket.append(demo)
+                            self.task.note_demo_row(demo, self.examples[row])
                         elif entry.node_id not in self.oversized:
                             self.oversized.add(entry.node_id)
                             log.warning(
@@ -283,7 +286,7 @@ async def collect_traces(
             plain = program if program is not None else known
             teacher = _TeacherPrograms(plain, examples, order, teacher_demos)
         acceptor = _Acceptor(
-            task, found, pending, want, threshold, seen_nodes, first=round_ == 0, enough=enough,
+            task, found, pending, want, threshold, seen_nodes, first=round_ == 0, enough=enough, examples=examples,
             max_window=2 * max(1, task.concurrency),
         )
         try:

@@ -53,6 +53,10 @@ CHECK_MAX = 100
 T = TypeVar("T")
 
 
+def demo_key(demo: ir.Demo) -> str:
+    return ir.fingerprint([demo.inputs, demo.output])
+
+
 @dataclass
 class CompileTask:
     """One compile run as an optimizer sees it: data, metric, LMs, limits and records.
@@ -96,6 +100,9 @@ class CompileTask:
     proposals: int = 0
     last_proposal_error: str | None = None
     _encode: NodeEncoder = field(default_factory=NodeEncoder)
+    # which training row each bootstrapped demo came from (demo key -> row key), so that the
+    # rows a multi-node program never shows can judge it (``desic.optimize._select``)
+    demo_rows: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.meter = BudgetMeter(self.budget)
@@ -152,6 +159,17 @@ class CompileTask:
     @property
     def val_name(self) -> str:
         return "valset" if self.valset is not None else "trainset holdout"
+
+    def note_demo_row(self, demo: ir.Demo, example: Example) -> None:
+        """Remember that ``demo`` was made from the run of ``example``."""
+        self.demo_rows[demo_key(demo)] = self._example_key(example)
+
+    def demo_row(self, demo: ir.Demo) -> str | None:
+        """The key (``_example_key``) of the training row ``demo`` was made from, if known."""
+        return self.demo_rows.get(demo_key(demo))
+
+    def row_key(self, example: Example) -> str:
+        return self._example_key(example)
 
     # --- running the pipeline -------------------------------------------------------------
 

@@ -1,3 +1,4 @@
+# mypy: disable-error-code="empty-body"
 """Search that does not overfit: the start is kept unless a candidate beats it with evidence.
 
 The fakes have known truths: an instruction edit that looks better on a tiny validation
@@ -17,7 +18,7 @@ from desic.lm import LMRequest
 from desic.optimize import MemoryRecorder
 from desic.optimize._stats import compare, interval
 from desic.testing import FunctionLM, last_input
-from tests.support.house_rule import ROWS, SMALL, answer, triage, truth
+from tests.support.house_rule import ROWS, SMALL, Route, answer, triage, truth
 
 METRIC = desic.metrics.exact_match
 EDIT = "Route refund and crash tickets to shipping."
@@ -159,3 +160,67 @@ def test_a_budget_stop_during_the_check_returns_the_start() -> None:
     assert stopped.stopped_by == "max_calls"
     assert stopped.history[-1].split == "selected" and "budget ran out" in stopped.history[-1].note
     assert stopped.program.nodes == free.history[0].program.nodes  # the start, zero-shot
+
+
+# a pipeline of two nodes: a later node's demo inputs are not a row's, so which training
+# rows a program shows is known from where each bootstrapped demo came from
+@desic.signature
+def keyword(ticket: str) -> str:
+    """The ticket's first word."""
+
+
+@desic.signature
+def route_by(ticket: str, word: str) -> Route:
+    """Route the ticket."""
+
+
+@desic.pipeline
+def two_step(ticket: str) -> Route:
+    return route_by(ticket=ticket, word=keyword(ticket=ticket))
+
+
+def one_demo_rule(request: LMRequest) -> Any:
+    """Crash tickets are routed right only with exactly one demo (the bootstrap start has two)."""
+    text = last_input(request)
+    if request.node_id == "keyword":
+        return text.split("ticket:")[-1].split()[0]
+    demos = sum(m["role"] == "assistant" for m in request.messages)
+    return {"team": "billing" if "crash" in text and demos != 1 else truth(text)}
+
+
+def test_a_multi_node_pipeline_pools_the_training_rows_no_demo_came_from() -> None:
+    compiled = desic.compile(two_step, ROWS[:16], metric=METRIC, optimizer="random_search", lm=FunctionLM(one_demo_rule),
+                             num_candidates=6, max_demos=2, max_labeled=0, seed=3)
+    decision = compiled.history[-1]
+    # 8 validation rows alone (2 better, 0 worse) are no evidence; with the training rows
+    # neither program was shown, the better program is taken
+    assert "(validation + 4 training rows neither shows as a demo)" in decision.note, decision.note
+    assert "beats the start" in decision.note
+    route_node = compiled.program.node("route_by")
+    assert route_node is not None
+    shown = route_node.demos or (route_node.select.pool if route_node.select is not None else ())
+    assert shown
+
+
+def test_a_bootstrapped_demo_of_unknown_origin_pools_no_rows() -> None:
+    from desic import ir
+    from desic.data import Example
+    from desic.optimize._select import unseen_rows
+    from desic.optimize.task import CompileTask
+
+    rows = [Example(inputs={"ticket": f"crash {i}"}, labels={"team": "tech"}) for i in range(4)]
+    task = CompileTask(pipeline=two_step, trainset=rows, metric=desic.metrics.exact_match)
+    spec_a, spec_b = keyword.spec, route_by.spec
+    traced = ir.Demo(inputs={"ticket": "crash 0", "word": "crash"}, output={"team": "tech"}, source="bootstrap")
+    labelled = ir.Demo(inputs={"ticket": "crash 1"}, output={"output": "crash"}, source="labeled")
+    task.note_demo_row(traced, rows[0])
+
+    def program(*demos: ir.Demo) -> ir.Program:
+        return ir.Program(nodes=(ir.Node(id="keyword", signature=spec_a, demos=(labelled,)),
+                                 ir.Node(id="route_by", signature=spec_b, demos=demos)))
+
+    assert unseen_rows(task, rows, [program(traced)]) == rows[2:]  # row 0 traced, row 1 labelled
+    stranger = ir.Demo(inputs={"ticket": "crash 9", "word": "crash"}, output={"team": "tech"}, source="bootstrap")
+    assert unseen_rows(task, rows, [program(traced, stranger)]) == []  # could be any row: none pooled
+    manual = ir.Demo(inputs={"ticket": "a made-up one", "word": "x"}, output={"team": "tech"}, source="manual")
+    assert unseen_rows(task, rows, [program(traced, manual)]) == rows[2:]  # a row of nobody's
