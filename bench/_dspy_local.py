@@ -35,6 +35,12 @@ answer did not parse on triage and MIPROv2 stopped with ``AdapterParseError``.)
 
 ``BootstrapFewShotWithRandomSearch(max_bootstrapped_demos=3, max_labeled_demos=3,
 num_candidate_programs=3, num_threads=4)`` (DSPy's own validation is the trainset).
+qa: desic's ``Query.query`` and ``Answer.answer`` are capped at 80 and 60 characters
+(``Field(max_length=...)``, the JSON schema's ``maxLength``, enforced by the grammar while
+decoding); DSPy's free-text query and answer are cut at the same lengths before use (the
+query before the search, the answer before the metric), so both are scored on what the
+same field can hold. ``--uncapped`` leaves them whole (figures before 2026-12-02 10:20).
+
 ``--seed S``: the trainset is shuffled by ``random.Random(S)`` before compiling (every
 optimizer walks it in order, as desic's seed orders desic's), and MIPROv2 gets ``seed=S`` (0: its default, 9);
 seed 0 keeps the file's order. Zero-shot does not depend on it.
@@ -210,6 +216,11 @@ def build(name: str) -> tuple[Any, list[str], list[str], Any, Any]:
     if name == "qa":
         qdesc = mod.Query.model_fields["query"].description
         adesc = mod.Answer.model_fields["answer"].description
+        # desic's fields cap the strings (pydantic max_length: the JSON schema's maxLength,
+        # which llama.cpp's grammar enforces): DSPy's free text gets the same cut, unless
+        # --uncapped (an answer of 64 tokens contains the gold words more often)
+        qmax = _max_length(mod.Query, "query") if CAP[0] else None
+        amax = _max_length(mod.Answer, "answer") if CAP[0] else None
 
         class SearchQuery(dspy.Signature):
             question: str = dspy.InputField()
@@ -231,11 +242,11 @@ def build(name: str) -> tuple[Any, list[str], list[str], Any, Any]:
                 self.answer = dspy.Predict(answer_sig)
 
             def forward(self, question: str) -> Any:
-                query = self.search_query(question=question).query
+                query = (self.search_query(question=question).query or "")[:qmax]
                 passages = index.search(f"{question} {query}", k=2)
                 return self.answer(question=question, passages="\n".join(passages))
 
-        return QA(), ["question"], ["answer"], contains, lambda p: {"answer": p.answer}
+        return QA(), ["question"], ["answer"], contains, lambda p: {"answer": (p.answer or "")[:amax]}
     if name == "booking":
         booking_type = mod.Booking
 
@@ -248,6 +259,17 @@ def build(name: str) -> tuple[Any, list[str], list[str], Any, Any]:
         return (dspy.Predict(sig), ["message"], fields, field_match,
                 lambda p: _data(p.booking) if p.booking is not None else {})
     raise SystemExit(f"unknown example {name!r}")
+
+
+CAP = [True]  # --uncapped sets it off
+
+
+def _max_length(model: Any, name: str) -> int | None:
+    """A pydantic field's ``max_length`` (``Field(max_length=...)``), if it has one."""
+    for item in model.model_fields[name].metadata:
+        if getattr(item, "max_length", None) is not None:
+            return int(item.max_length)
+    return None
 
 
 def _embedder(url: str) -> Any:
@@ -278,7 +300,10 @@ def main() -> int:
                    help="do not declare the server's response_format support to DSPy")
     p.add_argument("--limit", type=int, default=None, help="first N train and dev rows only (for trying settings)")
     p.add_argument("--seed", type=int, default=0, help="trainset order (0: the file's) and MIPROv2's seed")
+    p.add_argument("--uncapped", action="store_true",
+                   help="qa: do not cut the query and answer at desic's max_length (80 / 60 characters)")
     args = p.parse_args()
+    CAP[0] = not args.uncapped
 
     import dspy
 
@@ -392,7 +417,7 @@ def main() -> int:
         "after": round(float(result.score) / 100.0, 4), "compile_calls": compile_calls,
         "eval_calls": counted[0] - compile_calls, "compile_seconds": round(compile_seconds, 1),
         "seconds": round(time.perf_counter() - start, 1), "train": len(trainset), "dev": len(devset),
-        "settings": settings, "dspy": dspy.__version__, "seed": args.seed,
+        "settings": settings, "dspy": dspy.__version__, "seed": args.seed, "capped": CAP[0],
     }))
     return 0
 
