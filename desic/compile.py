@@ -35,6 +35,7 @@ from .optimize import CompileTask, Optimizer, RunRecorder, compare, resolve
 from .optimize.demos import MAX_DEMO_CHARS
 from .pipeline import Pipeline, as_pipeline
 from .record import program_key
+from .render import leave_one_out
 from .runtime import current_lm
 from .sampling import SamplingSpec
 from .sinks import progress_display
@@ -157,7 +158,8 @@ async def acompile(
         beat = asyncio.ensure_future(run.heartbeat(asyncio.current_task()))
         bar = progress_display("compile", budget=task.budget, show=progress)
         try:
-            with _showing(bar):  # the final steps' calls too: the bar counts what usage counts
+            # leave_one_out: a per-input demo never shows the very row being scored
+            with _showing(bar), leave_one_out():  # the final steps' calls too: the bar counts what usage counts
                 program, stopped = await _optimize(opt, task, run.run_id)
                 if ensemble > 1 and stopped is None:
                     try:

@@ -40,6 +40,7 @@ from ..lm.guard import requests_refused
 from ..lm.portable import lm_config, throttles
 from ..pipeline import Pipeline
 from ..record import program_key
+from ..render import leaving_one_out
 from ..runtime import current_lm
 from ._codec import NodeCache, decode, decode_outcome, encode
 from ._worker import Limiter, SharedBucket, Worker
@@ -310,6 +311,7 @@ class _Run:
         self.id = uuid.uuid4().hex
         self.events = events.active()
         self.refuse = requests_refused()  # a test refusing real LM calls refuses them on the workers too
+        self.hold_out = leaving_one_out()  # a compile's leave-one-out per-input demos hold there too
         self.queue: collections.deque[int] = collections.deque(range(len(jobs)))
         self.admitted = bytearray(len(jobs))
         self.outstanding = [0] * len(ex.slots)
@@ -407,7 +409,8 @@ class _Run:
                 programs[pid] = data
         payload: dict[str, Any] = {
             "run": self.id, "pipe": self.pipe.ref, "lm": self.lm_key, "programs": programs,
-            "trace": self.trace, "events": self.events, "concurrency": self.ex._concurrency, "refuse": self.refuse, "jobs": jobs,
+            "trace": self.trace, "events": self.events, "concurrency": self.ex._concurrency, "refuse": self.refuse,
+            "hold_out": self.hold_out, "jobs": jobs,
         }
         if self.lm_key not in slot.lms:
             slot.lms.add(self.lm_key)

@@ -34,6 +34,7 @@ from ..lm import LM
 from ..lm.guard import refuse_model_requests
 from ..lm.portable import lm_from_config
 from ..pipeline import Pipeline, as_pipeline
+from ..render import leave_one_out
 from ._codec import NodeBytes, decode, encode, encode_outcome
 
 __all__ = ["Limiter", "SharedBucket", "Worker", "import_pipeline"]
@@ -215,7 +216,7 @@ class Worker:
         try:
             with events.listening(sink) if b["events"] else nullcontext(), (
                 refuse_model_requests() if b.get("refuse") else nullcontext()
-            ):
+            ), leave_one_out(bool(b.get("hold_out"))):
                 mine = [loop.create_task(self._job(run, pipe, lm, bool(b["trace"]), job, queue)) for job in b["jobs"]]
         finally:
             home_loop.reset(token)

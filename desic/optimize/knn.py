@@ -8,9 +8,10 @@ of its pool most similar to the input at hand (BM25 over the input fields, ``fie
 restrict them): ``ir.DemoSelect(mode="knn")``, plain data in the artifact, the index
 rebuilt from the pool wherever the program is loaded.
 
-A pool demo with the very inputs of the query is never shown (see
-``desic.render.choose_demos``), so scoring the program on the rows its pool came from
-is still a fair, leave-one-out, estimate.
+While a compile scores programs, a pool demo with the very inputs of the query is never
+shown (``desic.render.leave_one_out``; on Ray workers too), so scoring the program on the
+rows its pool came from is still a fair, leave-one-out, estimate. Outside a compile an
+input identical to a pool demo's gets that demo first.
 
 ``per_input_program`` and ``knn_pool`` are the pieces the search optimizers use to put
 per-input demos into their search space (``random_search``, ``mipro``).

@@ -27,6 +27,9 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from importlib.resources import files
 from typing import Any
@@ -50,6 +53,8 @@ __all__ = [
     "content_text",
     "default_template",
     "format_value",
+    "leave_one_out",
+    "leaving_one_out",
     "render_messages",
     "step_json",
     "trajectory_messages",
@@ -436,21 +441,44 @@ class _Pool:
     def _key(self, values: dict[str, Any]) -> tuple[str, ...]:
         return tuple(format_value(values.get(f)) for f in self.fields)
 
-    def choose(self, inputs: dict[str, Any]) -> tuple[int, ...]:
-        own = self._key(inputs)
-        same = frozenset(i for i, key in enumerate(self.keys) if key == own)
+    def choose(self, inputs: dict[str, Any], *, hold_out: bool) -> tuple[int, ...]:
+        same: frozenset[int] = frozenset()
+        if hold_out:
+            own = self._key(inputs)
+            same = frozenset(i for i, key in enumerate(self.keys) if key == own)
         best = self.index.top(_match_text(inputs, self.fields), self.select.k, exclude=same)
         return tuple(reversed(best))
 
 
 _pools: dict[int, _Pool] = {}
+_hold_out: ContextVar[bool] = ContextVar("desic_demo_hold_out", default=False)
+
+
+@contextmanager
+def leave_one_out(on: bool = True) -> Iterator[None]:
+    """Within the block, per-input demos never include a pool demo with the very inputs
+    being answered (``choose_demos``). A compile scores programs on the rows their pools
+    came from: there such a demo would show the row's own answer. Outside a compile the
+    training example identical to a new input is the best demo there is, and is shown."""
+    token = _hold_out.set(on)
+    try:
+        yield
+    finally:
+        _hold_out.reset(token)
+
+
+def leaving_one_out() -> bool:
+    """Whether ``leave_one_out`` is on here."""
+    return _hold_out.get()
 
 
 def choose_demos(node: ir.Node, inputs: dict[str, Any]) -> tuple[int, ...]:
     """The positions in ``node.select.pool`` of the demos ``node`` shows for ``inputs``:
     the ``k`` most similar by BM25 over the matched input fields (ties to the earlier pool
-    demo), most similar last. A pool demo whose matched inputs equal the query's is never
-    chosen: it would show the answer (and make a score on training rows meaningless)."""
+    demo), most similar last. While a compile scores programs (``leave_one_out``), a pool
+    demo whose matched inputs equal the query's is never chosen: it would show the row's
+    own answer and make the score on training rows meaningless; afterwards (evaluation,
+    production) it is the nearest demo of all and is chosen first."""
     select = node.select
     if select is None or not select.per_input or not select.pool:
         return ()
@@ -461,7 +489,7 @@ def choose_demos(node: ir.Node, inputs: dict[str, Any]) -> tuple[int, ...]:
         if len(_pools) >= 256:
             _pools.clear()
         _pools[id(select)] = pool
-    return pool.choose(inputs)
+    return pool.choose(inputs, hold_out=_hold_out.get())
 
 
 _chosen: dict[tuple[int, tuple[int, ...]], tuple[ir.Node, ir.Node]] = {}

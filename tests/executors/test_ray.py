@@ -75,3 +75,18 @@ def test_a_test_that_refuses_real_lm_calls_refuses_them_on_the_workers_too(ray_e
     report = desic.evaluate(triage, ROWS[:4], "exact_match", lm=lm, executor=ray_executor)
     assert report.errors == 4
     assert all("refusing to call the real LM" in (r.error or "") for r in report.results)
+
+
+def test_a_compile_on_ray_holds_out_the_row_being_scored_as_on_one_machine(ray_executor: Any) -> None:
+    from tests.optimize.test_knn import parrot
+    from tests.optimize.test_knn import route as knn_route
+
+    rows = [{"ticket": f"case {i}", "team": ("billing", "shipping", "technical")[i % 3]} for i in range(12)]
+    options: dict[str, Any] = {"valset": rows, "metric": "exact_match", "optimizer": "random_search",
+                               "num_candidates": 2, "progress": False}
+    on_ray = desic.compile(knn_route, rows, lm=FunctionLM(parrot), executor=ray_executor, **options)
+    local = desic.compile(knn_route, rows, lm=FunctionLM(parrot), **options)
+    assert [(c.note, c.score) for c in on_ray.history] == [(c.note, c.score) for c in local.history]
+    # the workers left each scored row out of its per-input demos, as the driver's process does
+    per_input = [c for c in on_ray.history if c.split == "val" and "per-input" in c.note]
+    assert per_input and all(c.score is not None and c.score < 0.5 for c in per_input)

@@ -17,7 +17,8 @@ import desic
 from desic import ir
 from desic.lm import LMRequest
 from desic.optimize import resolve
-from desic.render import choose_demos, render_messages
+from desic.pipeline import as_pipeline
+from desic.render import choose_demos, leave_one_out, leaving_one_out, render_messages
 from desic.report import build_report
 from desic.testing import FunctionLM, last_input
 
@@ -78,9 +79,39 @@ def test_the_nearest_pool_demos_are_chosen_most_similar_last() -> None:
     assert choose_demos(node, {"ticket": "zebra"}) == (1, 0)
 
 
-def test_a_pool_demo_with_the_very_same_input_is_never_shown() -> None:
+def test_a_pool_demo_with_the_very_same_input_is_shown_except_while_compiling() -> None:
     node = node_with_pool([("invoice wrong", "billing"), ("invoice wrong twice", "billing"), ("parcel", "shipping")], k=1)
-    assert choose_demos(node, {"ticket": "invoice wrong"}) == (1,)
+    assert choose_demos(node, {"ticket": "invoice wrong"}) == (0,)  # the nearest of all
+    with leave_one_out():  # a compile scoring the rows the pool came from: never the row itself
+        assert choose_demos(node, {"ticket": "invoice wrong"}) == (1,)
+        with leave_one_out(False):
+            assert choose_demos(node, {"ticket": "invoice wrong"}) == (0,)
+        assert leaving_one_out()
+    assert not leaving_one_out()
+
+
+def parrot(request: LMRequest) -> Any:
+    """A base model that copies the answer of a demo with its very input, else guesses."""
+    ticket = last_input(request).split("ticket:")[-1].strip()
+    turns = request.messages[1:-1]
+    for user, reply in zip(turns[::2], turns[1::2]):
+        if user["content"].split("ticket:")[-1].strip() == ticket:
+            return json.loads(reply["content"])
+    return {"team": "billing"}
+
+
+def test_a_compile_scores_per_input_demos_leave_one_out_and_inference_shows_the_twin() -> None:
+    rows = [{"ticket": f"case {i}", "team": ("billing", "shipping", "technical")[i % 3]} for i in range(12)]
+    # validated on its own training rows: every per-input candidate's pool holds each row
+    compiled = desic.compile(route, rows, valset=rows, metric=desic.metrics.exact_match, lm=FunctionLM(parrot),
+                             optimizer="random_search", num_candidates=2, progress=False)
+    per_input = [c for c in compiled.history if c.split == "val" and "per-input" in c.note]
+    assert per_input
+    # while compiling no row saw its own label: the parrot only guessed (a third right)
+    assert all(c.score is not None and c.score < 0.5 for c in per_input)
+    knn = desic.CompiledPipeline(as_pipeline(route), per_input[0].program)
+    with desic.context(lm=FunctionLM(parrot)):  # afterwards a training twin is the best demo there is
+        assert desic.evaluate(knn, rows, desic.metrics.exact_match, progress=False).score == 1.0
 
 
 def test_fields_restrict_what_is_matched() -> None:
