@@ -31,7 +31,7 @@ from ..data import Example
 from ..engine import RunOutcome, run_one
 from ..errors import DataError
 from ..lm import LM
-from ..lm.guard import refuse_model_requests
+from ..lm.guard import allow_model_requests, refuse_model_requests
 from ..lm.portable import lm_from_config
 from ..pipeline import Pipeline, as_pipeline
 from ..render import leave_one_out
@@ -191,9 +191,22 @@ class Worker:
         run: str = b["run"]
         pipe = self._pipe(b["pipe"])
         config = b.get("lm_config")
+
+        def guard() -> Any:
+            # the driver decides: a test that refuses real LM calls refuses them here too,
+            # and one that allows them allows them here, whatever this process imported
+            return refuse_model_requests() if b.get("refuse") else allow_model_requests()
+
         if config is not None and b["lm"] not in self._lms:
-            self._lms[b["lm"]] = asyncio.ensure_future(self._build(config))
-        lm = await self._lms[b["lm"]]
+            # set-up only (client, SDK import): each row's request is checked under guard(),
+            # so a refused LM fails its rows one by one, as on the driver's machine
+            with allow_model_requests():
+                self._lms[b["lm"]] = asyncio.ensure_future(self._build(config))
+        try:
+            lm = await self._lms[b["lm"]]
+        except Exception:
+            self._lms.pop(b["lm"], None)  # a failed set-up is tried again with the next batch
+            raise
         for pid, data in (b.get("programs") or {}).items():
             self._programs[pid] = decode(data, type=ir.Program)
             if len(self._programs) > 512:
@@ -214,9 +227,9 @@ class Worker:
         held = self._tasks.setdefault(run, set())
         token = home_loop.set(loop)
         try:
-            with events.listening(sink) if b["events"] else nullcontext(), (
-                refuse_model_requests() if b.get("refuse") else nullcontext()
-            ), leave_one_out(bool(b.get("hold_out"))):
+            with events.listening(sink) if b["events"] else nullcontext(), guard(), (
+                leave_one_out(bool(b.get("hold_out")))
+            ):
                 mine = [loop.create_task(self._job(run, pipe, lm, bool(b["trace"]), job, queue)) for job in b["jobs"]]
         finally:
             home_loop.reset(token)

@@ -90,3 +90,18 @@ def test_a_compile_on_ray_holds_out_the_row_being_scored_as_on_one_machine(ray_e
     # the workers left each scored row out of its per-input demos, as the driver's process does
     per_input = [c for c in on_ray.history if c.split == "val" and "per-input" in c.note]
     assert per_input and all(c.score is not None and c.score < 0.5 for c in per_input)
+
+
+def test_the_drivers_allowance_holds_on_a_worker_that_imported_pytest(ray_executor: Any) -> None:
+    # the workers import this pipeline's module, which imports pytest: a worker process
+    # then looks like a test itself, yet the driver's decision (here: allowed) is what counts,
+    # for the LM's set-up and for every request, in this run and in the next
+    from desic.testing import FakeOpenAIServer, allow_model_requests
+    from tests.optimize.test_knn import route as knn_route
+
+    rows = [{"ticket": f"case {i}", "team": "billing"} for i in range(6)]
+    with allow_model_requests(), FakeOpenAIServer(handler=lambda req: {"team": "billing"}) as server:
+        for _ in range(2):
+            lm = desic.lm("openai:fake-model", base_url=server.url, api_key="x", retries=0)
+            report = desic.evaluate(knn_route, rows, "exact_match", lm=lm, executor=ray_executor)
+            assert report.errors == 0 and report.score == 1.0
