@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import keyword
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -121,7 +122,9 @@ class Demo(msgspec.Struct, frozen=True, kw_only=True):
 #: How a node picks the demos of a prompt (``DemoSelect.mode``).
 DEMO_MODES = ("fixed", "knn")
 #: How per-input demos are matched to the input (``DemoSelect.by``).
-DEMO_RETRIEVERS = ("bm25",)
+DEMO_RETRIEVERS = ("bm25", "embeddings")
+#: The most numbers one pool vector may hold (``DemoSelect.vectors``).
+MAX_VECTOR_DIMS = 16384
 
 
 class DemoSelect(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -129,9 +132,12 @@ class DemoSelect(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 
     ``mode="fixed"`` (the default): ``Node.demos``, the same in every prompt.
     ``mode="knn"``: for each input, the ``k`` demos of ``pool`` most similar to it, ranked
-    by ``by`` (BM25 over the input fields named in ``fields``, all inputs when empty), most
-    similar last (nearest the question). The pool is plain data; the index is rebuilt from
-    it when the program is loaded, so the choice is the same wherever the program runs.
+    by ``by`` over the input fields named in ``fields`` (all inputs when empty), most
+    similar last (nearest the question): ``"bm25"`` (the index is rebuilt from the pool
+    when the program is loaded) or ``"embeddings"`` (cosine similarity of the LM's
+    embeddings: ``vectors`` holds each pool demo's unit vector, computed at compile time;
+    the input is embedded by the node's LM when it runs). The pool is plain data, so the
+    choice is the same wherever the program runs.
     """
 
     mode: str = "fixed"
@@ -139,6 +145,7 @@ class DemoSelect(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     by: str = "bm25"
     fields: tuple[str, ...] = ()
     pool: tuple[Demo, ...] = ()
+    vectors: tuple[tuple[float, ...], ...] = ()
 
     @property
     def per_input(self) -> bool:
@@ -536,6 +543,22 @@ def check_select(select: DemoSelect, spec: SignatureSpec, *, where: str) -> None
     for name in select.fields:
         if name not in names:
             raise ArtifactError(f"{where}: per-input demos match input {name!r}, which the node lacks; inputs: {', '.join(names)}")
+    if select.by == "embeddings" and select.mode != "fixed":
+        if len(select.vectors) != len(select.pool):
+            raise ArtifactError(
+                f"{where}: per-input demos by embeddings need one vector per pool demo: "
+                f"{len(select.vectors)} vectors for {len(select.pool)} demos"
+            )
+        dims = {len(v) for v in select.vectors}
+        if len(dims) > 1 or any(not 1 <= d <= MAX_VECTOR_DIMS for d in dims):
+            raise ArtifactError(
+                f"{where}: the pool's vectors must all have the same size, 1 to {MAX_VECTOR_DIMS} numbers; "
+                f"sizes found: {sorted(dims)[:5]}"
+            )
+        if not all(math.isfinite(x) for v in select.vectors for x in v):
+            raise ArtifactError(f"{where}: the pool's vectors hold a number that is not finite")
+    elif select.vectors:
+        raise ArtifactError(f"{where}: vectors are only for per-input demos by embeddings (by={select.by!r})")
 
 
 _SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 import os
 import threading
 import time
@@ -35,7 +36,7 @@ from .lm import (
     stream_of,
     supports_images,
 )
-from .render import default_template, render_messages
+from .render import default_template, match_text, query_vector, render_messages
 
 if TYPE_CHECKING:
     from .signature import Signature
@@ -374,7 +375,31 @@ def prepare(sig: Signature[..., Any], inputs: dict[str, Any]) -> tuple[ir.Node, 
     state = _run.get()
     node_id = state.next_id(sig) if state is not None else (sig.node_name or sig.spec.name)
     node = _node_for(sig, node_id, state)
+    if _by_embeddings(node):  # rendered once the input is embedded (``execute``)
+        return node, [], state
     return node, render_messages(node, inputs), state
+
+
+def _by_embeddings(node: ir.Node) -> bool:
+    select = node.select
+    return select is not None and select.per_input and select.by == "embeddings" and bool(select.pool)
+
+
+async def _embedded(node: ir.Node, inputs: dict[str, Any], state: RunState | None) -> list[float]:
+    """The unit embedding of the text ``node`` matches its per-input demos on, by the LM
+    the node would call."""
+    if state is not None and state.capture_only:
+        raise ConfigError(
+            f"node {node.id!r} chooses its demos by the embeddings of its input: it needs an LM to embed it "
+            "(call compiled.prompts(...) inside desic.context(lm=...))"
+        )
+    lm = (state.lm if state is not None and state.lm is not None else None) or current_lm()
+    embed = getattr(lm, "embed", None)
+    if embed is None:
+        raise LMError(f"node {node.id!r} chooses its demos by embeddings, and {getattr(lm, 'name', lm)!r} cannot embed")
+    (vector,) = await embed([match_text(node, inputs)])
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
 
 
 _params_cache: dict[ir.LMOverrides, LMParams] = {}
@@ -437,6 +462,19 @@ def _check_media(lm: LM, node: ir.Node, messages: list[Message]) -> None:
 
 
 async def execute(
+    sig: Signature[..., Any],
+    inputs: dict[str, Any],
+    node: ir.Node,
+    messages: list[Message],
+    state: RunState | None,
+) -> Any:
+    if not messages and _by_embeddings(node):  # per-input demos by embeddings: embed, then render
+        with query_vector(node.id, await _embedded(node, inputs, state)):
+            return await _execute(sig, inputs, node, render_messages(node, inputs), state)
+    return await _execute(sig, inputs, node, messages, state)
+
+
+async def _execute(
     sig: Signature[..., Any],
     inputs: dict[str, Any],
     node: ir.Node,
@@ -608,6 +646,22 @@ async def stream_execute(
     state: RunState | None,
 ) -> AsyncIterator[Partial[Any]]:
     """``execute`` as a stream: a ``Partial`` each time the output grows, then the final one."""
+    if not messages and _by_embeddings(node):  # per-input demos by embeddings: embed, then render
+        with query_vector(node.id, await _embedded(node, inputs, state)):
+            async for item in _stream_execute(sig, inputs, node, render_messages(node, inputs), state):
+                yield item
+        return
+    async for item in _stream_execute(sig, inputs, node, messages, state):
+        yield item
+
+
+async def _stream_execute(
+    sig: Signature[..., Any],
+    inputs: dict[str, Any],
+    node: ir.Node,
+    messages: list[Message],
+    state: RunState | None,
+) -> AsyncIterator[Partial[Any]]:
     lm, entry = _begin(sig, inputs, node, messages, state)
     if node.strategy == "react":  # an agent's steps are calls of their own: its answer only
         from . import react

@@ -19,6 +19,7 @@ per-input demos into their search space (``random_search``, ``mipro``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ import msgspec
 from .. import ir
 from ..data import Example
 from ..errors import ConfigError
+from ..render import match_text
 from ._options import COUNT, POSITIVE, SHARE, Range, check
 from .bootstrap import collect_traces, fill_program, record_pool
 from .demos import labeled_rows
@@ -64,6 +66,29 @@ def per_input_program(
             continue
         select = ir.DemoSelect(mode="knn", k=k, by=by, fields=(fields or {}).get(node.id, ()), pool=pool)
         program = program.with_node(msgspec.structs.replace(node, demos=(), select=select))
+    return program
+
+
+async def embed_pools(task: CompileTask, program: ir.Program, batch: int = 64) -> ir.Program:
+    """``program`` with each embeddings-matched pool's vectors: every pool demo's match text
+    embedded by the task's LM (the one the program will run with), as unit vectors."""
+    from ..runtime import current_lm
+
+    lm = task.lm or current_lm()
+    embed = getattr(lm, "embed", None)
+    if embed is None:
+        raise ConfigError(f"optimizer 'knn': by='embeddings' needs an LM that can embed; {getattr(lm, 'name', lm)!r} cannot")
+    for node in program.nodes:
+        select = node.select
+        if select is None or not select.per_input or select.by != "embeddings":
+            continue
+        texts = [match_text(node, d.inputs) for d in select.pool]
+        vectors: list[tuple[float, ...]] = []
+        for start in range(0, len(texts), batch):
+            for v in await embed(texts[start : start + batch]):
+                norm = math.sqrt(sum(x * x for x in v)) or 1.0
+                vectors.append(tuple(round(x / norm, 6) for x in v))
+        program = program.with_node(msgspec.structs.replace(node, select=msgspec.structs.replace(select, vectors=tuple(vectors))))
     return program
 
 
@@ -148,6 +173,8 @@ class KNN:
                 )
             fields[node.id] = tuple(f for f in self.fields if f in names)
         program = per_input_program(base, pools, self.k, by=self.by, fields=fields)
+        if self.by == "embeddings":
+            program = await embed_pools(task, program)
         sizes = ", ".join(f"{n}: {len(p)}" for n, p in pools.items())
         task.record(program, None, f"per-input demos: k={self.k} of pools ({sizes})")
         return program

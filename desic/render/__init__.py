@@ -55,6 +55,8 @@ __all__ = [
     "format_value",
     "leave_one_out",
     "leaving_one_out",
+    "match_text",
+    "query_vector",
     "render_messages",
     "step_json",
     "trajectory_messages",
@@ -472,6 +474,48 @@ def leaving_one_out() -> bool:
     return _hold_out.get()
 
 
+_query_vector: ContextVar[tuple[str, list[float]] | None] = ContextVar("desic_query_vector", default=None)
+
+
+@contextmanager
+def query_vector(node_id: str, vector: list[float]) -> Iterator[None]:
+    """Within the block, node ``node_id`` (per-input demos by embeddings) chooses its demos
+    for the input whose unit embedding is ``vector`` (the runtime embeds it first)."""
+    token = _query_vector.set((node_id, vector))
+    try:
+        yield
+    finally:
+        _query_vector.reset(token)
+
+
+def match_text(node: ir.Node, inputs: dict[str, Any]) -> str:
+    """The text of ``inputs`` that per-input demos are matched on (``DemoSelect.fields``)."""
+    select = node.select
+    fields = (select.fields if select is not None else ()) or node.signature.input_names
+    return _match_text(inputs, fields)
+
+
+def _by_embeddings(select: ir.DemoSelect, node: ir.Node, inputs: dict[str, Any]) -> tuple[int, ...]:
+    given = _query_vector.get()
+    if given is None or given[0] != node.id:
+        from ..errors import ConfigError
+
+        raise ConfigError(
+            f"node {node.id!r} chooses its demos by the embeddings of its input: it needs an LM to embed it "
+            "(call it, or compiled.prompts(...), inside desic.context(lm=...))"
+        )
+    vector = given[1]
+    skip: frozenset[int] = frozenset()
+    fields = select.fields or node.signature.input_names
+    if _hold_out.get():
+        own = tuple(format_value(inputs.get(f)) for f in fields)
+        skip = frozenset(i for i, d in enumerate(select.pool) if tuple(format_value(d.inputs.get(f)) for f in fields) == own)
+    scores = [sum(a * b for a, b in zip(vector, v)) for v in select.vectors]
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties to the earlier demo
+    best = [i for i in order if i not in skip][: select.k]
+    return tuple(reversed(best))
+
+
 def choose_demos(node: ir.Node, inputs: dict[str, Any]) -> tuple[int, ...]:
     """The positions in ``node.select.pool`` of the demos ``node`` shows for ``inputs``:
     the ``k`` most similar by BM25 over the matched input fields (ties to the earlier pool
@@ -482,6 +526,8 @@ def choose_demos(node: ir.Node, inputs: dict[str, Any]) -> tuple[int, ...]:
     select = node.select
     if select is None or not select.per_input or not select.pool:
         return ()
+    if select.by == "embeddings":
+        return _by_embeddings(select, node, inputs)
     fields = select.fields or node.signature.input_names
     pool = _pools.get(id(select))
     if pool is None or pool.select is not select or pool.fields != fields:

@@ -268,3 +268,70 @@ def test_the_report_shows_the_pool_of_a_per_input_node() -> None:
     page = build_report({"id": "r1", "pipeline": "route", "optimizer": "knn"}, records)
     assert "per-input demos: 2 of 24 (bm25)" in page
     assert "password problem for alder" in page
+
+
+# --- per-input demos by the LM's embeddings ---------------------------------------------------
+
+
+def embeddings_program() -> desic.CompiledPipeline[..., Any]:
+    return desic.compile(route, TRAIN, metric=desic.metrics.exact_match, lm=FunctionLM(copycat), optimizer="knn",
+                         k=2, by="embeddings", progress=False)
+
+
+def test_per_input_demos_by_embeddings_travel_as_vectors_and_choose_the_nearest(tmp_path: Path) -> None:
+    compiled = embeddings_program()
+    select = compiled.program.nodes[0].select
+    assert select is not None and select.by == "embeddings" and len(select.vectors) == len(select.pool) == 24
+    data = json.loads(compiled.save(tmp_path / "route.json").read_text())["nodes"][0]["select"]
+    assert data["by"] == "embeddings" and len(data["vectors"]) == 24  # plain numbers in the artifact
+    loaded = desic.load(tmp_path / "route.json")  # no code
+    assert loaded.program == compiled.program
+    lm = FunctionLM(copycat)
+    with desic.context(lm=lm):
+        prompts = loaded.prompts(ticket="password problem for oak")
+        assert prompts == compiled.prompts(ticket="password problem for oak")
+        assert loaded(ticket="parcel problem for oak").team == "shipping"
+        assert loaded(ticket="crash problem for oak").team == "technical"
+    shown = [m["content"] for m in prompts["route"][1:-1] if m["role"] == "user"]
+    assert len(shown) == 2 and all("password" in t for t in shown)  # the nearest by the LM's embeddings
+    assert ["crash problem for oak"] in lm.embed_calls  # the input was embedded by the node's LM
+    with pytest.raises(desic.ConfigError, match="needs an LM to embed it"):
+        loaded.prompts(ticket="password problem for oak")  # no LM: it cannot choose
+    with desic.context(lm=FunctionLM(copycat)):
+        report = desic.evaluate(loaded, VAL, desic.metrics.exact_match, progress=False)
+    assert report.score == 1.0
+
+
+def test_embeddings_demos_leave_one_out_while_compiling() -> None:
+    select = embeddings_program().program.nodes[0].select
+    assert select is not None
+    node = ir.Node(id="route", signature=route.spec, select=select)
+    twin = {"ticket": "password problem for alder"}  # a training row of the pool
+    from desic.render import query_vector
+    from desic.testing import fake_embedding
+
+    vector = fake_embedding(twin["ticket"])
+    with query_vector("route", vector):
+        first = choose_demos(node, twin)
+        with leave_one_out():
+            held = choose_demos(node, twin)
+    assert select.pool[first[-1]].inputs == twin  # afterwards: the twin, nearest of all
+    assert all(select.pool[i].inputs != twin for i in held)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s.update(vectors=s["vectors"][:3]), "one vector per pool demo: 3 vectors for 24 demos"),
+        (lambda s: s.update(vectors=[v[:5] if i == 2 else v for i, v in enumerate(s["vectors"])]), "same size"),
+        (lambda s: s.update(by="bm25"), "only for per-input demos by embeddings"),
+    ],
+)
+def test_bad_vectors_in_an_artifact_are_refused(tmp_path: Path, change: Callable[[dict[str, Any]], None],
+                                                message: str) -> None:
+    data = json.loads(ir.encode_program(embeddings_program().program))
+    change(data["nodes"][0]["select"])
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(desic.ArtifactError, match=message):
+        desic.load(path)
