@@ -20,7 +20,7 @@ OPTIMIZERS = ("labeled", "bootstrap", "knn", "random_search", "beam", "genetic",
 LOCAL_PRESETS: dict[str, dict[str, Any]] = {
     "labeled": {"max_demos": 4},
     "bootstrap": {"max_demos": 3, "max_labeled": 3},
-    "knn": {"k": 3, "by": "embeddings"},  # the model's own embeddings beat BM25 on every example (bench README)
+    "knn": {"k": 3, "by": "embeddings"},  # embeddings beat BM25 on the local model (bench README)
     "random_search": {"num_candidates": 3, "max_demos": 3, "max_labeled": 3},
     "beam": {"rounds": 1, "width": 2, "beam": 1, "init": "bootstrap"},
     "genetic": {"population": 4, "generations": 1, "max_demos": 3},
