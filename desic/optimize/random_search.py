@@ -5,9 +5,11 @@ pass over the training split fills a pool of accepted traces per node (``pool`` 
 stopping early once full) and the candidates are random subsets of that pool plus
 labelled demos. Every candidate is scored on the validation split (the valset, or a
 seeded holdout of the trainset), all through one concurrency limit. Candidates:
-zero-shot, the plain bootstrap program (the start), then ``num_candidates`` random
-subsets (1..``max_demos`` demos per node). The start is kept unless the best other
-candidate beats it with evidence, or ties it with a shorter prompt (``_select``).
+zero-shot, the plain bootstrap program, then ``num_candidates`` random subsets
+(1..``max_demos`` demos per node). The start is the bootstrap program, or zero-shot when it
+scores higher on validation (a base model that copies its demos' answers); it is kept
+unless the best other candidate beats it with evidence, or ties it with a shorter prompt
+(``_select``).
 Then (``per_input``) per-input demos: each input shown the k pool demos nearest it
 (``knn``), for k = ``max_demos`` and half of it.
 """
@@ -90,8 +92,11 @@ class RandomSearch(SearchOptimizer):
         for (program, note), s in zip(candidates, scored):
             indexes.append(task.record(program, s.score, note, split="val", scores=s.scores, round=0).index)
         task.iteration(0, max(s.score for s in scored), candidates=len(candidates))
-        # the bootstrap program is the start: a subset (or zero-shot) must beat it with evidence
-        return await select_final(task, indexes[1], indexes, train)
+        # the start is the better cheap program on validation: the bootstrap one, or zero-shot
+        # when that scores higher (a base model that copies demo answers); every other
+        # candidate must beat the start with evidence
+        start = indexes[0] if scored[0].score > scored[1].score else indexes[1]
+        return await select_final(task, start, indexes, train)
 
     def _pools(
         self, task: CompileTask, train: list[Any], demos: dict[str, list[ir.Demo]], program: ir.Program

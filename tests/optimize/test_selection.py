@@ -9,6 +9,7 @@ report each score with its interval, rows and split.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -224,3 +225,25 @@ def test_a_bootstrapped_demo_of_unknown_origin_pools_no_rows() -> None:
     assert unseen_rows(task, rows, [program(traced, stranger)]) == []  # could be any row: none pooled
     manual = ir.Demo(inputs={"ticket": "a made-up one", "word": "x"}, output={"team": "tech"}, source="manual")
     assert unseen_rows(task, rows, [program(traced, manual)]) == rows[2:]  # a row of nobody's
+
+
+def copier(request: LMRequest) -> Any:
+    """A base model that copies its last demo's answer when it has demos, and without any
+    gets the keyword tickets right (refunds wrong): demos only hurt it."""
+    answers = [m["content"] for m in request.messages[1:-1] if m["role"] == "assistant"]
+    if answers:
+        return json.loads(answers[-1])
+    ticket = last_input(request)
+    return {"team": "billing" if "refund" in ticket else truth(ticket)}
+
+
+def test_random_search_starts_from_zero_shot_when_demos_make_it_worse() -> None:
+    compiled = desic.compile(triage, ROWS[:12], metric=METRIC, optimizer="random_search", lm=FunctionLM(copier),
+                             num_candidates=3, max_demos=2, max_labeled=0, seed=2)
+    zero_shot, boot = (c for c in compiled.history if c.split == "val" and c.note in ("zero-shot", "bootstrap"))
+    assert (zero_shot.score or 0) > (boot.score or 0)  # on these few rows: no significant difference
+    node = compiled.program.nodes[0]
+    assert not node.demos and (node.select is None or not node.select.per_input)
+    assert "(candidate 1)" in compiled.history[-1].note  # zero-shot was the start, and it was kept
+    with desic.context(lm=FunctionLM(copier)):
+        assert desic.evaluate(compiled, ROWS, METRIC, progress=False).score == 0.75
