@@ -335,3 +335,12 @@ def test_bad_vectors_in_an_artifact_are_refused(tmp_path: Path, change: Callable
     path.write_text(json.dumps(data))
     with pytest.raises(desic.ArtifactError, match=message):
         desic.load(path)
+
+
+def test_a_streamed_call_embeds_its_input_before_choosing_demos_too() -> None:
+    compiled = embeddings_program()
+    lm = FunctionLM(copycat)
+    with desic.context(lm=lm):
+        items = list(compiled.stream(ticket="crash problem for oak"))
+    assert items[-1].done and items[-1].value.team == "technical"
+    assert ["crash problem for oak"] in lm.embed_calls
