@@ -280,10 +280,10 @@ def table(rows: list[dict[str, Any]]) -> str:
         line = f"{e}: desic best {best} {mine[best][0]:.3f} ({_fmt(mine[best][2], '.0f')} calls)"
         if theirs:
             rival = max(theirs, key=lambda o: theirs[o][0])
-            gap = mine[best][0] - theirs[rival][0]
+            gap = round(round(mine[best][0], 4) - round(theirs[rival][0], 4), 9) + 0.0  # DSPy reports 4 places
             need = 0.10 if theirs[rival][0] < 0.9 else 0.0
             line += (f" vs DSPy best {rival} {theirs[rival][0]:.3f} ({_fmt(theirs[rival][2], '.0f')} calls):"
-                     f" {gap * 100:+.1f} points, goal {'MET' if gap >= need - 1e-9 else 'NOT MET'}")
+                     f" {gap * 100:+.1f} points, goal {'MET' if (gap >= need - 1e-9 if need else gap > 0) else 'NOT MET'}")
             if uncapped:
                 top = max(uncapped, key=lambda o: uncapped[o][0])
                 line += f" (DSPy uncapped: {top} {uncapped[top][0]:.3f})"
