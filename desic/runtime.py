@@ -470,17 +470,7 @@ async def execute(
 ) -> Any:
     if not messages and _by_embeddings(node):  # per-input demos by embeddings: embed, then render
         with query_vector(node.id, await _embedded(node, inputs, state)):
-            return await _execute(sig, inputs, node, render_messages(node, inputs), state)
-    return await _execute(sig, inputs, node, messages, state)
-
-
-async def _execute(
-    sig: Signature[..., Any],
-    inputs: dict[str, Any],
-    node: ir.Node,
-    messages: list[Message],
-    state: RunState | None,
-) -> Any:
+            return await execute(sig, inputs, node, render_messages(node, inputs), state)
     if state is not None and state.stream is not None and state.stream[0] == node.id:
         return await _streamed(state.stream[1], stream_execute(sig, inputs, node, messages, state))
     lm, entry = _begin(sig, inputs, node, messages, state)
@@ -648,20 +638,9 @@ async def stream_execute(
     """``execute`` as a stream: a ``Partial`` each time the output grows, then the final one."""
     if not messages and _by_embeddings(node):  # per-input demos by embeddings: embed, then render
         with query_vector(node.id, await _embedded(node, inputs, state)):
-            async for item in _stream_execute(sig, inputs, node, render_messages(node, inputs), state):
-                yield item
+            async for part in stream_execute(sig, inputs, node, render_messages(node, inputs), state):
+                yield part
         return
-    async for item in _stream_execute(sig, inputs, node, messages, state):
-        yield item
-
-
-async def _stream_execute(
-    sig: Signature[..., Any],
-    inputs: dict[str, Any],
-    node: ir.Node,
-    messages: list[Message],
-    state: RunState | None,
-) -> AsyncIterator[Partial[Any]]:
     lm, entry = _begin(sig, inputs, node, messages, state)
     if node.strategy == "react":  # an agent's steps are calls of their own: its answer only
         from . import react

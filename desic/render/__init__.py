@@ -422,6 +422,11 @@ def _rendering(node: ir.Node) -> _Rendering:
     return rendering
 
 
+def _match_key(values: dict[str, Any], fields: tuple[str, ...]) -> tuple[str, ...]:
+    """What makes two inputs the very same for per-input demos (leave-one-out)."""
+    return tuple(format_value(values.get(f)) for f in fields)
+
+
 def _match_text(values: dict[str, Any], fields: tuple[str, ...]) -> str:
     return "\n".join(format_value(values[name]) for name in fields if name in values)
 
@@ -441,7 +446,7 @@ class _Pool:
         self.index = index_for(texts)
 
     def _key(self, values: dict[str, Any]) -> tuple[str, ...]:
-        return tuple(format_value(values.get(f)) for f in self.fields)
+        return _match_key(values, self.fields)
 
     def choose(self, inputs: dict[str, Any], *, hold_out: bool) -> tuple[int, ...]:
         same: frozenset[int] = frozenset()
@@ -508,8 +513,8 @@ def _by_embeddings(select: ir.DemoSelect, node: ir.Node, inputs: dict[str, Any])
     skip: frozenset[int] = frozenset()
     fields = select.fields or node.signature.input_names
     if _hold_out.get():
-        own = tuple(format_value(inputs.get(f)) for f in fields)
-        skip = frozenset(i for i, d in enumerate(select.pool) if tuple(format_value(d.inputs.get(f)) for f in fields) == own)
+        own = _match_key(inputs, fields)
+        skip = frozenset(i for i, d in enumerate(select.pool) if _match_key(d.inputs, fields) == own)
     scores = [sum(a * b for a, b in zip(vector, v)) for v in select.vectors]
     order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties to the earlier demo
     best = [i for i in order if i not in skip][: select.k]
