@@ -31,7 +31,7 @@ from .engine import Executor, default_concurrency
 from .errors import BudgetExceeded, ConfigError
 from .lm import LM
 from .metrics import Metric, check_labels, resolve_metric
-from .optimize import CompileTask, Optimizer, RunRecorder, compare, resolve
+from .optimize import CompileTask, Optimizer, RunRecorder, compare, resolve, unseen_rows
 from .optimize.demos import MAX_DEMO_CHARS
 from .pipeline import Pipeline, as_pipeline
 from .record import program_key
@@ -91,6 +91,7 @@ async def acompile(
     executor: Executor | str | None = None,
     ensemble: int = 1,
     sampling: Sequence[SamplingSpec] = (),
+    baseline: bool = True,
     **optimizer_options: Any,
 ) -> CompiledPipeline[P, R]:
     """The async form of :func:`compile` (same options)."""
@@ -161,6 +162,13 @@ async def acompile(
             # leave_one_out: a per-input demo never shows the very row being scored
             with _showing(bar), leave_one_out():  # the final steps' calls too: the bar counts what usage counts
                 program, stopped = await _optimize(opt, task, run.run_id)
+                rows_name: str | None = None
+                if baseline and stopped is None and getattr(opt, "checks_baseline", False):
+                    try:
+                        program, rows_name = await _against_written(task, program)
+                    except BudgetExceeded as exc:
+                        stopped = exc
+                        events.emit("budget_stop", budget=exc.budget, detail=str(exc), run_id=run.run_id)
                 if ensemble > 1 and stopped is None:
                     try:
                         program = await _ensemble(task, program, ensemble)
@@ -171,7 +179,7 @@ async def acompile(
                         program = await _try_sampling(task, program, tries)
                     except BudgetExceeded as exc:
                         stopped = exc
-                score, split = await _final_score(task, program, stopped)
+                score, split = await _final_score(task, program, stopped, rows_name)
             meta = ir.ProgramMeta(
                 desic_version=__version__,
                 created_at=_now(),
@@ -312,6 +320,59 @@ async def _optimize(opt: Optimizer, task: CompileTask, run_id: str) -> tuple[ir.
     return program, stopped
 
 
+# at most this many rows compare a compiled program with the pipeline as written
+BASELINE_ROWS = 64
+
+
+async def _against_written(task: CompileTask, program: ir.Program) -> tuple[ir.Program, str | None]:
+    """``program``, or the pipeline as written (zero-shot) when that scores higher on
+    the rows no demo of ``program`` shows (all rows of the valset, or of the trainset, when
+    given none; a seeded sample of ``BASELINE_ROWS`` of them when there are more), and
+    what those rows are called. A base model that copies its demos' answers is better off
+    without them, and a compile must never hand back a program worse than its start.
+    Both scores are recorded (split ``"baseline"``), then the choice with its evidence
+    (split ``"selected (baseline)"``)."""
+    written = program.replace(nodes=tuple(
+        msgspec.structs.replace(n, instructions=n.signature.instructions, demos=(), select=None, variants=())
+        for n in program.nodes
+    ))
+    if program_key(program) == program_key(written) or task.metric is None:
+        return program, None
+    shown = program.replace(nodes=tuple(  # per-input pools are left out while compiling
+        msgspec.structs.replace(n, select=None) if n.select is not None and n.select.per_input else n
+        for n in program.nodes
+    ))
+    pool = task.valset if task.valset is not None else task.trainset
+    rows = unseen_rows(task, pool, [shown])
+    if not rows:
+        return program, None
+    if len(rows) > BASELINE_ROWS:  # a seeded sample: the comparison must not cost a pass over a large set
+        rows = task.rng("baseline").sample(rows, BASELINE_ROWS)
+    if task.valset is not None:
+        label = "valset" if len(rows) == len(pool) else "a sample of the valset"
+    else:
+        label = "trainset rows no demo of the program shows"
+    zero, mine = await task.evaluate_many([written, program], rows)
+    first = task.record(written, zero.score, f"the pipeline as written (zero-shot), on {len(rows)} {label}",
+                        split="baseline", scores=zero.scores)
+    second = task.record(program, mine.score, f"the compiled program, on the same {len(rows)} rows",
+                         split="baseline", scores=mine.scores)
+    evidence = compare(mine.scores, zero.scores, task.seed)  # the compiled program's gain over zero-shot
+    if zero.score > mine.score:
+        note = (f"the compile keeps the pipeline as written (candidate {first.index}): it scores higher "
+                f"than the compiled program (the compiled program: {evidence.describe()})")
+        task.record(written, zero.score, note, split="selected (baseline)", scores=zero.scores, parent=first.index)
+        log.warning("desic: the %s program scores %.3f on %d rows where the pipeline as written scores %.3f: "
+                    "returning the pipeline as written (compile(..., baseline=False) returns the program)",
+                    task.optimizer_name, mine.score, len(rows), zero.score)
+        return written, label
+    note = (f"the compile keeps the compiled program (candidate {second.index}): it scores "
+            f"{'as high as' if mine.score == zero.score else 'higher than'} the pipeline as written "
+            f"({evidence.describe()})")
+    task.record(program, mine.score, note, split="selected (baseline)", scores=mine.scores, parent=second.index)
+    return program, label
+
+
 async def _ensemble(task: CompileTask, program: ir.Program, k: int) -> ir.Program:
     """The top ``k`` distinct validation candidates as one program: each node answers
     with the best candidate's prompt and the runners-up's (``ir.Node.variants``) and
@@ -385,17 +446,31 @@ async def _try_sampling(task: CompileTask, program: ir.Program, tries: list[Samp
     return best
 
 
+# where a program's score may come from, best first ("": the validation split's own name;
+# None: the rows the comparison with the pipeline as written used)
+_SCORED_ON: dict[str, str | None] = {
+    "selected (check)": "check rows (never used by the search)",
+    "val": "",
+    "selected (baseline)": None,
+}
+
+
 async def _final_score(
-    task: CompileTask, program: ir.Program, stopped: BudgetExceeded | None
+    task: CompileTask, program: ir.Program, stopped: BudgetExceeded | None, rows_name: str | None = None
 ) -> tuple[float | None, str | None]:
     """The program's validation score: from the history when the optimizer scored it there
-    (on the check rows the search never used, when it has them), else (valset given, budget left) by evaluating it through the task (memoized)."""
+    (on the check rows the search never used, when it has them), or when the comparison
+    with the pipeline as written did (on ``rows_name``), else (valset given, budget left)
+    by evaluating it through the task (memoized)."""
     key = program_key(program)
+    found: dict[str, float] = {}
     for cand in reversed(task.history):
-        if cand.split == "selected (check)" and cand.score is not None and program_key(cand.program) == key:
-            return cand.score, "check rows (never used by the search)"
-        if cand.split == "val" and cand.score is not None and program_key(cand.program) == key:
-            return cand.score, task.val_name
+        if cand.score is not None and cand.split in _SCORED_ON and cand.split not in found \
+                and program_key(cand.program) == key:
+            found[cand.split] = cand.score
+    for split, name in _SCORED_ON.items():
+        if split in found:
+            return found[split], rows_name if name is None else name or task.val_name
     if task.valset is None or task.metric is None or stopped is not None:
         return None, None
     try:
@@ -429,6 +504,7 @@ def compile(
     executor: Executor | str | None = None,
     ensemble: int = 1,
     sampling: Sequence[SamplingSpec] = (),
+    baseline: bool = True,
     **optimizer_options: Any,
 ) -> CompiledPipeline[P, R]:
     """Optimize ``pipeline`` on ``trainset`` and return it bound to the best program.
@@ -457,6 +533,12 @@ def compile(
     - ``sampling``: inference-time strategies to try on the chosen program
       (``[desic.Majority(5), desic.BestOfN(4, reward=fn)]``, applied to every node); one
       is kept only if it beats the plain program with evidence on the validation rows;
+    - ``baseline``: the built-in optimizers that use the metric (all but ``labeled``)
+      return the pipeline as written (zero-shot) instead of their program when it scores
+      higher on the same rows (a tie keeps the program): the rows no demo of the program shows (a per-input demo is
+      never shown for its own row while compiling). Both scores and the decision are in
+      ``compiled.history`` (split ``"baseline"``); ``baseline=False`` skips the comparison
+      and its LM calls;
     - ``progress``: a status line on stderr (default: when stderr is a terminal);
     - ``max_errors``: how many evaluations may fail after their LM call's retries (an
       outage, a rate limit that never clears) before the compile stops with an
@@ -485,6 +567,6 @@ def compile(
             storage=storage, resume=resume, budget=budget, max_calls=max_calls,
             max_tokens=max_tokens, max_dollars=max_dollars, max_seconds=max_seconds,
             progress=progress, max_errors=max_errors, executor=executor, ensemble=ensemble, sampling=sampling,
-            **optimizer_options,
+            baseline=baseline, **optimizer_options,
         )
     )

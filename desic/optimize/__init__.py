@@ -19,7 +19,9 @@ Built in (one module each):
 
 The search optimizers return their start (the bootstrap program by default) unless a
 candidate beats it with evidence (``compare``: a paired test on the same rows; see
-``desic.optimize._select``); every score in the history has an ``interval``.
+``desic.optimize._select``); every score in the history has an ``interval``. Then
+``compile`` compares what any of them (but ``labeled``) returns with the pipeline as
+written on the rows its demos do not show (``unseen_rows``), and keeps the better.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ConfigError
 from ..record import MemoryRecorder, RunRecorder
+from ._select import unseen_rows
 from ._stats import Comparison, compare, interval
 from .history import Candidate, Scored
 from .task import CompileTask
@@ -48,6 +51,7 @@ __all__ = [
     "registry",
     "resolve",
     "unregister",
+    "unseen_rows",
 ]
 
 

@@ -69,6 +69,8 @@ class SearchOptimizer:
     val_fraction: float
     max_val: int | None
     RANGES: ClassVar[dict[str, Range]] = {"val_fraction": SPLIT, "max_val": Range(1, none=True)}
+    # compile keeps the pipeline as written when it scores higher than the search's choice
+    checks_baseline: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_all(self.name, self, self.RANGES)

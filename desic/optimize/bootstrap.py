@@ -402,6 +402,7 @@ class Bootstrap:
         }
 
     takes_examples = True  # initial_program may restrict it to a training split
+    checks_baseline = True  # compile keeps the pipeline as written when it scores higher
 
     async def optimize(
         self, task: CompileTask, base: ir.Program | None = None, examples: list[Example] | None = None

@@ -137,6 +137,7 @@ class KNN:
         }
 
     takes_examples = True  # initial_program may restrict it to a training split
+    checks_baseline = True  # compile keeps the pipeline as written when it scores higher
 
     async def optimize(self, task: CompileTask, examples: list[Example] | None = None) -> ir.Program:
         rows = task.trainset if examples is None else examples

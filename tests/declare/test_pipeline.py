@@ -318,7 +318,7 @@ def test_compile_bootstrap_keeps_only_traces_the_metric_accepts() -> None:
 
     lm = FunctionLM(sometimes_wrong)
     compiled = desic.compile(
-        triage, rows, metric=desic.metrics.exact_match, optimizer="bootstrap", max_labeled=0, lm=lm
+        triage, rows, metric=desic.metrics.exact_match, optimizer="bootstrap", max_labeled=0, lm=lm, baseline=False
     )
     assert compiled.program.node_ids == ("extract", "classify")
     extract_node = compiled.program.node("extract")

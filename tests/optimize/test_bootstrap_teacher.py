@@ -53,7 +53,7 @@ def test_labelled_demos_let_a_weak_model_produce_traces(target: Any) -> None:
     model = Shown()
     compiled: desic.CompiledPipeline[..., Any] = desic.compile(
         target, ROWS, metric=desic.metrics.exact_match, optimizer="bootstrap", max_demos=3, max_labeled=2,
-        lm=FunctionLM(model), concurrency=3,
+        lm=FunctionLM(model), concurrency=3, baseline=False,
     )
     (node,) = compiled.program.nodes
     sources = [d.source for d in node.demos]
@@ -81,7 +81,7 @@ def test_without_teacher_demos_the_weak_model_yields_no_traces() -> None:
     model = Shown()
     compiled = desic.compile(
         shout, ROWS, metric=desic.metrics.exact_match, optimizer="bootstrap", max_demos=3, max_labeled=2,
-        teacher_demos=0, lm=FunctionLM(model),
+        teacher_demos=0, lm=FunctionLM(model), baseline=False,
     )
     (node,) = compiled.program.nodes
     assert [d.source for d in node.demos] == ["labeled", "labeled"]
@@ -93,7 +93,7 @@ def test_teacher_demos_can_differ_from_the_labelled_top_up() -> None:
     model = Shown()
     compiled = desic.compile(
         shout, ROWS, metric=desic.metrics.exact_match, optimizer="bootstrap", max_demos=2, max_labeled=0,
-        teacher_demos=4, lm=FunctionLM(model), concurrency=1,
+        teacher_demos=4, lm=FunctionLM(model), concurrency=1, baseline=False,
     )
     (node,) = compiled.program.nodes
     assert [d.source for d in node.demos] == ["bootstrap", "bootstrap"]  # the teacher's demos stay out
@@ -111,7 +111,7 @@ def test_retry_rounds_show_the_same_number_of_demos() -> None:
 
     compiled = desic.compile(
         shout, ROWS[:6], metric=desic.metrics.exact_match, optimizer="bootstrap", max_demos=2, max_labeled=1,
-        rounds=2, lm=FunctionLM(picky),
+        rounds=2, lm=FunctionLM(picky), baseline=False,
     )
     (node,) = compiled.program.nodes
     assert [d.source for d in node.demos].count("bootstrap") == 2

@@ -23,6 +23,7 @@ from tests.support.house_rule import (
     pipeline_calls,
     proposals,
     route,
+    search_choice,
     triage,
     truth,
 )
@@ -124,8 +125,9 @@ def test_search_finds_what_the_zero_shot_program_misses(name: str) -> None:
     assert max(c.score or 0 for c in val) == 1.0
     if name != "mipro":  # mipro starts from the bootstrap demos, perfect here already
         assert min(c.score or 0 for c in val) < 1.0  # something worse was tried and beaten
-    assert compiled.history[-1].split == "selected"  # the decision, with its evidence
-    assert compiled.history[-1].program.nodes == compiled.program.nodes
+    assert search_choice(compiled.history).program.nodes == compiled.program.nodes  # the decision
+    # then compile compared it with the pipeline as written, and kept it
+    assert compiled.history[-1].split == "selected (baseline)" and "keeps the compiled program" in compiled.history[-1].note
     with desic.context(lm=lm):
         assert compiled(ticket="refund 99").team == "shipping"
 
@@ -202,9 +204,11 @@ def test_history_is_every_candidate_in_evaluation_order_with_events() -> None:
     calls = [c.usage.calls for c in history]
     assert calls == sorted(calls) and calls[-1] > 0  # cumulative usage at each candidate
     assert all(c.scores is not None and len(c.scores) > 0 for c in history if c.split == "val")
-    assert history[0].round == 0 and history[-2].round == 2
-    assert history[-1].split == "selected" and history[-1].parent is not None
-    assert all(c.parent is not None for c in history[1:])
+    search = history[: search_choice(history).index + 1]  # then the comparison with zero-shot
+    assert history[0].round == 0 and search[-2].round == 2
+    assert search[-1].split == "selected" and search[-1].parent is not None
+    assert all(c.parent is not None for c in search[1:])
+    assert [c.split for c in history[len(search):]] == ["baseline", "baseline", "selected (baseline)"]
     cand_events = [e for e in seen if e.kind == "candidate"]
     assert [e.data["index"] for e in cand_events] == list(range(len(history)))
     assert [e.data["score"] for e in cand_events] == [c.score for c in history]
@@ -262,9 +266,12 @@ def test_reflective_reads_metric_feedback() -> None:
 def test_bootstrap_streams_and_stops_once_enough_demos_are_accepted() -> None:
     rows = [{"ticket": f"charge {i}", "team": "billing"} for i in range(200)]
     lm = Jittery(max_latency=0.01, seed=5)
-    compiled = desic.compile(triage, rows, metric=METRIC, optimizer="bootstrap", max_demos=3, max_labeled=0, lm=lm, concurrency=8)
+    # baseline=False: the calls counted are bootstrap's own (no comparison with zero-shot after)
+    compiled = desic.compile(triage, rows, metric=METRIC, optimizer="bootstrap", max_demos=3, max_labeled=0, lm=lm,
+                             concurrency=8, baseline=False)
     assert len(lm.calls) <= 3 + 2 * 8  # the quota plus at most a window of rows ahead of it
-    first = desic.compile(triage, rows, metric=METRIC, optimizer="bootstrap", max_demos=3, max_labeled=0, lm=Jittery(seed=9), concurrency=2)
+    first = desic.compile(triage, rows, metric=METRIC, optimizer="bootstrap", max_demos=3, max_labeled=0, lm=Jittery(seed=9),
+                          concurrency=2, baseline=False)
     # accepted in seeded trainset order, not completion order
     assert compiled.program.nodes == first.program.nodes
     order = list(range(200))

@@ -19,7 +19,16 @@ from desic.lm import LMRequest
 from desic.optimize import MemoryRecorder
 from desic.optimize._stats import compare, interval
 from desic.testing import FunctionLM, last_input
-from tests.support.house_rule import ROWS, SMALL, Route, answer, triage, truth
+from tests.support.house_rule import (
+    ROWS,
+    SEARCHING,
+    SMALL,
+    Route,
+    answer,
+    search_choice,
+    triage,
+    truth,
+)
 
 METRIC = desic.metrics.exact_match
 EDIT = "Route refund and crash tickets to shipping."
@@ -58,7 +67,7 @@ def test_an_edit_that_looks_better_on_a_tiny_split_does_not_replace_the_start(na
     assert all((c.score or 0) > (start.score or 0) for c in edited)
     assert EDIT not in compiled.program.nodes[0].instructions
     assert compiled.program.nodes == start.program.nodes
-    decision = history[-1]
+    decision = search_choice(history)
     assert decision.split == "selected" and "kept the start" in decision.note
     # and in truth the start is the better program
     with desic.context(lm=FunctionLM(lucky_edit)):
@@ -99,7 +108,7 @@ def test_a_real_improvement_is_taken() -> None:
     compiled = desic.compile(triage, ROWS, metric=METRIC, optimizer="beam", lm=FunctionLM(answer), init=None,
                              **SMALL["beam"])
     assert "refunds go to shipping" in compiled.program.nodes[0].instructions
-    assert "beats the start" in compiled.history[-1].note
+    assert "beats the start" in search_choice(compiled.history).note
 
 
 def test_every_score_carries_its_interval_rows_and_split() -> None:
@@ -122,7 +131,7 @@ def test_a_check_split_rescored_when_there_are_enough_rows() -> None:
     assert check and all(c.n == 25 for c in check)  # a quarter of 100 rows, never searched on
     val = [c for c in compiled.history if c.split == "val"]
     assert all(c.n == 38 for c in val)  # half of the other 75
-    assert compiled.history[-1].split == "selected (check)"
+    assert search_choice(compiled.history).split == "selected (check)"
     assert compiled.program.meta.score_split == "check rows (never used by the search)"
 
 
@@ -130,7 +139,8 @@ def test_small_trainsets_pool_a_second_fold_of_rows_no_demo_shows() -> None:
     # 16 rows: 8 to validate on; the rows neither program shows as a demo join the test
     compiled = desic.compile(triage, ROWS[:16], metric=METRIC, optimizer="random_search", lm=FunctionLM(answer),
                              num_candidates=4, max_demos=1, max_labeled=1)
-    assert "training rows neither shows as a demo" in compiled.history[-1].note or "no other" not in compiled.history[-1].note
+    decision = search_choice(compiled.history)
+    assert "training rows neither shows as a demo" in decision.note or "no other" not in decision.note
 
 
 def test_statistics_are_deterministic_and_paired() -> None:
@@ -192,7 +202,7 @@ def one_demo_rule(request: LMRequest) -> Any:
 def test_a_multi_node_pipeline_pools_the_training_rows_no_demo_came_from() -> None:
     compiled = desic.compile(two_step, ROWS[:16], metric=METRIC, optimizer="random_search", lm=FunctionLM(one_demo_rule),
                              num_candidates=6, max_demos=2, max_labeled=0, seed=3)
-    decision = compiled.history[-1]
+    decision = search_choice(compiled.history)
     # 8 validation rows alone (2 better, 0 worse) are no evidence; with the training rows
     # neither program was shown, the better program is taken
     assert "(validation + 4 training rows neither shows as a demo)" in decision.note, decision.note
@@ -244,6 +254,61 @@ def test_random_search_starts_from_zero_shot_when_demos_make_it_worse() -> None:
     assert (zero_shot.score or 0) > (boot.score or 0)  # on these few rows: no significant difference
     node = compiled.program.nodes[0]
     assert not node.demos and (node.select is None or not node.select.per_input)
-    assert "(candidate 1)" in compiled.history[-1].note  # zero-shot was the start, and it was kept
+    assert "(candidate 1)" in search_choice(compiled.history).note  # zero-shot was the start, and it was kept
     with desic.context(lm=FunctionLM(copier)):
         assert desic.evaluate(compiled, ROWS, METRIC, progress=False).score == 0.75
+
+
+@pytest.mark.parametrize("name", ("bootstrap", "knn", *SEARCHING))
+def test_no_optimizer_returns_a_program_below_the_pipeline_as_written(name: str) -> None:
+    # a base model that copies its demos' answers: the pipeline as written (zero-shot) is
+    # the best program there is, and every optimizer must return nothing worse on new rows
+    with desic.context(lm=FunctionLM(copier)):
+        written = desic.evaluate(triage, DEV, METRIC, progress=False).score
+    compiled = desic.compile(triage, ROWS, metric=METRIC, optimizer=name, lm=FunctionLM(copier), seed=1, **SMALL[name])
+    with desic.context(lm=FunctionLM(copier)):
+        assert desic.evaluate(compiled, DEV, METRIC, progress=False).score >= written == 0.75
+    baseline = [c for c in compiled.history if c.split == "baseline"]
+    if baseline:  # the comparison is in the history, paired on the same rows, with its evidence
+        assert len(baseline) == 2 and baseline[0].n == baseline[1].n > 0
+        choice = compiled.history[-1]
+        assert choice.split == "selected (baseline)" and "than the pipeline as written" in choice.note or \
+            "keeps the pipeline as written" in choice.note
+
+
+def test_bootstrap_keeps_the_pipeline_as_written_when_its_demos_do_worse() -> None:
+    compiled = desic.compile(triage, ROWS, metric=METRIC, optimizer="bootstrap", lm=FunctionLM(copier), seed=1,
+                             **SMALL["bootstrap"])
+    assert not compiled.program.nodes[0].demos
+    written, mine, choice = compiled.history[-3:]
+    assert written.split == mine.split == "baseline" and choice.split == "selected (baseline)"
+    assert "keeps the pipeline as written" in choice.note and (written.score or 0) > (mine.score or 0)
+    assert choice.program == written.program and choice.score == written.score
+    assert compiled.program.meta.score == written.score and "no demo" in (compiled.program.meta.score_split or "")
+    # asked not to compare, it returns its demos, however they score
+    plain = desic.compile(triage, ROWS, metric=METRIC, optimizer="bootstrap", lm=FunctionLM(copier), seed=1,
+                          baseline=False, **SMALL["bootstrap"])
+    assert plain.program.nodes[0].demos and not any(c.split == "baseline" for c in plain.history)
+
+
+def test_a_program_better_than_the_pipeline_as_written_is_kept() -> None:
+    # demos with a refund ticket teach the house rule: the bootstrap program beats zero-shot
+    compiled = desic.compile(triage, ROWS, metric=METRIC, optimizer="bootstrap", lm=FunctionLM(answer), seed=1,
+                             **SMALL["bootstrap"])
+    assert compiled.program.nodes[0].demos
+    written, chosen = (c for c in compiled.history if c.split == "baseline")
+    assert (chosen.score or 0) > (written.score or 0)
+    assert "keeps the compiled program" in compiled.history[-1].note
+    assert compiled.history[-1].split == "selected (baseline)" and compiled.program.meta.score == chosen.score
+
+
+
+def test_a_tie_with_the_pipeline_as_written_keeps_the_compiled_program() -> None:
+    def always_right(request: LMRequest) -> Any:
+        return {"team": truth(last_input(request))}  # demos neither help nor hurt
+
+    compiled = desic.compile(triage, ROWS, metric=METRIC, optimizer="bootstrap", lm=FunctionLM(always_right), seed=1,
+                             **SMALL["bootstrap"])
+    written, mine, choice = compiled.history[-3:]
+    assert written.score == mine.score == 1.0 and mine.program.nodes[0].demos
+    assert compiled.program.nodes[0].demos and "as high as the pipeline as written" in choice.note

@@ -111,3 +111,9 @@ SMALL: dict[str, dict[str, Any]] = {
     "reflective": {"iterations": 6, "minibatch": 4},
 }
 SEARCHING = ("random_search", "beam", "genetic", "mipro", "reflective")
+
+
+def search_choice(history: Any) -> Any:
+    """The search optimizer's own decision (its last ``selected`` or ``selected (check)``
+    record), before compile compares it with the pipeline as written."""
+    return next(c for c in reversed(history) if c.split in ("selected", "selected (check)"))
