@@ -34,7 +34,7 @@ from .bootstrap import collect_traces, fill_program, record_pool
 from .demos import labeled_rows
 from .task import CompileTask
 
-__all__ = ["KNN", "knn_pool", "per_input_program"]
+__all__ = ["KNN", "embed_pools", "embed_select", "knn_pool", "per_input_option", "per_input_program"]
 
 
 def knn_pool(node: ir.Node, accepted: Sequence[ir.Demo], rows: list[Example], *, only_node: bool) -> tuple[ir.Demo, ...]:
@@ -69,27 +69,53 @@ def per_input_program(
     return program
 
 
-async def embed_pools(task: CompileTask, program: ir.Program, batch: int = 64) -> ir.Program:
-    """``program`` with each embeddings-matched pool's vectors: every pool demo's match text
-    embedded by the task's LM (the one the program will run with), as unit vectors."""
+async def embed_select(task: CompileTask, node: ir.Node, select: ir.DemoSelect, batch: int = 64) -> ir.DemoSelect:
+    """``select`` with its pool's vectors when it matches by embeddings: every pool demo's
+    match text embedded by the task's LM (the one the program will run with), as unit
+    vectors. Any other ``select`` is returned as it is."""
     from ..runtime import current_lm
 
+    if not select.per_input or select.by != "embeddings" or len(select.vectors) == len(select.pool):
+        return select
     lm = task.lm or current_lm()
     embed = getattr(lm, "embed", None)
     if embed is None:
-        raise ConfigError(f"optimizer 'knn': by='embeddings' needs an LM that can embed; {getattr(lm, 'name', lm)!r} cannot")
+        raise ConfigError(
+            f"optimizer {task.optimizer_name or 'knn'!r}: per-input demos by embeddings need an LM that can embed; "
+            f"{getattr(lm, 'name', lm)!r} cannot (match by 'bm25' instead)"
+        )
+    texts = [match_text(node, d.inputs) for d in select.pool]
+    vectors: list[tuple[float, ...]] = []
+    for start in range(0, len(texts), batch):
+        for v in await embed(texts[start : start + batch]):
+            norm = math.sqrt(sum(x * x for x in v)) or 1.0
+            vectors.append(tuple(round(x / norm, 6) for x in v))
+    return msgspec.structs.replace(select, vectors=tuple(vectors))
+
+
+async def embed_pools(task: CompileTask, program: ir.Program) -> ir.Program:
+    """``program`` with each embeddings-matched pool's vectors (``embed_select``)."""
     for node in program.nodes:
-        select = node.select
-        if select is None or not select.per_input or select.by != "embeddings":
-            continue
-        texts = [match_text(node, d.inputs) for d in select.pool]
-        vectors: list[tuple[float, ...]] = []
-        for start in range(0, len(texts), batch):
-            for v in await embed(texts[start : start + batch]):
-                norm = math.sqrt(sum(x * x for x in v)) or 1.0
-                vectors.append(tuple(round(x / norm, 6) for x in v))
-        program = program.with_node(msgspec.structs.replace(node, select=msgspec.structs.replace(select, vectors=tuple(vectors))))
+        if node.select is not None:
+            select = await embed_select(task, node, node.select)
+            if select is not node.select:
+                program = program.with_node(msgspec.structs.replace(node, select=select))
     return program
+
+
+def per_input_option(who: str, value: object) -> str | None:
+    """A search optimizer's ``per_input`` option as the retriever it names: ``True`` is
+    BM25, ``False`` none, or a retriever's name (``"embeddings"``)."""
+    if value is True:
+        return "bm25"
+    if value is False:
+        return None
+    if isinstance(value, str) and value in ir.DEMO_RETRIEVERS:
+        return value
+    raise ConfigError(
+        f"optimizer {who!r}: per_input={value!r} is not a choice; give True (BM25), False (no per-input demos) "
+        f"or how to match them: {', '.join(repr(r) for r in ir.DEMO_RETRIEVERS)}"
+    )
 
 
 class KNN:

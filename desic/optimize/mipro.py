@@ -3,7 +3,8 @@
 1. **Demo sets.** One bootstrap pass over the training split fills a pool per node; the
    demo sets per node are: none, the bootstrap program's (accepted traces topped up
    with labelled demos), and random subsets of the pool (``num_demo_sets`` in all), and (``per_input``) one more choice:
-   per-input demos, the ``max_demos`` examples of the pool nearest each input (``knn``).
+   per-input demos, the ``max_demos`` examples of the pool nearest each input (``knn``; by
+   BM25, or by the LM's embeddings with ``per_input="embeddings"``).
 2. **Instructions.** Per node, ``num_instructions - 1`` proposals besides the original,
    grounded on the program (its steps and data flow), the node's signature, a few data
    rows, a demo set and a tip (as MIPROv2 does), all through ``task.call`` (memoized).
@@ -39,7 +40,7 @@ from ._propose import (
 )
 from ._search import SearchOptimizer, ask, bootstrap_seed, demo_pool, rotate, sample_demos
 from ._select import select_final
-from .knn import knn_pool
+from .knn import embed_select, knn_pool, per_input_option
 from .task import CompileTask
 
 Combo = tuple[int, ...]  # per node: instruction index, demo-set index (interleaved)
@@ -68,7 +69,7 @@ class Mipro(SearchOptimizer):
     temperature: float = 0.8
     val_fraction: float = 0.5
     max_val: int | None = 200
-    per_input: bool = True
+    per_input: bool | str = True  # True: per-input demos by BM25; "embeddings": by the LM's embeddings
 
     RANGES: ClassVar[dict[str, Range]] = {
         "num_instructions": POSITIVE, "num_demo_sets": POSITIVE, "trials": COUNT,
@@ -82,6 +83,7 @@ class Mipro(SearchOptimizer):
         self.num_instructions = max(1, self.num_instructions)
         self.num_demo_sets = max(1, self.num_demo_sets)
         self.full_every = max(1, self.full_every)
+        per_input_option(self.name, self.per_input)  # a bad choice fails before any LM call
 
     async def optimize(self, task: CompileTask) -> ir.Program:
         train, val = self.splits(task)
@@ -94,6 +96,8 @@ class Mipro(SearchOptimizer):
         demo_sets = [
             self._demo_sets(node, found.demos.get(node.id, []), train, len(nodes), rng) for node in nodes
         ]
+        for node, sets in zip(nodes, demo_sets):  # per-input pools by embeddings: their vectors, once
+            sets[:] = [await embed_select(task, node, d) if isinstance(d, ir.DemoSelect) else d for d in sets]
         instructions = await self._instructions(task, base, nodes, demo_sets, train)
         choices: list[int] = []
         for k in range(len(nodes)):
@@ -164,10 +168,11 @@ class Mipro(SearchOptimizer):
             subset = sample_demos(pool, k, rng)
             if subset not in sets:
                 sets.append(subset)
-        if self.per_input and self.max_demos > 0:
+        by = per_input_option(self.name, self.per_input)
+        if by is not None and self.max_demos > 0:
             everything = knn_pool(node, accepted, train, only_node=nodes == 1)
             if len(everything) > self.max_demos:  # else every input would get the same demos
-                sets.append(ir.DemoSelect(mode="knn", k=self.max_demos, pool=everything))
+                sets.append(ir.DemoSelect(mode="knn", k=self.max_demos, by=by, pool=everything))
         return sets
 
     async def _instructions(

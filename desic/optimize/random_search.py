@@ -11,7 +11,8 @@ scores higher on validation (a base model that copies its demos' answers); it is
 unless the best other candidate beats it with evidence, or ties it with a shorter prompt
 (``_select``).
 Then (``per_input``) per-input demos: each input shown the k pool demos nearest it
-(``knn``), for k = ``max_demos`` and half of it.
+(``knn``), for k = ``max_demos`` and half of it, matched by BM25 (``per_input=True``) or
+by the LM's embeddings (``per_input="embeddings"``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .. import ir
 from ._options import COUNT, POSITIVE, SHARE, Range
 from ._search import SearchOptimizer, bootstrap_seed, demo_pool, sample_demos
 from ._select import select_final
-from .knn import knn_pool, per_input_program
+from .knn import embed_pools, knn_pool, per_input_option, per_input_program
 from .task import CompileTask
 
 
@@ -40,12 +41,16 @@ class RandomSearch(SearchOptimizer):
     threshold: float = 1.0
     val_fraction: float = 0.5
     max_val: int | None = 200
-    per_input: bool = True
+    per_input: bool | str = True  # True: per-input demos by BM25; "embeddings": by the LM's embeddings
 
     RANGES: ClassVar[dict[str, Range]] = {
         "num_candidates": COUNT, "max_demos": POSITIVE, "max_labeled": COUNT, "pool": Range(1, none=True),
         "threshold": SHARE, **SearchOptimizer.RANGES,
     }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        per_input_option(self.name, self.per_input)  # a bad choice fails before any LM call
 
     async def optimize(self, task: CompileTask) -> ir.Program:
         train, val = self.splits(task)
@@ -78,15 +83,20 @@ class RandomSearch(SearchOptimizer):
                 continue
             seen.add(key)
             candidates.append((program, f"random subset {c} ({', '.join(sizes)})"))
-        if self.per_input:
+        by = per_input_option(self.name, self.per_input)
+        if by is not None:
             only_node = len(bootstrapped.nodes) == 1
             knn_pools = {
                 n.id: knn_pool(n, found.demos.get(n.id, []), train, only_node=only_node) for n in bootstrapped.nodes
             }
+            widest = await embed_pools(task, per_input_program(bootstrapped, knn_pools, self.max_demos, by=by))
             for k in sorted({max(1, self.max_demos // 2), self.max_demos}):
-                program = per_input_program(bootstrapped, knn_pools, k)
-                if program is not bootstrapped:
-                    candidates.append((program, f"per-input demos (knn, k={k})"))
+                program = widest.replace(nodes=tuple(  # the pools (and their vectors, embedded once) with k each
+                    msgspec.structs.replace(n, select=msgspec.structs.replace(n.select, k=k)) if n.select else n
+                    for n in widest.nodes
+                ))
+                if program.nodes != bootstrapped.nodes:
+                    candidates.append((program, f"per-input demos (knn, k={k}{', by embeddings' if by != 'bm25' else ''})"))
         scored = await task.evaluate_many([p for p, _ in candidates], val)
         indexes = []
         for (program, note), s in zip(candidates, scored):

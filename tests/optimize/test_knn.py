@@ -199,6 +199,25 @@ def test_search_optimizers_choose_per_input_demos_when_they_win(name: str) -> No
     assert (off.score or 0.0) < 1.0
 
 
+@pytest.mark.parametrize("name", ["random_search", "mipro"])
+def test_search_optimizers_can_match_per_input_demos_by_embeddings(name: str, tmp_path: Path) -> None:
+    options: dict[str, Any] = {"max_demos": 2, "valset": VAL}
+    if name == "mipro":
+        options.update(num_instructions=2, num_demo_sets=2, trials=6, minibatch=4, full_every=3, startup=6)
+    compiled = desic.compile(route, TRAIN, metric=desic.metrics.exact_match, lm=FunctionLM(copycat),
+                             optimizer=name, seed=1, per_input="embeddings", **options)
+    select = compiled.program.nodes[0].select
+    assert select is not None and select.per_input and select.by == "embeddings"
+    assert len(select.vectors) == len(select.pool) > select.k  # the pool embedded by the task's LM
+    assert compiled.score == 1.0 and compiled.program.meta.optimizer_config["per_input"] == "embeddings"
+    loaded = desic.load(compiled.save(tmp_path / "route.json"))  # no code
+    with desic.context(lm=FunctionLM(copycat)):
+        assert loaded.evaluate(VAL, desic.metrics.exact_match).score == 1.0
+    with pytest.raises(desic.ConfigError, match="per_input"):
+        desic.compile(route, TRAIN, metric=desic.metrics.exact_match, lm=FunctionLM(copycat), optimizer=name,
+                      per_input="cosine")
+
+
 # --- artifacts, prompts, drift, reports ------------------------------------------------------
 
 
