@@ -21,10 +21,11 @@ LOCAL_PRESETS: dict[str, dict[str, Any]] = {
     "labeled": {"max_demos": 4},
     "bootstrap": {"max_demos": 3, "max_labeled": 3},
     "knn": {"k": 3, "by": "embeddings"},  # embeddings beat BM25 on the local model (bench README)
-    "random_search": {"num_candidates": 3, "max_demos": 3, "max_labeled": 3},
+    "random_search": {"num_candidates": 3, "max_demos": 3, "max_labeled": 3, "per_input": "embeddings"},
     "beam": {"rounds": 1, "width": 2, "beam": 1, "init": "bootstrap"},
     "genetic": {"population": 4, "generations": 1, "max_demos": 3},
-    "mipro": {"num_instructions": 3, "num_demo_sets": 3, "trials": 4, "minibatch": 4, "full_every": 4},
+    "mipro": {"num_instructions": 3, "num_demo_sets": 3, "trials": 4, "minibatch": 4, "full_every": 4,
+              "per_input": "embeddings"},
     "reflective": {"iterations": 3, "minibatch": 3, "init": "bootstrap"},
 }
 
