@@ -157,6 +157,10 @@ def compile_cmd(
     rps: RpsOpt = None,
     base_url: BaseUrlOpt = None,
     executor: ExecutorOpt = None,
+    baseline: Annotated[bool, typer.Option(
+        "--baseline/--no-baseline",
+        help="return the pipeline as written when it scores higher than the optimizer's program (a few LM calls)",
+    )] = True,
 ) -> None:
     """Optimize a pipeline on a trainset and save the compiled artifact."""
     from ..compile import compile as compile_fn
@@ -174,6 +178,7 @@ def compile_cmd(
         "optimizer": opt,
         "seed": seed,
         "concurrency": concurrency,
+        "baseline": baseline,
         "lm": build_lm(lm_settings(lm, cache=cache, retries=retries, rps=rps, base_url=base_url)),
     }
     train_rows = read_dataset(trainset, option="--trainset", pipe=pipe)

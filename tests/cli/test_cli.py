@@ -233,6 +233,22 @@ def test_compile_to_a_store_url_and_run_it_by_name(env: dict[str, str], tmp_path
     assert json.loads(ran.stdout) == {"team": "shipping"}
 
 
+def test_compile_can_skip_the_comparison_with_the_pipeline_as_written(env: dict[str, str], tmp_path: Path) -> None:
+    import desic
+
+    for flag, compared in (("--baseline", True), ("--no-baseline", False)):
+        store = f"sqlite://{tmp_path / (flag + '.db')}"
+        out = tmp_path / f"{flag}.json"
+        result = cli("compile", "cliproj:triage", "-t", "train.jsonl", "-o", str(out), "--storage", store, flag,
+                     "-O", "max_demos=1", "-O", "max_labeled=0")  # rows left over to compare on
+        assert result.exit_code == 0, result.output
+        opened = desic.storage.open(store)
+        (run,) = opened.list_runs()
+        splits = {c["split"] for c in opened.history(run.id)}
+        assert ("selected (baseline)" in splits) is compared, splits
+        assert desic.load(out).program.meta.optimizer == "bootstrap"
+
+
 def test_run_one_input_prints_json(compiled_artifact: tuple[Path, str], env: dict[str, str]) -> None:
     out, _ = compiled_artifact
     result = cli("run", str(out), "--input", '{"ticket": "I was charged twice"}')
