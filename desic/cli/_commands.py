@@ -159,7 +159,7 @@ def compile_cmd(
     executor: ExecutorOpt = None,
     baseline: Annotated[bool, typer.Option(
         "--baseline/--no-baseline",
-        help="return the pipeline as written when it scores higher than the optimizer's program (a few LM calls)",
+        help="return the pipeline as written when it scores higher than the optimizer's program (two runs of the pipeline per row compared)",
     )] = True,
 ) -> None:
     """Optimize a pipeline on a trainset and save the compiled artifact."""
