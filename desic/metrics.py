@@ -633,11 +633,14 @@ class SemanticSimilarity(_LMMetric):
         texts: list[str] = []
         for _, label, value in pairs:
             texts += [_text(label), _text(value)]
-        vectors = await embed(texts)
+        from .lm import counting_embeddings
+
+        with counting_embeddings() as tally:
+            try:
+                vectors = await embed(texts)
+            finally:
+                _report(tally.usage)
         sims = [_cosine(vectors[2 * i], vectors[2 * i + 1]) for i in range(len(pairs))]
-        usage = getattr(vectors, "usage", None)
-        if usage is not None:
-            _report(usage)
         sim = max(0.0, min(1.0, sum(sims) / len(sims)))
         if self.threshold is not None:
             return float(sim >= self.threshold), f"similarity {sim:.3f} (threshold {self.threshold})"

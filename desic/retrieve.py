@@ -35,7 +35,7 @@ from . import events
 from ._aio import run_sync
 from ._json import to_jsonable
 from .errors import ConfigError, DataError
-from .lm import LM
+from .lm import LM, Usage, counting_embeddings
 from .runtime import TraceEntry, current_lm, current_run
 
 __all__ = [
@@ -186,6 +186,13 @@ def _record(name: str, query: str, k: int, passages: list[Passage], started: flo
         )
 
 
+def _charge(usage: Usage) -> None:
+    """A search's embeddings requests, added to the run it is part of (if any)."""
+    state = current_run()
+    if state is not None:
+        state.add_usage(usage)
+
+
 def _as_passages(found: Any) -> list[Passage]:
     return [p if isinstance(p, Passage) else Passage(str(p), id=str(i)) for i, p in enumerate(found)]
 
@@ -298,8 +305,8 @@ class BM25Retriever(_Traced):
 
 
 class EmbeddingsRetriever(_Traced):
-    """Cosine similarity of embeddings by ``lm`` (default: the LM of the current
-    ``desic.context`` at search time). The corpus is embedded on the first search with an
+    """Cosine similarity of embeddings by ``lm`` (default: the LM of the run the search is
+    part of, else of the current ``desic.context``, at search time). The corpus is embedded on the first search with an
     LM (in batches, through that LM's cache when it has one) and kept per LM."""
 
     def __init__(
@@ -331,20 +338,34 @@ class EmbeddingsRetriever(_Traced):
         self._vectors[id(lm)] = (lm, vectors)
         return vectors
 
+    def _lm(self) -> Any:
+        """The retriever's own LM, else the LM of the run it is part of (a compile's
+        ``lm=``), else the context's."""
+        if self.lm is not None:
+            return self.lm
+        state = current_run()
+        return state.lm if state is not None and state.lm is not None else current_lm()
+
     async def _asearch(self, query: str, k: int) -> list[Passage]:
-        return await self._rank(self.lm or current_lm(), query, k)
+        found, spent = await self._rank(self._lm(), query, k)
+        _charge(spent)
+        return found
 
     def _search(self, query: str, k: int) -> list[Passage]:
         # the LM is looked up here, in the caller's context, not on the loop run_sync uses
-        return run_sync(self._rank(self.lm or current_lm(), query, k))
+        found, spent = run_sync(self._rank(self._lm(), query, k))
+        _charge(spent)
+        return found
 
-    async def _rank(self, lm: Any, query: str, k: int) -> list[Passage]:
-        vectors = await self._corpus_vectors(lm)
-        (q,) = await lm.embed([query])
+    async def _rank(self, lm: Any, query: str, k: int) -> tuple[list[Passage], Usage]:
+        """The ``k`` best passages, and what embedding the corpus (first time) and the query cost."""
+        with counting_embeddings() as tally:
+            vectors = await self._corpus_vectors(lm)
+            (q,) = await lm.embed([query])
         q = _unit(q)
         scores = [sum(a * b for a, b in zip(q, v)) for v in vectors]
         order = sorted(range(len(scores)), key=lambda i: -scores[i])[:k]
-        return [self.passages[i].scored(scores[i]) for i in order]
+        return [self.passages[i].scored(scores[i]) for i in order], tally.usage
 
     def __len__(self) -> int:
         return len(self.passages)

@@ -32,6 +32,7 @@ from .lm import (
     LMResponse,
     Message,
     Usage,
+    counting_embeddings,
     default_lm,
     stream_of,
     supports_images,
@@ -397,7 +398,11 @@ async def _embedded(node: ir.Node, inputs: dict[str, Any], state: RunState | Non
     embed = getattr(lm, "embed", None)
     if embed is None:
         raise LMError(f"node {node.id!r} chooses its demos by embeddings, and {getattr(lm, 'name', lm)!r} cannot embed")
-    (vector,) = await embed([match_text(node, inputs)])
+    with counting_embeddings() as tally:
+        (vector,) = await embed([match_text(node, inputs)])
+    run = state if state is not None else current_run()
+    if run is not None:
+        run.add_usage(tally.usage, node.id)
     norm = math.sqrt(sum(x * x for x in vector)) or 1.0
     return [x / norm for x in vector]
 

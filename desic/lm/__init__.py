@@ -18,7 +18,11 @@ The wrappers are also reachable as ``desic.lm.retry``, ``desic.lm.throttle``,
 ``desic.lm.timeout`` and ``desic.lm.cache``.
 
 Every desic LM (providers, fakes, wrappers) also embeds text: ``await lm.embed(texts)``.
-Every call's ``Usage`` carries tokens and dollars (:mod:`desic.lm.pricing`).
+Every call's ``Usage`` carries tokens and dollars (:mod:`desic.lm.pricing`). ``embed``
+returns vectors only: a provider reports each embeddings request with
+``charge_embedding(usage)``, and whoever spends (a run choosing demos by embeddings, a
+compile embedding a demo pool, a retriever, a metric) counts it with
+``counting_embeddings()``, so budgets and usage include embeddings.
 
 Streaming: ``lm.stream(request)`` is an async iterator of partial outputs (instances of
 the response model built without validation, fields still missing are None) ending with
@@ -33,7 +37,9 @@ import importlib.util
 import math
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -50,6 +56,7 @@ __all__ = [
     "BaseLM",
     "CacheLM",
     "EmbeddingLM",
+    "EmbeddingTally",
     "LMParams",
     "LMRequest",
     "LMResponse",
@@ -59,6 +66,8 @@ __all__ = [
     "TimeoutLM",
     "Usage",
     "cache",
+    "charge_embedding",
+    "counting_embeddings",
     "default_lm",
     "lm",
     "local_available",
@@ -149,6 +158,45 @@ class Usage:
             completion_tokens=self.completion_tokens + other.completion_tokens,
             cost=self.cost + other.cost,
         )
+
+
+class EmbeddingTally:
+    """The usage of the embeddings requests made while it counts (``counting_embeddings``)."""
+
+    __slots__ = ("usage",)
+
+    def __init__(self) -> None:
+        self.usage = Usage()
+
+    def __repr__(self) -> str:
+        return f"EmbeddingTally({self.usage!r})"
+
+
+# ``embed`` returns vectors only, so a provider reports what a request cost here; the
+# tally is a mutable object, so tasks and threads started with a copy of the context
+# (a timeout's task, ``run_sync``'s worker) still add to it.
+_tally: ContextVar[EmbeddingTally | None] = ContextVar("desic_embedding_tally", default=None)
+
+
+def charge_embedding(usage: Usage) -> None:
+    """For providers: an embeddings request was answered and cost ``usage`` (requests sent,
+    tokens, dollars). It is added to the innermost ``counting_embeddings`` tally, if any."""
+    tally = _tally.get()
+    if tally is not None:
+        tally.usage = tally.usage + usage
+
+
+@contextmanager
+def counting_embeddings() -> Iterator[EmbeddingTally]:
+    """Count what the embeddings requests made inside cost (an answer from a cache costs
+    nothing). Whoever opens one adds its ``usage`` to the run, compile or metric it spends
+    for; an enclosing tally does not see the requests an inner one counted."""
+    tally = EmbeddingTally()
+    token = _tally.set(tally)
+    try:
+        yield tally
+    finally:
+        _tally.reset(token)
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ValidationError
 from .. import events
 from .._redact import add_secret, get_logger, guard_loggers, redact_exception, redact_text
 from ..errors import ConfigError, LMError, OutputValidationError, RateLimited, Timeout
-from . import BaseLM, LMParams, LMRequest, LMResponse, Usage
+from . import BaseLM, LMParams, LMRequest, LMResponse, Usage, charge_embedding
 from ._pacing import counting, pace
 from ._retry import transient
 from .guard import check_allowed
@@ -418,13 +418,17 @@ class OpenAILM(BaseLM):
                 result = await client.embeddings.create(model=self.embedding_model, input=batch)
             except Exception as exc:
                 raise self._translate(exc) from exc
+            used = int(getattr(getattr(result, "usage", None), "prompt_tokens", 0) or 0)
+            tokens += used
+            # each request as it is answered: a later failure does not unspend it
+            charge_embedding(Usage(calls=1, prompt_tokens=used, cost=self._cost(self.embedding_model, used, 0, 0)))
             rows = sorted(result.data, key=lambda d: d.index)
             if len(rows) != len(batch):
                 raise transient(LMError(
                     f"{self.name}: asked for {len(batch)} embeddings, got {len(rows)}"
                 ))
             vectors.extend([float(x) for x in row.embedding] for row in rows)
-            tokens += int(getattr(getattr(result, "usage", None), "prompt_tokens", 0) or 0)
+        spent = self._cost(self.embedding_model, tokens, 0, 0)
         if events.active():
             events.emit(
                 "lm_call",
@@ -434,7 +438,7 @@ class OpenAILM(BaseLM):
                 latency=time.perf_counter() - start,
                 prompt_tokens=tokens,
                 completion_tokens=0,
-                cost=self._cost(self.embedding_model, tokens, 0, 0),
+                cost=spent,
                 cached=False,
             )
         return vectors

@@ -28,6 +28,7 @@ import msgspec
 from .. import ir
 from ..data import Example
 from ..errors import ConfigError
+from ..lm import counting_embeddings
 from ..render import match_text
 from ._options import COUNT, POSITIVE, SHARE, Range, check
 from .bootstrap import collect_traces, fill_program, record_pool
@@ -86,10 +87,15 @@ async def embed_select(task: CompileTask, node: ir.Node, select: ir.DemoSelect, 
         )
     texts = [match_text(node, d.inputs) for d in select.pool]
     vectors: list[tuple[float, ...]] = []
-    for start in range(0, len(texts), batch):
-        for v in await embed(texts[start : start + batch]):
-            norm = math.sqrt(sum(x * x for x in v)) or 1.0
-            vectors.append(tuple(round(x / norm, 6) for x in v))
+    task.meter.check()
+    with counting_embeddings() as tally:
+        try:
+            for start in range(0, len(texts), batch):
+                for v in await embed(texts[start : start + batch]):
+                    norm = math.sqrt(sum(x * x for x in v)) or 1.0
+                    vectors.append(tuple(round(x / norm, 6) for x in v))
+        finally:
+            task.meter.add(tally.usage)  # the compile's usage and budget count them
     return msgspec.structs.replace(select, vectors=tuple(vectors))
 
 

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json
 
 from ..errors import ConfigError, OutputValidationError
-from ..lm import BaseLM, LMRequest, LMResponse, Usage, message_text
+from ..lm import BaseLM, LMRequest, LMResponse, Usage, charge_embedding, message_text
 from ..lm.guard import allow_model_requests
 
 if TYPE_CHECKING:
@@ -195,6 +195,8 @@ class _RecordingLM(BaseLM):
         with self._lock:
             self.embed_calls.append(list(texts))
         await self._wait()
+        if texts:
+            charge_embedding(Usage(calls=1, prompt_tokens=sum(_estimate_tokens(t) for t in texts)))
         return [fake_embedding(t) for t in texts]
 
     def describe(self) -> dict[str, Any]:
