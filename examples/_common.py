@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 import desic
+from desic.lm import counting_embeddings
 
 OPTIMIZERS = ("labeled", "bootstrap", "knn", "random_search", "beam", "genetic", "mipro", "reflective")
 
@@ -67,30 +68,35 @@ def compile_and_compare(
         figures["before"] = report.score
         figures["before_calls"] = report.usage.calls
         print(f"dev score before compile: {report.score:.3f}  ({report})")
-    compiled = desic.compile(
-        pipeline,
-        trainset,
-        metric=metric,
-        optimizer=optimizer,
-        lm=lm,
-        teacher_lm=teacher_lm,
-        seed=seed,
-        concurrency=concurrency,
-        max_calls=max_calls,
-        **options,
-    )
-    calls = compiled.usage.calls
+    # the embeddings requests (per-input demos by embeddings), told apart from chat calls
+    with counting_embeddings() as embeds:
+        compiled = desic.compile(
+            pipeline,
+            trainset,
+            metric=metric,
+            optimizer=optimizer,
+            lm=lm,
+            teacher_lm=teacher_lm,
+            seed=seed,
+            concurrency=concurrency,
+            max_calls=max_calls,
+            **options,
+        )
+    embedded = embeds.usage.calls
+    calls = compiled.usage.calls - embedded  # usage counts both; DSPy's figures count chat calls
     after = compiled.evaluate(devset, metric, lm=lm, concurrency=concurrency)
     figures.update(
         after=after.score,
         compile_calls=calls,
+        compile_embeds=embedded,
         candidates=len(compiled.history),
         stopped_by=compiled.stopped_by,
         seconds=round(time.perf_counter() - start, 1),
     )
     print(
-        f"dev score after {optimizer}: {after.score:.3f}  ({after}); compile: {calls} LM calls, "
-        f"{len(compiled.history)} candidates" + (f", stopped by {compiled.stopped_by}" if compiled.stopped_by else "")
+        f"dev score after {optimizer}: {after.score:.3f}  ({after}); compile: {calls} LM calls"
+        + (f" and {embedded} embeddings requests" if embedded else "")
+        + f", {len(compiled.history)} candidates" + (f", stopped by {compiled.stopped_by}" if compiled.stopped_by else "")
     )
     print(compiled.inspect())
     if out:

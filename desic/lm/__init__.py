@@ -163,35 +163,38 @@ class Usage:
 class EmbeddingTally:
     """The usage of the embeddings requests made while it counts (``counting_embeddings``)."""
 
-    __slots__ = ("usage",)
+    __slots__ = ("outer", "usage")
 
-    def __init__(self) -> None:
+    def __init__(self, outer: EmbeddingTally | None = None) -> None:
         self.usage = Usage()
+        self.outer = outer
 
     def __repr__(self) -> str:
         return f"EmbeddingTally({self.usage!r})"
 
 
-# ``embed`` returns vectors only, so a provider reports what a request cost here; the
-# tally is a mutable object, so tasks and threads started with a copy of the context
-# (a timeout's task, ``run_sync``'s worker) still add to it.
+# ``embed`` returns vectors only, so a provider reports what a request cost here; a tally
+# is a mutable object, so tasks and threads started with a copy of the context (a
+# timeout's task, ``run_sync``'s worker) still add to it.
 _tally: ContextVar[EmbeddingTally | None] = ContextVar("desic_embedding_tally", default=None)
 
 
 def charge_embedding(usage: Usage) -> None:
     """For providers: an embeddings request was answered and cost ``usage`` (requests sent,
-    tokens, dollars). It is added to the innermost ``counting_embeddings`` tally, if any."""
+    tokens, dollars). Every open ``counting_embeddings`` tally counts it."""
     tally = _tally.get()
-    if tally is not None:
+    while tally is not None:
         tally.usage = tally.usage + usage
+        tally = tally.outer
 
 
 @contextmanager
 def counting_embeddings() -> Iterator[EmbeddingTally]:
     """Count what the embeddings requests made inside cost (an answer from a cache costs
-    nothing). Whoever opens one adds its ``usage`` to the run, compile or metric it spends
-    for; an enclosing tally does not see the requests an inner one counted."""
-    tally = EmbeddingTally()
+    nothing), those an inner tally counts too. Whoever spends (a run, a compile, a metric)
+    opens one around its ``embed`` calls alone and adds its ``usage`` where it belongs; an
+    enclosing tally only observes (e.g. a benchmark telling embeddings from chat calls)."""
+    tally = EmbeddingTally(_tally.get())
     token = _tally.set(tally)
     try:
         yield tally

@@ -86,7 +86,7 @@ def test_no_tally_no_cost_and_tallies_nest() -> None:
             lm.embed_sync(["two", "three"])
         lm.embed_sync(["four"])
     assert inner.usage.calls == 1
-    assert outer.usage.calls == 2  # the inner tally's counter reports its own
+    assert outer.usage.calls == 3  # an enclosing tally sees what the inner one counted too
 
 
 def embeddings_knn(lm: Any, **options: Any) -> desic.CompiledPipeline[..., Any]:

@@ -7,21 +7,25 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
+import pytest
+
 import desic.storage as ds
 from desic import ir
 from tests.support import killed
 
 
-def _start(tmp_path: Path, url: str, name: str, resume: str = "") -> tuple[subprocess.Popen[str], Path, Path]:
-    return killed.start(tmp_path, url, name, resume, rows=40, label_every=3, latency=0.05, optimizer="knn", k=3)
+def _start(tmp_path: Path, url: str, name: str, resume: str = "", by: str = "bm25") -> tuple[subprocess.Popen[str], Path, Path]:
+    return killed.start(tmp_path, url, name, resume, rows=40, label_every=3, latency=0.05, optimizer="knn", k=3,
+                        by=by)
 
 
-def test_a_sigkilled_knn_compile_resumes_in_a_new_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("by", ["bm25", "embeddings"])
+def test_a_sigkilled_knn_compile_resumes_in_a_new_process(tmp_path: Path, by: str) -> None:
     def url(name: str) -> str:
         return f"sqlite://{tmp_path}/{name}.db"
 
-    reference, ref_log, ref_out = _start(tmp_path, url("reference"), "reference")
-    victim, victim_log, _ = _start(tmp_path, url("victim"), "victim")
+    reference, ref_log, ref_out = _start(tmp_path, url("reference"), "reference", by=by)
+    victim, victim_log, _ = _start(tmp_path, url("victim"), "victim", by=by)
     calls_before_kill = killed.kill_after(victim, victim_log, 10, within=120)
 
     store = ds.open(url("victim"))
@@ -31,7 +35,7 @@ def test_a_sigkilled_knn_compile_resumes_in_a_new_process(tmp_path: Path) -> Non
         recorded = int(db.execute("SELECT count(*) FROM evaluations").fetchone()[0])
     assert 9 <= recorded <= calls_before_kill
 
-    resumed, resumed_log, resumed_out = _start(tmp_path, url("victim"), "resumed", resume=run.id)
+    resumed, resumed_log, resumed_out = _start(tmp_path, url("victim"), "resumed", resume=run.id, by=by)
     resumed_stdout, _ = resumed.communicate(timeout=300)
     reference.communicate(timeout=300)
     assert (resumed.returncode, reference.returncode) == (0, 0)
@@ -42,5 +46,6 @@ def test_a_sigkilled_knn_compile_resumes_in_a_new_process(tmp_path: Path) -> Non
     assert final.nodes == expected.nodes
     (node,) = final.nodes
     assert node.select is not None and node.select.per_input and len(node.select.pool) == 40
+    assert node.select.by == by and len(node.select.vectors) == (40 if by == "embeddings" else 0)
     assert store.get_run(run.id).status == "finished"
     store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -72,3 +73,19 @@ def test_booking_is_scored_field_by_field() -> None:
             assert r.score == pytest.approx(4 / 5) and "nights: expected" in (r.feedback or "")
         else:
             assert r.score == 1.0 and r.feedback is None
+
+
+def test_the_examples_tell_embeddings_requests_from_chat_calls(tmp_path: Path) -> None:
+    """The bench compares compile calls with DSPy's chat calls: embeddings go in their own figure."""
+    from _common import compile_and_compare
+
+    lm = FunctionLM(reader)
+    dev = rows("qa_dev.jsonl")[:4]
+    figures = compile_and_compare(qa.qa, rows("qa_train.jsonl"), dev, desic.metrics.contains, optimizer="knn",
+                                  small=True, concurrency=2, before=False, lm=lm, out=str(tmp_path / "qa.json"))
+    program = desic.load(tmp_path / "qa.json", pipeline=qa.qa).program
+    matched = [n.id for n in program.nodes if n.select is not None and n.select.by == "embeddings"]
+    assert matched, "the knn preset matches demos by embeddings"
+    # the dev rows' runs after the compile: one chat call per node, one embedding per matched node
+    assert figures["compile_embeds"] == len(lm.embed_calls) - len(dev) * len(matched) > 0
+    assert figures["compile_calls"] == len(lm.calls) - len(dev) * len(program.nodes)
