@@ -258,7 +258,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             score = f"{_fmt(before, '.3f')} -> {m:.3f}{spread}{errors}"
             calls = mean([r.get("compile_calls") for r in ok])
             stats[k] = (m, min(after), calls, before)
-        lines.append((k[0], k[1], k[2], seeds, score, _fmt(calls, ".0f"),
+        embeds = mean([r.get("compile_embeds") for r in ok]) if ok else None
+        shown = _fmt(calls, ".0f") + (f" +{embeds:.0f} embed" if embeds else "")  # chat calls, as DSPy's
+        lines.append((k[0], k[1], k[2], seeds, score, shown,
                       _fmt(mean([r.get("eval_calls") for r in ok]) if ok else None, ".0f"),
                       _fmt(sum(float(r.get("seconds") or 0) for r in rs), ".0f")))
     widths = [max(len(x) for x in col) for col in zip(head, *lines)]
@@ -276,14 +278,19 @@ def table(rows: list[dict[str, Any]]) -> str:
             theirs = {o: v for o, v in theirs.items() if o not in uncapped}
         else:
             uncapped = {}
-        best = max(mine, key=lambda o: mine[o][0])
+        best = max(mine, key=lambda o: (mine[o][0], -(mine[o][2] or 0)))  # a tie: the cheaper
         line = f"{e}: desic best {best} {mine[best][0]:.3f} ({_fmt(mine[best][2], '.0f')} calls)"
         if theirs:
-            rival = max(theirs, key=lambda o: theirs[o][0])
+            rival = max(theirs, key=lambda o: (theirs[o][0], -(theirs[o][2] or 0)))
             gap = round(round(mine[best][0], 4) - round(theirs[rival][0], 4), 9) + 0.0  # DSPy reports 4 places
             need = 0.10 if theirs[rival][0] < 0.9 else 0.0
-            line += (f" vs DSPy best {rival} {theirs[rival][0]:.3f} ({_fmt(theirs[rival][2], '.0f')} calls):"
-                     f" {gap * 100:+.1f} points, goal {'MET' if (gap >= need - 1e-9 if need else gap > 0) else 'NOT MET'}")
+            scored = gap >= need - 1e-9 if need else gap > 0
+            mine_calls, their_calls = mine[best][2], theirs[rival][2]
+            cheaper = mine_calls is None or their_calls is None or mine_calls <= their_calls
+            verdict = "MET" if scored and cheaper else "NOT MET" + ("" if scored else " (score)") + (
+                "" if cheaper else " (calls)")
+            line += (f" vs DSPy best {rival} {theirs[rival][0]:.3f} ({_fmt(their_calls, '.0f')} calls):"
+                     f" {gap * 100:+.1f} points, goal {verdict}")
             if uncapped:
                 top = max(uncapped, key=lambda o: uncapped[o][0])
                 line += f" (DSPy uncapped: {top} {uncapped[top][0]:.3f})"
