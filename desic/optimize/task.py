@@ -92,6 +92,8 @@ class CompileTask:
     last_error: str | None = None
     meter: BudgetMeter = field(init=False)
     _example_keys: dict[int, tuple[Example, str]] = field(default_factory=dict)
+    # an evaluation key -> the key of a recorded run that is the same run (see ``discover``)
+    _same_run: dict[str, str] = field(default_factory=dict)
     _nodes: dict[str, ir.Node] = field(default_factory=dict)
     _edges: set[tuple[str, str, str]] = field(default_factory=set)
     _splits: dict[tuple[float, int | None], tuple[list[Example], list[Example]]] = field(default_factory=dict)
@@ -264,7 +266,7 @@ class CompileTask:
             example, program = jobs[i]
             hit = bases.get(id(program))
             if hit is None or hit[0] is not program:
-                hit = (program, ir.fingerprint([program_key(program), describe, self._metric_key]))
+                hit = (program, self._program_key(program, describe))
                 bases[id(program)] = hit
             return ir.fingerprint([hit[1], self._example_key(example)])
 
@@ -286,6 +288,8 @@ class CompileTask:
                 return False
             key = keys[i] = key_of(i)
             record = self.recorder.get_evaluation(key)
+            if record is None and key in self._same_run:
+                record = self.recorder.get_evaluation(self._same_run[key])
             if record is None:
                 self.meter.start()
                 return True
@@ -371,12 +375,27 @@ class CompileTask:
             self.need_metric("evaluate")
         return 0.0
 
+    def _program_key(self, program: ir.Program | None, describe: Any) -> str:
+        """The part of an evaluation's memo key that names the program, LM and metric."""
+        return ir.fingerprint([program_key(program), describe, self._metric_key])
+
     async def discover(self, program: ir.Program | None = None) -> ir.Program:
-        """The program's nodes, observed by running the pipeline on one example."""
+        """The program's nodes, observed by running the pipeline on one example.
+
+        Run without a program, that run is also row 0 under the program it finds (each
+        node as its signature has it): a lookup of the latter finds the former's record,
+        so the traces collected next do not ask the LM the same prompts again."""
         outcomes = await self.run(self.trainset[:1], program)
         if outcomes[0].error is not None and not outcomes[0].state.nodes_seen:
             raise LMError(f"could not trace the pipeline on trainset row 0: {outcomes[0].error}")
-        return program_from_runs(self.pipeline, [o.state for o in outcomes], base=program)
+        found = program_from_runs(self.pipeline, [o.state for o in outcomes], base=program)
+        if program is None and found.nodes:
+            describe = self.lm.describe() if self.lm is not None else None
+            row = self._example_key(self.trainset[0])
+            plain = ir.fingerprint([self._program_key(None, describe), row])
+            if self.recorder.get_evaluation(plain) is not None:  # not stored twice: made again on resume
+                self._same_run[ir.fingerprint([self._program_key(found, describe), row])] = plain
+        return found
 
     def observed_program(self) -> ir.Program:
         """The nodes seen in any run so far with their default configuration (zero-shot)."""

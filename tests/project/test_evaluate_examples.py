@@ -89,3 +89,16 @@ def test_the_examples_tell_embeddings_requests_from_chat_calls(tmp_path: Path) -
     # the dev rows' runs after the compile: one chat call per node, one embedding per matched node
     assert figures["compile_embeds"] == len(lm.embed_calls) - len(dev) * len(matched) > 0
     assert figures["compile_calls"] == len(lm.calls) - len(dev) * len(program.nodes)
+
+
+@pytest.mark.parametrize("optimizer", ["bootstrap", "knn"])
+def test_a_compile_does_not_send_the_same_prompt_twice(optimizer: str) -> None:
+    """The run that discovers a pipeline's nodes is the first row's zero-shot run: the
+    traces it collects next reuse it rather than asking again."""
+    from _common import LOCAL_PRESETS
+
+    lm = FunctionLM(reader)
+    desic.compile(qa.qa, rows("qa_train.jsonl"), metric=desic.metrics.contains, optimizer=optimizer, lm=lm,
+                  progress=False, **LOCAL_PRESETS[optimizer])
+    prompts = [json.dumps(r.messages, sort_keys=True) for r in lm.calls]
+    assert len(set(prompts)) == len(prompts)
