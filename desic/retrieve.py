@@ -186,10 +186,10 @@ def _record(name: str, query: str, k: int, passages: list[Passage], started: flo
         )
 
 
-def _charge(usage: Usage) -> None:
+def _charge(usage: Usage | None) -> None:
     """A search's embeddings requests, added to the run it is part of (if any)."""
     state = current_run()
-    if state is not None:
+    if state is not None and usage is not None:
         state.add_usage(usage)
 
 
@@ -347,21 +347,33 @@ class EmbeddingsRetriever(_Traced):
         return state.lm if state is not None and state.lm is not None else current_lm()
 
     async def _asearch(self, query: str, k: int) -> list[Passage]:
-        found, spent = await self._rank(self._lm(), query, k)
+        try:
+            found, spent = await self._rank(self._lm(), query, k)
+        except Exception as exc:
+            _charge(getattr(exc, "spent", None))
+            raise
         _charge(spent)
         return found
 
     def _search(self, query: str, k: int) -> list[Passage]:
         # the LM is looked up here, in the caller's context, not on the loop run_sync uses
-        found, spent = run_sync(self._rank(self._lm(), query, k))
+        try:
+            found, spent = run_sync(self._rank(self._lm(), query, k))
+        except Exception as exc:
+            _charge(getattr(exc, "spent", None))
+            raise
         _charge(spent)
         return found
 
     async def _rank(self, lm: Any, query: str, k: int) -> tuple[list[Passage], Usage]:
         """The ``k`` best passages, and what embedding the corpus (first time) and the query cost."""
         with counting_embeddings() as tally:
-            vectors = await self._corpus_vectors(lm)
-            (q,) = await lm.embed([query])
+            try:
+                vectors = await self._corpus_vectors(lm)
+                (q,) = await lm.embed([query])
+            except Exception as exc:
+                exc.spent = tally.usage  # type: ignore[attr-defined]  # charged by the caller
+                raise
         q = _unit(q)
         scores = [sum(a * b for a, b in zip(q, v)) for v in vectors]
         order = sorted(range(len(scores)), key=lambda i: -scores[i])[:k]

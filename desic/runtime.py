@@ -399,10 +399,12 @@ async def _embedded(node: ir.Node, inputs: dict[str, Any], state: RunState | Non
     if embed is None:
         raise LMError(f"node {node.id!r} chooses its demos by embeddings, and {getattr(lm, 'name', lm)!r} cannot embed")
     with counting_embeddings() as tally:
-        (vector,) = await embed([match_text(node, inputs)])
-    run = state if state is not None else current_run()
-    if run is not None:
-        run.add_usage(tally.usage, node.id)
+        try:
+            (vector,) = await embed([match_text(node, inputs)])
+        finally:  # a request answered before a failure was still spent
+            run = state if state is not None else current_run()
+            if run is not None:
+                run.add_usage(tally.usage, node.id)
     norm = math.sqrt(sum(x * x for x in vector)) or 1.0
     return [x / norm for x in vector]
 

@@ -19,6 +19,7 @@ dataclasses, lists and dicts of those).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import json
 import typing
@@ -190,7 +191,8 @@ class Tool(Generic[P, R]):
             if self.is_async:
                 result = await asyncio.wait_for(self._call_async(kwargs), self.timeout)
             else:
-                job = workers().submit(self._call_sync, kwargs)
+                # in the caller's context: what the tool calls (a retriever, an LM) sees the run
+                job = workers().submit(contextvars.copy_context().run, self._call_sync, kwargs)
                 result = await asyncio.wait_for(job, self.timeout)
         except TimeoutError:
             return f"error: {self.name} gave no result within {self.timeout:g}s (timeout)", False

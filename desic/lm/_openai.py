@@ -147,10 +147,12 @@ class OpenAILM(BaseLM):
         return out
 
     def unpriced(self) -> str | None:
-        """The model, if its calls have no known price (see :mod:`desic.lm.pricing`)."""
-        if known(self.model, self.prices, base_url=self.base_url):
-            return None
-        return self.model
+        """The model, if its calls have no known price (see :mod:`desic.lm.pricing`); else
+        the embedding model, if its requests have none (a dollar budget counts those too)."""
+        for model in (self.model, self.embedding_model):
+            if not known(model, self.prices, base_url=self.base_url):
+                return model
+        return None
 
     # --- clients ------------------------------------------------------------------------
 

@@ -87,15 +87,16 @@ async def embed_select(task: CompileTask, node: ir.Node, select: ir.DemoSelect, 
         )
     texts = [match_text(node, d.inputs) for d in select.pool]
     vectors: list[tuple[float, ...]] = []
-    task.meter.check()
-    with counting_embeddings() as tally:
-        try:
-            for start in range(0, len(texts), batch):
-                for v in await embed(texts[start : start + batch]):
-                    norm = math.sqrt(sum(x * x for x in v)) or 1.0
-                    vectors.append(tuple(round(x / norm, 6) for x in v))
-        finally:
-            task.meter.add(tally.usage)  # the compile's usage and budget count them
+    for start in range(0, len(texts), batch):
+        task.meter.check()  # before each request, as before each run
+        with counting_embeddings() as tally:
+            try:
+                answered = await embed(texts[start : start + batch])
+            finally:
+                task.meter.add(tally.usage)  # the compile's usage and budget count them
+        for v in answered:
+            norm = math.sqrt(sum(x * x for x in v)) or 1.0
+            vectors.append(tuple(round(x / norm, 6) for x in v))
     return msgspec.structs.replace(select, vectors=tuple(vectors))
 
 

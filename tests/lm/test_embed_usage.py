@@ -7,16 +7,25 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pytest
 from pydantic import BaseModel
 
 import desic
-from desic.lm import LMRequest, counting_embeddings
+from desic.lm import LMRequest, Usage, charge_embedding, counting_embeddings
 from desic.metrics import semantic_similarity
 from desic.runtime import RunState
-from desic.testing import FakeLM, FakeOpenAIServer, FunctionLM, allow_model_requests, last_input
+from desic.testing import (
+    FakeLM,
+    FakeOpenAIServer,
+    FunctionLM,
+    act,
+    allow_model_requests,
+    finish,
+    last_input,
+)
+from tests.support.agents import query_at
 
 Team = Literal["billing", "account", "technical", "shipping"]
 KEYWORDS = {"invoice": "billing", "password": "account", "crash": "technical", "parcel": "shipping"}
@@ -145,3 +154,86 @@ def test_a_semantic_metric_and_an_embeddings_retriever_charge_the_run() -> None:
     assert ask.run({"question": "what the ferry costs in crowns"}, state).answer == "6 crowns"
     assert len(lm.embed_calls) == 2  # the corpus, then the query
     assert state.usage.calls == 1 + 2
+
+
+# --- what a review found: sync tools, failures, budgets between chats and embeddings, prices ---
+
+
+FACTS = desic.EmbeddingsRetriever(["A ferry ticket costs 6 crowns.", "The mayor is Ingrid Falk."], k=1)
+
+
+def look_up(query: Annotated[str, "keywords"]) -> list[str]:
+    """Find facts."""
+    return [p.text for p in FACTS(query)]
+
+
+@desic.signature(strategy="react", tools=[look_up], max_steps=3)
+def ask_agent(question: str) -> Answer:
+    """Answer the question."""
+
+
+@desic.pipeline
+def agent(question: str) -> Answer:
+    return ask_agent(question=question)
+
+
+def scripted(request: LMRequest) -> Any:
+    _, done = query_at(request)
+    return [act("look_up", query="ferry ticket"), finish(answer="6 crowns")][min(done, 1)]
+
+
+def test_a_sync_tool_searches_with_the_run_lm_and_charges_the_run() -> None:
+    run_lm, context_lm = FunctionLM(scripted), FunctionLM(scripted)
+    state = RunState(lm=run_lm)
+    with desic.context(lm=context_lm):
+        assert agent.run({"question": "ticket price?"}, state).answer == "6 crowns"
+    assert len(run_lm.embed_calls) == 2 and context_lm.embed_calls == []  # the corpus, then the query
+    assert state.usage.calls == len(run_lm.calls) + 2
+
+
+class AnsweredThenFailed(FunctionLM):
+    """An embeddings request answered (and charged) whose result is then refused, as the
+    openai provider does with a short answer."""
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        charge_embedding(Usage(calls=1, prompt_tokens=5))
+        raise desic.LMError("asked for 1 embeddings, got 0")
+
+
+def test_a_failed_embedding_still_counts_what_was_answered() -> None:
+    compiled = embeddings_knn(FunctionLM(copycat))
+    state = RunState(program=compiled.program, lm=AnsweredThenFailed(copycat))
+    with pytest.raises(desic.LMError):
+        compiled.pipeline.run({"ticket": "password problem for oak"}, state)
+    assert state.usage.calls == 1
+
+    retriever = desic.EmbeddingsRetriever(["a", "b"], k=1)
+
+    @desic.pipeline
+    def ask(question: str) -> Answer:
+        return reply(question=question, passages=[p.text for p in retriever(question)])
+
+    state = RunState(lm=AnsweredThenFailed(copycat))
+    with pytest.raises(desic.LMError):
+        ask.run({"question": "q"}, state)
+    assert state.usage.calls == 1
+
+
+def test_a_compile_budget_stops_between_batches_of_a_pool() -> None:
+    many = [{"ticket": f"{kw} problem number {i}", "team": t} for i in range(40) for kw, t in KEYWORDS.items()]
+    assert len(many) > 2 * 64  # the pool is embedded in three requests of at most 64 texts
+    lm = FunctionLM(copycat)
+    stopped = desic.compile(route, many, metric=desic.metrics.exact_match, lm=lm, optimizer="knn", k=2,
+                            by="embeddings", baseline=False, progress=False, max_calls=len(many) + 1)
+    assert len(lm.calls) == len(many)  # the pool's traces, then the budget allowed one embeddings request
+    assert stopped.stopped_by == "max_calls"
+    assert stopped.usage.calls == len(many) + 1 == len(lm.calls) + len(lm.embed_calls)
+    assert stopped.program.nodes[0].select is None  # no half-embedded pool: fixed demos instead
+
+
+def test_a_dollar_budget_needs_a_priced_embedding_model() -> None:
+    with FakeOpenAIServer() as server:
+        lm = desic.lm("openai:gpt-4o-mini", base_url=server.url, api_key="t", embedding_model="my-embed")
+        assert lm.unpriced() == "my-embed"
+        priced = desic.lm("openai:gpt-4o-mini", base_url=server.url, api_key="t")
+        assert priced.unpriced() is None  # text-embedding-3-small has a price
