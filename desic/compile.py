@@ -27,12 +27,21 @@ from ._redact import get_logger
 from ._version import __version__
 from .budget import Budget, require_prices
 from .data import Example, dataset_fingerprint, require_json, to_examples
-from .engine import Executor, default_concurrency
+from .engine import Executor, RunOutcome, default_concurrency
 from .errors import BudgetExceeded, ConfigError
 from .lm import LM
 from .metrics import Metric, check_labels, resolve_metric
-from .optimize import CompileTask, Optimizer, RunRecorder, compare, resolve, unseen_rows
+from .optimize import (
+    CompileTask,
+    Optimizer,
+    RunRecorder,
+    compare,
+    resolve,
+    unseen_rows,
+    without_own_demos,
+)
 from .optimize.demos import MAX_DEMO_CHARS
+from .optimize.history import Scored
 from .pipeline import Pipeline, as_pipeline
 from .record import program_key
 from .render import leave_one_out
@@ -325,11 +334,13 @@ BASELINE_ROWS = 64
 
 
 async def _against_written(task: CompileTask, program: ir.Program) -> tuple[ir.Program, str | None]:
-    """``program``, or the pipeline as written (zero-shot) when that scores higher on
-    the rows no demo of ``program`` shows (all rows of the valset, or of the trainset, when
-    given none; a seeded sample of ``BASELINE_ROWS`` of them when there are more), and
-    what those rows are called. A base model that copies its demos' answers is better off
-    without them, and a compile must never hand back a program worse than its start.
+    """``program``, or the pipeline as written (zero-shot) when that scores higher on the
+    same rows, and what those rows are called: every row of the valset, or of the trainset
+    when given none (a seeded sample of ``BASELINE_ROWS`` when there are more), each scored
+    by ``program`` without the demos made from that very row. A base model that copies its
+    demos' answers is better off without them, and a compile must never hand back a
+    program worse than its start. (Scoring only the rows no demo shows would be unfair to
+    zero-shot: bootstrap makes its demos of the rows zero-shot gets right.)
     Both scores are recorded (split ``"baseline"``), then the choice with its evidence
     (split ``"selected (baseline)"``)."""
     written = program.replace(nodes=tuple(
@@ -338,21 +349,28 @@ async def _against_written(task: CompileTask, program: ir.Program) -> tuple[ir.P
     ))
     if program_key(program) == program_key(written) or task.metric is None:
         return program, None
-    shown = program.replace(nodes=tuple(  # per-input pools are left out while compiling
-        msgspec.structs.replace(n, select=None) if n.select is not None and n.select.per_input else n
-        for n in program.nodes
-    ))
     pool = task.valset if task.valset is not None else task.trainset
-    rows = unseen_rows(task, pool, [shown])
-    if not rows:
-        return program, None
+    rows = list(pool)
     if len(rows) > BASELINE_ROWS:  # a seeded sample: the comparison must not cost a pass over a large set
         rows = task.rng("baseline").sample(rows, BASELINE_ROWS)
+    held = without_own_demos(task, rows, program)
+    if held is None:  # a demo of unknown origin: the rows it cannot come from
+        shown = program.replace(nodes=tuple(  # per-input pools are left out while compiling
+            msgspec.structs.replace(n, select=None) if n.select is not None and n.select.per_input else n
+            for n in program.nodes
+        ))
+        rows = unseen_rows(task, rows, [shown])
+        held = [program] * len(rows)
+    if not rows:
+        return program, None
     if task.valset is not None:
         label = "valset" if len(rows) == len(pool) else "a sample of the valset"
     else:
-        label = "trainset rows no demo of the program shows"
-    zero, mine = await task.evaluate_many([written, program], rows)
+        label = "trainset rows, each without its own demos" if len(rows) == len(pool) else (
+            "a sample of the trainset rows, each without its own demos")
+    runs = await task.run_pairs([(written, rows), *((p, [row]) for p, row in zip(held, rows))])
+    zero = _scored(task, written, runs[0])
+    mine = _scored(task, program, [o for outcomes in runs[1:] for o in outcomes])
     first = task.record(written, zero.score, f"the pipeline as written (zero-shot), on {len(rows)} {label}",
                         split="baseline", scores=zero.scores)
     second = task.record(program, mine.score, f"the compiled program, on the same {len(rows)} rows",
@@ -371,6 +389,12 @@ async def _against_written(task: CompileTask, program: ir.Program) -> tuple[ir.P
             f"({evidence.describe()})")
     task.record(program, mine.score, note, split="selected (baseline)", scores=mine.scores, parent=second.index)
     return program, label
+
+
+def _scored(task: CompileTask, program: ir.Program, outcomes: list[RunOutcome]) -> Scored:
+    """``program``'s mean score over ``outcomes`` (as ``CompileTask.evaluate`` gives it)."""
+    scores = [task.score(o) for o in outcomes]
+    return Scored(program, sum(scores) / len(scores) if scores else 0.0, scores, outcomes)
 
 
 async def _ensemble(task: CompileTask, program: ir.Program, k: int) -> ir.Program:
@@ -535,8 +559,9 @@ def compile(
       is kept only if it beats the plain program with evidence on the validation rows;
     - ``baseline``: the built-in optimizers that use the metric (all but ``labeled``)
       return the pipeline as written (zero-shot) instead of their program when it scores
-      higher on the same rows (a tie keeps the program): the rows no demo of the program shows (a per-input demo is
-      never shown for its own row while compiling). Both scores and the decision are in
+      higher on the same rows (a tie keeps the program): every valset row, or trainset row
+      (at most ``BASELINE_ROWS``, seeded), each scored by the program without the demos made
+      from it (a per-input demo is never shown for its own row while compiling either). Both scores and the decision are in
       ``compiled.history`` (split ``"baseline"``); ``baseline=False`` skips the comparison
       and its LM calls;
     - ``progress``: a status line on stderr (default: when stderr is a terminal);

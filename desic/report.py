@@ -220,8 +220,8 @@ _SPLITS = {
     "selected": "validation rows (the optimizer's choice)",
     "check": "check rows the search never used",
     "selected (check)": "check rows the search never used (the optimizer's choice)",
-    "baseline": "rows no demo shows (beside the pipeline as written)",
-    "selected (baseline)": "rows no demo shows (the compile's choice, beside the pipeline as written)",
+    "baseline": "rows, each without its own demos (beside the pipeline as written)",
+    "selected (baseline)": "rows, each without its own demos (the compile's choice, beside the pipeline as written)",
 }
 
 

@@ -21,7 +21,8 @@ The search optimizers return their start (the bootstrap program by default) unle
 candidate beats it with evidence (``compare``: a paired test on the same rows; see
 ``desic.optimize._select``); every score in the history has an ``interval``. Then
 ``compile`` compares what any of them (but ``labeled``) returns with the pipeline as
-written on the rows its demos do not show (``unseen_rows``), and keeps the better.
+written on the same rows, each scored without the demos made from it
+(``without_own_demos``), and keeps the better.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ConfigError
 from ..record import MemoryRecorder, RunRecorder
-from ._select import unseen_rows
+from ._select import unseen_rows, without_own_demos
 from ._stats import Comparison, compare, interval
 from .history import Candidate, Scored
 from .task import CompileTask
@@ -52,6 +53,7 @@ __all__ = [
     "resolve",
     "unregister",
     "unseen_rows",
+    "without_own_demos",
 ]
 
 

@@ -109,6 +109,46 @@ def unseen_rows(task: CompileTask, rows: Sequence[Example], programs: Sequence[i
 _MISSING = object()
 
 
+def without_own_demos(task: CompileTask, rows: Sequence[Example], program: ir.Program) -> list[ir.Program] | None:
+    """For each row of ``rows``, ``program`` without the fixed demos made from that row (the
+    program itself for a row it shows no demo of): scoring row by row this way, every row
+    can be scored, none with its own answer in the prompt. Which row a demo came from is
+    found as ``unseen_rows`` finds it; None when a bootstrapped demo's row is unknown.
+    (Per-input pools leave the row's own demo out by themselves while compiling.)"""
+    keys = [task.row_key(row) for row in rows]
+    data = [{k: to_jsonable(v) for k, v in {**row.inputs, **row.labels}.items()} for row in rows]
+    single = len(program.nodes) == 1
+    drop: dict[str, set[tuple[int, int]]] = {}
+    for n, node in enumerate(program.nodes):
+        fields = [f.name for f in node.signature.inputs]
+        for d, demo in enumerate(node.demos):
+            origin = task.demo_row(demo)
+            if origin is not None:
+                hits = [origin]
+            elif single:  # a row whose node inputs are the demo's
+                want = ir.fingerprint(demo.inputs)
+                hits = [k for k, row in zip(keys, rows)
+                        if ir.fingerprint({f: to_jsonable(row.inputs[f]) for f in fields if f in row.inputs}) == want]
+            else:
+                hits = [k for k, x in zip(keys, data) if all(x.get(f, _MISSING) == v for f, v in demo.inputs.items())]
+            if not hits and demo.source == "bootstrap":
+                return None
+            for key in hits:
+                drop.setdefault(key, set()).add((n, d))
+    out: list[ir.Program] = []
+    for key in keys:
+        gone = drop.get(key)
+        if not gone:
+            out.append(program)
+            continue
+        out.append(program.replace(nodes=tuple(
+            msgspec.structs.replace(node, demos=tuple(x for d, x in enumerate(node.demos) if (n, d) not in gone))
+            if any(g[0] == n for g in gone) else node
+            for n, node in enumerate(program.nodes)
+        )))
+    return out
+
+
 async def select_final(
     task: CompileTask,
     start: int,

@@ -37,8 +37,12 @@ def test_accepted_traces_give_no_warning(caplog: pytest.LogCaptureFixture) -> No
 
 def test_inspect_says_why_there_is_no_score() -> None:
     with desic.context(lm=FakeLM(default="billing")):
-        compiled = desic.compile(summarize, ROWS, metric="exact_match", optimizer="bootstrap")
+        # every row is a demo and no comparison with the pipeline as written: nothing was scored
+        compiled = desic.compile(summarize, ROWS, metric="exact_match", optimizer="bootstrap", baseline=False)
         scored = desic.compile(summarize, ROWS, metric="exact_match", optimizer="bootstrap", valset=ROWS[:2])
+        compared = desic.compile(summarize, ROWS, metric="exact_match", optimizer="bootstrap")
     text = compiled.inspect()
     assert "not scored" in text and "valset=" in text and "compiled.evaluate(" in text
     assert "score 1.000 on valset" in scored.inspect()
+    # the comparison scores every row, each without the demo made from it
+    assert "on trainset rows, each without its own demos" in compared.inspect()

@@ -286,7 +286,7 @@ def test_bootstrap_keeps_the_pipeline_as_written_when_its_demos_do_worse() -> No
     assert written.split == mine.split == "baseline" and choice.split == "selected (baseline)"
     assert "keeps the pipeline as written" in choice.note and (written.score or 0) > (mine.score or 0)
     assert choice.program == written.program and choice.score == written.score
-    assert compiled.program.meta.score == written.score and "no demo" in (compiled.program.meta.score_split or "")
+    assert compiled.program.meta.score == written.score and "without its own demos" in (compiled.program.meta.score_split or "")
     # asked not to compare, it returns its demos, however they score
     plain = desic.compile(triage, ROWS, metric=METRIC, optimizer="bootstrap", lm=FunctionLM(copier), seed=1,
                           baseline=False, **SMALL["bootstrap"])
@@ -314,3 +314,38 @@ def test_a_tie_with_the_pipeline_as_written_keeps_the_compiled_program() -> None
     written, mine, choice = compiled.history[-3:]
     assert written.score == mine.score == 1.0 and mine.program.nodes[0].demos
     assert compiled.program.nodes[0].demos and "as high as the pipeline as written" in choice.note
+
+
+def helped_only_where_zero_shot_fails(request: LMRequest) -> Any:
+    """Zero-shot it gets charges right and refunds wrong; with any demo the reverse."""
+    ticket = last_input(request)
+    if any(m["role"] == "assistant" for m in request.messages[1:-1]):
+        return {"team": "shipping" if "refund" in ticket else "tech"}
+    return {"team": "billing"}
+
+
+def test_the_comparison_is_fair_to_zero_shot_on_the_rows_bootstrap_took_its_demos_from() -> None:
+    # bootstrap's demos are rows zero-shot got right: leaving those rows out of the
+    # comparison keeps zero-shot's successes out and its failures in. Every row is scored,
+    # each without the demo made from it.
+    rows = [{"ticket": f"charge {i}", "team": "billing"} for i in range(3)] + [
+        {"ticket": f"refund {i}", "team": "shipping"} for i in range(2)
+    ]
+    lm = FunctionLM(helped_only_where_zero_shot_fails)
+    compiled = desic.compile(triage, rows, metric=METRIC, optimizer="bootstrap", lm=lm, seed=1, max_demos=2,
+                             max_labeled=0)
+    written, mine, choice = compiled.history[-3:]
+    assert written.split == mine.split == "baseline" and written.n == mine.n == len(rows)
+    assert (written.score, mine.score) == (0.6, 0.4)
+    assert not compiled.program.nodes[0].demos and "keeps the pipeline as written" in choice.note
+    for request in lm.calls:  # no row was ever answered with its own demo in the prompt
+        shown = [m["content"] for m in request.messages[1:-1] if m["role"] == "user"]
+        assert request.messages[-1]["content"] not in shown
+    dev = [{"ticket": f"{w} {i}", "team": t} for i in range(10, 20) for w, t in
+           (("charge", "billing"), ("charge", "billing"), ("charge", "billing"), ("refund", "shipping"),
+            ("refund", "shipping"))]
+    plain = desic.compile(triage, rows, metric=METRIC, optimizer="bootstrap", lm=FunctionLM(helped_only_where_zero_shot_fails),
+                          seed=1, max_demos=2, max_labeled=0, baseline=False)
+    with desic.context(lm=FunctionLM(helped_only_where_zero_shot_fails)):
+        assert desic.evaluate(compiled, dev, METRIC, progress=False).score == 0.6  # new rows agree
+        assert desic.evaluate(plain, dev, METRIC, progress=False).score == 0.4

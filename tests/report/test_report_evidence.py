@@ -18,7 +18,7 @@ def test_the_chosen_program_is_the_selected_one_with_its_evidence() -> None:
     # the search's own choice, on its validation rows, then the compile's, beside zero-shot
     search, final = search_choice(compiled.history), compiled.history[-1]
     for chosen, where in ((search, "16 validation rows (the optimizer's choice)"),
-                          (final, "32 rows no demo shows (the compile's choice, beside the pipeline as written)")):
+                          (final, "32 rows, each without its own demos (the compile's choice, beside the pipeline as written)")):
         low, high = chosen.interval or (0.0, 0.0)
         (row,) = [r for r in rows if r.index == chosen.index]
         text = score_text(row)
