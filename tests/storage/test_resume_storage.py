@@ -54,8 +54,10 @@ def test_interrupted_run_resumes_without_repeating(backend: str, tmp_path: Path)
     reference_lm = FunctionLM(answer)
     reference = desic.compile(triage, TRAIN, lm=reference_lm, **OPTIONS)
     total = len(reference_lm.calls)
-    # one run discovers the node (for the labelled demos shown while bootstrapping), then every row
-    assert total == 1 + len(TRAIN)
+    # one run discovers the node (for the labelled demos shown while bootstrapping), then every
+    # row; then the comparison with the pipeline as written: zero-shot on every row but the
+    # first (the discovery run), and the program on every row without its own demo
+    assert total == 1 + len(TRAIN) + (len(TRAIN) - 1) + len(TRAIN)
 
     with pytest.raises(Crash):
         desic.compile(triage, TRAIN, lm=crashing_after(5), storage=url, **OPTIONS)
@@ -71,14 +73,14 @@ def test_interrupted_run_resumes_without_repeating(backend: str, tmp_path: Path)
     after = store.get_run(run.id)
     assert (after.status, after.candidates, after.best_score) == (
         "finished",
-        1,
+        len(resumed.history),  # bootstrap's program, the two comparison scores, the choice
         resumed.history[-1].score,
     )
     assert ir.decode_program(store.get_run_program(run.id) or b"") == resumed.program
 
     again = FunctionLM(answer)  # resuming a finished run replays all of it
     desic.compile(triage, TRAIN, lm=again, storage=url, resume=run.id, **OPTIONS)
-    assert len(again.calls) == 0 and store.get_run(run.id).candidates == 1
+    assert len(again.calls) == 0 and store.get_run(run.id).candidates == len(resumed.history) == 4
     store.close()
 
 
